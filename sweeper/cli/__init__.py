@@ -1,0 +1,27 @@
+"""The ``sweeper`` command line: thin click commands over functions that tests call directly.
+
+Each submodule owns the commands of one stage (run, fit, export) and registers them on
+``main`` here, so stages stay apart as they do in the package.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sweeper")
+def main() -> None:
+    """Hyperparameter sweeps for LM pre-training: run proxy ladders, fit lr/batch laws, predict."""
+
+
+def _register() -> None:
+    # Imported here, not at the top, so ``import sweeper.cli`` stays cheap and circular-free.
+    from sweeper.cli import fitting, running
+
+    for module in (running, fitting):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,223 @@
+"""CLI commands that run and watch sweeps: submit, resume, status, dashboard."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from sweeper.outcome import STATUSES
+from sweeper.recipe import Recipe, RecipeError, load_recipe
+from sweeper.results import read_trials
+from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, run_sweep
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit: the CLI's only way of reporting bad input."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def load_or_exit(path: str | Path) -> Recipe:
+    try:
+        return load_recipe(path)
+    except RecipeError as error:
+        for problem in error.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+
+
+def _trial_line(done: int, total: int, spec, outcome) -> str:
+    loss = f"loss {outcome.final_val_loss:.4f}" if math.isfinite(outcome.final_val_loss) else ""
+    extra = f"at step {outcome.diverged_step}" if outcome.status == "diverged" else ""
+    if outcome.status == "failed":
+        extra = (outcome.error or "")[:120]
+    width = len(str(total))
+    return (
+        f"[{done:>{width}}/{total}] {outcome.status:<8} {spec.label:<44} {loss or extra:<14} "
+        f"{outcome.wall_seconds:5.1f}s {outcome.tokens_per_second / 1e3:6.1f}k tok/s"
+    ).rstrip()
+
+
+def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: str | None) -> SweepSummary:
+    state: dict = {"done": 0, "total": 0}
+
+    def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
+        state["total"] = pending
+        click.echo(
+            f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already recorded, "
+            f"{pending} to run -> {run_dir}"
+        )
+        if dashboard_url:
+            click.echo(f"Ray dashboard: {dashboard_url}")
+
+    def on_trial(spec, outcome, counts: Counter) -> None:
+        state["done"] += 1
+        click.echo(_trial_line(state["done"], state["total"], spec, outcome))
+
+    try:
+        summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
+                            on_start=on_start, on_trial=on_trial)
+    except SweepError as error:
+        fail(str(error), code=3)
+        raise AssertionError("unreachable")
+    counts = ", ".join(f"{summary.counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
+    click.echo(f"done in {summary.wall_seconds:.0f}s: {counts}; results in {run_dir}/trials")
+    if not summary.ok:
+        click.echo(
+            f"error: {summary.counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
+            f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials",
+            err=True,
+        )
+    return summary
+
+
+@click.command()
+@click.argument("recipe_path", metavar="RECIPE")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>).")
+@click.option("--address", envvar="RAY_ADDRESS", help="Attach to this Ray cluster instead of starting one.")
+@click.option("--storage", help="Optuna storage URL (default: a journal file in the run folder).")
+def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None) -> None:
+    """Run the sweep RECIPE to the end; results stream into the run folder."""
+    recipe = load_or_exit(recipe_path)
+    run_dir = recipe.run_dir(out)
+    summary = execute_sweep(recipe, run_dir, address, storage)
+    sys.exit(0 if summary.ok else 1)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--address", envvar="RAY_ADDRESS", help="Attach to this Ray cluster instead of starting one.")
+@click.option("--storage", help="Optuna storage URL, if the sweep used one.")
+def resume(run_dir: str, address: str | None, storage: str | None) -> None:
+    """Finish the sweep of RUN_DIR with the recipe saved there, skipping recorded trials."""
+    recipe_file = Path(run_dir) / RECIPE_FILE
+    if not recipe_file.is_file():
+        fail(f"{run_dir}: no {RECIPE_FILE} here; is this a sweeper run folder?")
+    recipe = load_or_exit(recipe_file)
+    summary = execute_sweep(recipe, Path(run_dir), address, storage)
+    sys.exit(0 if summary.ok else 1)
+
+
+def _driver_state(progress: dict) -> str:
+    if not progress:
+        return "no driver has run here (imported results?)"
+    if progress.get("finished"):
+        return "finished"
+    pid, host = progress.get("pid"), progress.get("host")
+    if host == os.uname().nodename and pid:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"stopped before finishing (driver pid {pid} is gone; `sweeper resume` continues it)"
+        except PermissionError:
+            pass
+    age = time.time() - float(progress.get("updated_at", 0))
+    return f"running (pid {pid} on {host}, updated {age:.0f}s ago)"
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def status(run_dir: str, as_json: bool) -> None:
+    """Trials by status and the best loss per cell of RUN_DIR (while it runs or after)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        fail(f"{run_dir}: no such run folder")
+    progress_path = folder / PROGRESS_FILE
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    read = read_trials(folder)
+    frame = read.to_pandas()
+    counts = Counter(frame["status"]) if len(frame) else Counter()
+    running = progress.get("running", []) if progress and not progress.get("finished") else []
+    planned = progress.get("planned")
+    pending = max(0, planned - sum(counts[s] for s in ("complete", "diverged")) - len(running)) if planned else None
+    best = []
+    if len(frame):
+        complete = frame[frame["status"] == "complete"]
+        for cell_id, group in complete.groupby("cell_id", sort=False):
+            row = group.loc[group["loss"].idxmin()]
+            best.append({
+                "cell_id": cell_id, "n_params": int(row["n_params"]), "tokens_budget": int(row["tokens_budget"]),
+                "best_loss": float(row["loss"]), "lr": float(row["lr"]),
+                "batch_size": int(row["batch_size"]), "runs": int(len(group)),
+            })
+        best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
+    report = {
+        "run_dir": str(folder),
+        "driver": _driver_state(progress),
+        "planned": planned,
+        "counts": {s: counts.get(s, 0) for s in STATUSES},
+        "running": running,
+        "pending": pending,
+        "best_per_cell": best,
+        "problems": read.problems,
+        "dashboard_url": progress.get("dashboard_url"),
+    }
+    for problem in read.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"run {folder}: driver {report['driver']}")
+    shown = ", ".join(f"{n} {s}" for s, n in report["counts"].items() if n)
+    click.echo(
+        f"trials: {planned if planned is not None else len(frame)} planned; {shown or 'none recorded yet'}"
+        + (f", {len(running)} running" if running else "")
+        + (f", {pending} pending" if pending else "")
+    )
+    for item in running:
+        click.echo(f"  running: {item['label']}")
+    if best:
+        click.echo(f"{'cell':<34} {'N':>10} {'D':>10} {'best loss':>10} {'lr':>9} {'B':>5} {'runs':>5}")
+        for b in best:
+            click.echo(
+                f"{b['cell_id']:<34} {b['n_params']:>10.3g} {b['tokens_budget']:>10.3g} "
+                f"{b['best_loss']:>10.4f} {b['lr']:>9.3g} {b['batch_size']:>5} {b['runs']:>5}"
+            )
+
+
+@click.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to ask (default: the local one).")
+def dashboard(run_dir: str | None, address: str | None) -> None:
+    """Print the Ray dashboard address of the running (or attached) cluster.
+
+    With RUN_DIR, the address its driver recorded; otherwise ask the cluster itself.
+    """
+    if run_dir:
+        progress_path = Path(run_dir) / PROGRESS_FILE
+        if not progress_path.is_file():
+            fail(f"{run_dir}: no sweep has run here")
+        progress = json.loads(progress_path.read_text())
+        state = _driver_state(progress)
+        if not state.startswith("running") or not progress.get("dashboard_url"):
+            fail(f"{run_dir}: its driver is not running ({state}); the dashboard went with it", code=1)
+        click.echo(progress["dashboard_url"])
+        return
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        context = ray.init(address=address or "auto", log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError) as error:
+        fail(f"no running Ray cluster found ({str(error).splitlines()[0][:120]}); "
+             "start a sweep with `sweeper submit` or pass --address", code=1)
+        return
+    url = context.dashboard_url
+    ray.shutdown()
+    if not url:
+        fail("the cluster runs without a dashboard (install ray[default] on its head node)", code=1)
+    click.echo(url if url.startswith("http") else f"http://{url}")
+    if address and not any(h in address for h in ("127.0.0.1", "localhost")):
+        click.echo("remote cluster: reach it with `ray dashboard CLUSTER.yaml` or "
+                   "`ssh -L 8265:127.0.0.1:8265 HEAD` and open http://127.0.0.1:8265", err=True)
+
+
+COMMANDS = [submit, resume, status, dashboard]

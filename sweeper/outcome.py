@@ -1,0 +1,52 @@
+"""Shared result types: what a trainer hands back for one trial.
+
+These cross the Ray boundary (pickled) from worker to driver, so they hold plain values
+only. The trainer fills them; results/ turns them into Parquet rows; nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+TrialStatus = Literal["complete", "diverged", "failed", "pruned", "target"]
+STATUSES: tuple[str, ...] = ("complete", "diverged", "failed", "pruned", "target")
+
+
+@dataclass
+class CurvePoint:
+    """One logged step of a trial. ``val_loss`` is None where it was not measured."""
+
+    step: int  # 1-based optimizer step just taken
+    tokens: int  # tokens trained on so far
+    lr: float  # learning rate used at this step
+    train_loss: float
+    val_loss: float | None = None
+
+
+@dataclass
+class TrialOutcome:
+    """How one trial ended, as measured by the trainer.
+
+    ``final_val_loss`` is the headline loss (held-out, at the end); NaN unless complete.
+    ``diverged_step`` is the step at which divergence was detected, else None.
+    """
+
+    trial_id: str
+    status: TrialStatus
+    final_val_loss: float
+    smoothed_train_loss: float
+    steps_done: int
+    tokens_done: int
+    wall_seconds: float
+    started_at: float  # unix seconds
+    ended_at: float
+    initial_loss: float = float("nan")
+    diverged_step: int | None = None
+    error: str | None = None
+    node_id: str = ""
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_done / self.wall_seconds if self.wall_seconds > 0 else 0.0

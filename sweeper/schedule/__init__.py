@@ -1,0 +1,5 @@
+"""Schedule: which planned trial runs next, decided by an Optuna study (ask/tell)."""
+
+from sweeper.schedule.study import STUDY_FILE, Asked, SweepStudy, storage_for
+
+__all__ = ["STUDY_FILE", "Asked", "SweepStudy", "storage_for"]

@@ -1,0 +1,159 @@
+"""Schedule: one Optuna study per sweep decides which planned trial runs next (ask/tell).
+
+Optuna's GridSampler walks the grid cell x lr x batch size x seed in a shuffled order, and
+the study is persisted (an Optuna journal file in the run folder by default, or any Optuna
+storage URL) so a restarted driver sees what was asked and told before. The study is the
+*decider*, not the record: the Parquet results are the record of what finished. That is why
+``next_trial`` is given the trials still to run, and re-points the sampler when the two
+disagree (after a crash, a trial can be RUNNING in the study but lost in fact).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from sweeper.outcome import TrialOutcome
+from sweeper.plan import TrialSpec
+
+STUDY_FILE = "optuna.journal"
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
+    return (cell_id, float(lr), int(batch_size), int(seed))
+
+
+def _spec_key(spec: TrialSpec) -> tuple:
+    return _grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed)
+
+
+def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
+    """The study's storage: the URL given, else a journal file in the run folder.
+
+    A journal file rather than SQLite because several processes may append to it (SQLite
+    locks up under concurrent writers, and Optuna's docs advise against it on NFS).
+    """
+    if storage_url:
+        return storage_url
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for an ask/tell loop. Its ``after_trial`` calls ``study.stop()`` once the
+    grid is covered, which only works inside ``study.optimize``; here the driver's own loop
+    knows when the plan is done, so that hook does nothing."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
+        return None
+
+
+@dataclass
+class Asked:
+    trial: optuna.Trial  # the running Optuna trial, to tell it later
+    spec: TrialSpec
+
+
+class SweepStudy:
+    """The ask/tell side of a sweep over a fixed plan of trial specs."""
+
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
+        self.study = study
+        self.specs_by_key = {_spec_key(spec): spec for spec in specs}
+        self.distributions = {
+            "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
+            "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
+            "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
+            "seed": CategoricalDistribution(sorted({s.seed for s in specs})),
+        }
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        specs: list[TrialSpec],
+        run_dir: Path,
+        storage_url: str | None = None,
+        sampler_seed: int = 0,
+    ) -> "SweepStudy":
+        search_space = {
+            "cell": sorted({s.cell_id for s in specs}),
+            "lr": sorted({s.lr for s in specs}),
+            "batch_size": sorted({s.batch_size for s in specs}),
+            "seed": sorted({s.seed for s in specs}),
+        }
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage_for(Path(run_dir), storage_url),
+            sampler=AskTellGridSampler(search_space, seed=sampler_seed),
+            direction="minimize",
+            load_if_exists=True,
+        )
+        return cls(study, specs)
+
+    def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
+        """Close trials a dead driver left RUNNING: told with the recorded result where the
+        trial finished, else failed as abandoned (its spec is still pending, so it is re-run).
+        Returns how many were closed."""
+        closed = 0
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            spec = self._spec_of(trial.params)
+            if spec is not None and spec.trial_id in recorded:
+                self._close(trial.number, *recorded[spec.trial_id])
+            else:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+            closed += 1
+        return closed
+
+    def next_trial(self, runnable: set[str]) -> Asked | None:
+        """Ask for the next trial among ``runnable`` (trial ids neither recorded nor running).
+
+        The sampler's choice is taken when it is runnable. When it is not (the grid point was
+        recorded by an earlier driver, or the sampler believes a lost trial is still
+        running), that ask is closed and a runnable spec is enqueued explicitly, so no
+        planned trial is ever skipped.
+        """
+        if not runnable:
+            return None
+        trial = self.study.ask(self.distributions)
+        spec = self._spec_of(trial.params)
+        if spec is not None and spec.trial_id in runnable:
+            trial.set_user_attr("trial_id", spec.trial_id)
+            return Asked(trial, spec)
+        self.study.tell(trial.number, state=TrialState.FAIL)
+        chosen = next(s for s in self.specs_by_key.values() if s.trial_id in runnable)
+        self.study.enqueue_trial(
+            {"cell": chosen.cell_id, "lr": chosen.lr, "batch_size": chosen.batch_size, "seed": chosen.seed}
+        )
+        trial = self.study.ask(self.distributions)
+        trial.set_user_attr("trial_id", chosen.trial_id)
+        return Asked(trial, chosen)
+
+    def tell(self, asked: Asked, outcome: TrialOutcome) -> None:
+        asked.trial.set_user_attr("status", outcome.status)
+        self._close(asked.trial.number, outcome.status, outcome.final_val_loss)
+
+    def _close(self, number: int, status: str, loss: float) -> None:
+        if status == "complete" and math.isfinite(loss):
+            self.study.tell(number, loss)
+        else:
+            # Diverged and failed runs have no loss to compare; FAIL keeps them out of
+            # best_trial while the grid still counts them as visited.
+            self.study.tell(number, state=TrialState.FAIL)
+
+    def _spec_of(self, params: dict) -> TrialSpec | None:
+        try:
+            key = _grid_key(params["cell"], params["lr"], params["batch_size"], params["seed"])
+        except KeyError:
+            return None
+        return self.specs_by_key.get(key)

@@ -1,0 +1,138 @@
+"""The whole loop on a real local Ray: smoke recipe -> Parquet -> status -> fit -> predict.
+
+One sweep runs once per test session (module fixture) and the tests read what it left:
+the run folder, the driver's output, and what pandas saw while it was running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeper.recipe import load_recipe
+from tests.conftest import RECIPES
+
+pytestmark = pytest.mark.slow
+
+
+def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@dataclass
+class SweepRun:
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    mid_sweep_rows: list[int]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> SweepRun:
+    run_dir = tmp_path_factory.mktemp("e2e") / "smoke"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", "submit", str(RECIPES / "smoke.yaml"), "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    mid_sweep_rows = []
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        trials = run_dir / "trials"
+        if trials.is_dir() and any(p.suffix == ".parquet" for p in trials.iterdir()):
+            # What a user does mid-sweep: read the folder with pandas.
+            mid_sweep_rows.append(len(pd.read_parquet(trials)))
+        time.sleep(0.5)
+    stdout, stderr = process.communicate(timeout=max(1, deadline - time.time()))
+    return SweepRun(run_dir, process.returncode, stdout, stderr, mid_sweep_rows)
+
+
+def test_submit_runs_every_planned_trial(smoke_run: SweepRun) -> None:
+    assert smoke_run.returncode == 0, smoke_run.stderr[-3000:]
+    recipe = load_recipe(RECIPES / "smoke.yaml")
+    trials = pd.read_parquet(smoke_run.run_dir / "trials")
+    planned = 4 * len(recipe.learning_rates.all()) * len(recipe.batch_sizes)
+    assert len(trials) == planned and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"complete", "diverged"}
+    complete = trials[trials["status"] == "complete"]
+    assert len(complete) >= planned - 2
+    # Headline loss is a real held-out loss: below a uniform guess over bytes (ln 256 = 5.55).
+    assert complete["loss"].max() < 5.5
+    assert (complete["batch_size_tokens"] == complete["batch_size"] * complete["seq_len"]).all()
+    assert (trials["node_id"].str.len() > 0).all()
+
+
+def test_curves_match_trials(smoke_run: SweepRun) -> None:
+    trials = pd.read_parquet(smoke_run.run_dir / "trials")
+    curves = pd.read_parquet(smoke_run.run_dir / "curves")
+    assert set(curves["trial_id"]) == set(trials["trial_id"])
+    last_step = curves.groupby("trial_id")["step"].max()
+    complete = trials[trials["status"] == "complete"].set_index("trial_id")
+    assert (last_step.loc[complete.index] == complete["steps"]).all()
+    assert not curves.duplicated(["trial_id", "step"]).any()
+
+
+def test_two_trials_ran_at_the_same_time(smoke_run: SweepRun) -> None:
+    trials = pd.read_parquet(smoke_run.run_dir / "trials").sort_values("started_at")
+    starts, ends = trials["started_at"].to_numpy(), trials["ended_at"].to_numpy()
+    overlapping = sum(
+        1 for i in range(len(starts)) for j in range(i + 1, len(starts)) if starts[j] < ends[i]
+    )
+    assert overlapping > 0, "with 2 cores and 1 cpu per trial, trials must overlap in time"
+
+
+def test_results_were_readable_mid_sweep(smoke_run: SweepRun) -> None:
+    total = len(pd.read_parquet(smoke_run.run_dir / "trials"))
+    assert any(0 < rows < total for rows in smoke_run.mid_sweep_rows), smoke_run.mid_sweep_rows
+
+
+def test_status_reports_counts_and_best_per_cell(smoke_run: SweepRun) -> None:
+    result = sweeper("status", str(smoke_run.run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    trials = pd.read_parquet(smoke_run.run_dir / "trials")
+    assert report["counts"]["complete"] == (trials["status"] == "complete").sum()
+    assert report["driver"] == "finished"
+    assert len(report["best_per_cell"]) == 4
+    for cell in report["best_per_cell"]:
+        cell_rows = trials[(trials["cell_id"] == cell["cell_id"]) & (trials["status"] == "complete")]
+        assert cell["best_loss"] == pytest.approx(cell_rows["loss"].min())
+
+
+def test_resubmit_runs_nothing_twice(smoke_run: SweepRun) -> None:
+    before = pd.read_parquet(smoke_run.run_dir / "trials")
+    result = sweeper("submit", str(RECIPES / "smoke.yaml"), "--out", str(smoke_run.run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "0 to run" in result.stdout
+    after = pd.read_parquet(smoke_run.run_dir / "trials")
+    assert sorted(after["trial_id"]) == sorted(before["trial_id"])
+    assert after.set_index("trial_id")["ended_at"].equals(before.set_index("trial_id")["ended_at"])
+
+
+def test_fit_then_predict(smoke_run: SweepRun) -> None:
+    fitted = sweeper("fit", str(smoke_run.run_dir), "--bootstrap", "200")
+    assert fitted.returncode == 0, fitted.stderr[-2000:]
+    fit_json = smoke_run.run_dir / "fit.json"
+    fit = json.loads(fit_json.read_text())
+    assert fit
+    assert any(p.suffix == ".png" for p in (smoke_run.run_dir / "plots").iterdir())
+    assert "near-optimal" in fitted.stdout and "R" in fitted.stdout
+    predicted = sweeper("predict", str(fit_json), "--params", "5e6", "--tokens", "1e8", "--seq-len", "256", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    prediction = json.loads(predicted.stdout)
+    for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval", "batch_size_tokens_interval"):
+        assert key in prediction
+    low, high = prediction["lr_interval"]
+    assert low <= prediction["lr"] <= high
+    assert prediction["batch_size_sequences"] == max(1, round(prediction["batch_size_tokens"] / 256))
+    # 5e6 parameters is far beyond the smoke ladder: the user must be told.
+    assert "beyond" in predicted.stderr or "outside" in predicted.stderr
