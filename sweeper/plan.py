@@ -125,6 +125,21 @@ def make_trial(
     )
 
 
+def estimate_trial_memory_bytes(spec: TrialSpec) -> int:
+    """Peak memory of one fp32 trial, estimated: weights, gradients and AdamW's two moments
+    (16 bytes per parameter), plus activations kept for the backward pass. Per layer and
+    token a pre-norm block keeps about 34*d floats (norm inputs, q/k/v, attention output,
+    MLP input and its 4d hidden before and after GELU); the logits and their gradient cost
+    2*vocab floats per token. A 1.5x margin covers the allocator and temporaries; the
+    process itself (Python, torch) adds about 400 MiB.
+    """
+    shape = spec.shape
+    tokens_per_batch = spec.batch_size * shape.seq_len
+    parameter_bytes = 16 * shape.n_params_total
+    activation_floats = tokens_per_batch * (shape.n_layers * 34 * shape.d_model + 2 * shape.vocab_size)
+    return int(400 * 2**20 + 1.5 * (parameter_bytes + 4 * activation_floats))
+
+
 def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
     """Every trial of the sweep: cells x learning rates x batch sizes x seeds."""
     trials = [
@@ -141,6 +156,7 @@ __all__ = [
     "Cell",
     "TrialSpec",
     "cell_id_for",
+    "estimate_trial_memory_bytes",
     "make_trial",
     "plan_cells",
     "plan_trials",

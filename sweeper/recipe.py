@@ -233,6 +233,10 @@ class Resources(_Strict):
     max_retries: int = Field(
         2, ge=0, description="Times a trial is retried when its worker process dies."
     )
+    memory_gb: float | None = Field(
+        None, gt=0, description="Memory per trial in GiB, reserved from Ray's scheduler; a recipe "
+        "whose largest trial is estimated to need more is refused before anything runs."
+    )
 
 
 class Evaluation(_Strict):

@@ -22,7 +22,7 @@ from typing import Callable
 import yaml
 
 from sweeper.outcome import STATUSES, TrialOutcome
-from sweeper.plan import TrialSpec, plan_trials
+from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, plan_trials
 from sweeper.recipe import Recipe
 from sweeper.results import ResultSink, read_trials
 
@@ -32,7 +32,12 @@ RECIPE_FILE = "recipe.yaml"
 
 
 class SweepError(RuntimeError):
-    """A sweep that cannot start; the message is one line for the user."""
+    """A sweep that cannot start; the message is one line for the user, ``exit_code`` the
+    CLI's (2: the recipe asks for the impossible, 3: the run folder is busy)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -40,15 +45,17 @@ class SweepSummary:
     run_dir: Path
     planned: int
     already_recorded: int
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)  # statuses of the trials this run ran
+    sweep_counts: Counter = field(default_factory=Counter)  # statuses of every planned trial now
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     max_failed_fraction: float = 0.0
 
     @property
     def failed_fraction(self) -> float:
-        ran = sum(self.counts.values())
-        return self.counts["failed"] / ran if ran else 0.0
+        """Failed share of the whole sweep (earlier runs' trials included)."""
+        total = sum(self.sweep_counts.values())
+        return self.sweep_counts["failed"] / total if total else 0.0
 
     @property
     def ok(self) -> bool:
@@ -87,7 +94,8 @@ class RunFolderLock:
             handle.close()
             raise SweepError(
                 f"{self.path.parent}: run folder is in use by another sweeper driver ({holder}); "
-                "wait for it to finish or stop it first"
+                "wait for it to finish or stop it first",
+                exit_code=3,
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -128,6 +136,25 @@ def save_recipe(recipe: Recipe, run_dir: Path) -> None:
     os.replace(temporary, path)
 
 
+def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
+    """Refuse a sweep whose largest trial cannot fit the memory it may use: the recipe's
+    ``resources.memory_gb`` when given, else this machine's physical memory."""
+    if not specs:
+        return
+    largest = max(specs, key=estimate_trial_memory_bytes)
+    need = estimate_trial_memory_bytes(largest)
+    if recipe.resources.memory_gb is not None:
+        limit, what = recipe.resources.memory_gb * 2**30, f"resources.memory_gb = {recipe.resources.memory_gb:g}"
+    else:
+        limit, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    if need > limit:
+        raise SweepError(
+            f"trial {largest.label} needs about {need / 2**30:.1f} GiB (estimated: weights, AdamW "
+            f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}) but "
+            f"{what} is {limit / 2**30:.1f} GiB; use smaller shapes or batches, or more memory"
+        )
+
+
 def run_sweep(
     recipe: Recipe,
     run_dir: Path,
@@ -140,18 +167,19 @@ def run_sweep(
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
-    from sweeper.execute import TrialExecutor, connect, disconnect
+    from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.schedule import SweepStudy
     from sweeper.train import data_identity
 
     run_dir = Path(run_dir)
+    specs = plan_trials(recipe, data_identity(recipe.data))
+    check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
     cluster = None
     try:
         save_recipe(recipe, run_dir)
-        specs = plan_trials(recipe, data_identity(recipe.data))
         recorded, _problems = recorded_results(run_dir)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
@@ -163,13 +191,20 @@ def run_sweep(
         if pending:  # nothing to run: no cluster to start
             cluster = connect(address, num_cpus=num_cpus)
             summary.dashboard_url = cluster.dashboard_url
+            try:
+                executor = TrialExecutor(recipe.resources)  # refuses trials no node can ever hold
+            except PlacementError as error:
+                raise SweepError(str(error), exit_code=2) from None
         if on_start is not None:
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
-            _drive(study, TrialExecutor(recipe.resources), ResultSink(run_dir), pending, summary, on_trial)
+            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial)
         summary.wall_seconds = time.time() - started
+        planned_ids = {spec.trial_id for spec in specs}
+        statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
+        summary.sweep_counts = Counter(row["status"] for row in statuses if row["trial_id"] in planned_ids)
         _write_progress(run_dir, summary, running=[], finished=True)
         return summary
     finally:
@@ -180,6 +215,9 @@ def run_sweep(
 
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None) -> None:
+    from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
+
+    metrics = SweepMetrics(study.study.study_name)
     asked_by_id = {}
     while pending:
         runnable = pending - executor.running_ids()
@@ -190,18 +228,26 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
             executor.submit(asked.spec)
             asked_by_id[asked.spec.trial_id] = asked
             runnable.discard(asked.spec.trial_id)
-        _write_progress(sink.run_dir, summary, running=list(executor.in_flight.values()), finished=False)
+        metrics.progress(pending=len(pending) - len(executor.in_flight), running=len(executor.in_flight),
+                         counts=summary.counts, recorded=summary.already_recorded)
+        _write_progress(sink.run_dir, summary, running=list(executor.in_flight.values()), finished=False,
+                        where=executor.where())
         for spec, outcome in executor.wait(timeout=5.0):
             # Record first, then tell: the Parquet record is never behind the study.
             sink.record(spec, outcome)
             study.tell(asked_by_id.pop(spec.trial_id), outcome)
             pending.discard(spec.trial_id)
             summary.counts[outcome.status] += 1
+            metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
             if on_trial is not None:
                 on_trial(spec, outcome, summary.counts)
+    metrics.progress(pending=0, running=0, counts=summary.counts, recorded=summary.already_recorded)
 
 
-def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpec], finished: bool) -> None:
+def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpec], finished: bool,
+                    where: dict[str, dict] | None = None) -> None:
+    """``where``: trial id -> {"state", "node_id", "node_ip", ...} from the executor, if known."""
+    where = where or {}
     write_json_atomic(
         run_dir / PROGRESS_FILE,
         {
@@ -213,6 +259,6 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
             "already_recorded": summary.already_recorded,
             "counts": {status: summary.counts.get(status, 0) for status in STATUSES},
             "dashboard_url": summary.dashboard_url,
-            "running": [{"trial_id": s.trial_id, "label": s.label} for s in running],
+            "running": [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {})} for s in running],
         },
     )

@@ -18,6 +18,11 @@ from sweeper.results import read_trials
 from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, run_sweep
 
 
+# Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
+JOB_ADDRESS_ENV = ["RAY_API_SERVER_ADDRESS", "SWEEPER_JOB_ADDRESS"]
+DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one line to stderr and exit: the CLI's only way of reporting bad input."""
     click.echo(f"error: {message}", err=True)
@@ -65,13 +70,16 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial)
     except SweepError as error:
-        fail(str(error), code=3)
+        fail(str(error), code=error.exit_code)
         raise AssertionError("unreachable")
-    counts = ", ".join(f"{summary.counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
-    click.echo(f"done in {summary.wall_seconds:.0f}s: {counts}; results in {run_dir}/trials")
+    def listed(counts: Counter) -> str:
+        return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
+
+    click.echo(f"done in {summary.wall_seconds:.0f}s: this run {listed(summary.counts)}; "
+               f"the sweep {listed(summary.sweep_counts)}; results in {run_dir}/trials")
     if not summary.ok:
         click.echo(
-            f"error: {summary.counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
+            f"error: {summary.sweep_counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
             f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials",
             err=True,
         )
@@ -83,9 +91,23 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>).")
 @click.option("--address", envvar="RAY_ADDRESS", help="Attach to this Ray cluster instead of starting one.")
 @click.option("--storage", help="Optuna storage URL (default: a journal file in the run folder).")
-def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None) -> None:
-    """Run the sweep RECIPE to the end; results stream into the run folder."""
+@click.option("--job", is_flag=True, help="Submit the whole sweep as a Ray Job to --address "
+              "(http://HEAD:8265) and return at once; follow it with `sweeper logs --job ID`.")
+@click.option("--results", "results_uri", metavar="URI", help="With --job: storage URI (s3://..., "
+              "gs://..., file://...) the job copies each finished trial to; `sweeper fetch` reads it.")
+def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
+           job: bool, results_uri: str | None) -> None:
+    """Run the sweep RECIPE to the end; results stream into the run folder.
+
+    With --job, --out names the run folder on the head node (default
+    $HOME/sweeper-runs/JOB_ID there).
+    """
     recipe = load_or_exit(recipe_path)
+    if job:
+        _submit_job(recipe, recipe_path, address, out, results_uri, storage)
+        return
+    if results_uri:
+        fail("--results goes with --job (a local driver writes straight to --out)")
     run_dir = recipe.run_dir(out)
     summary = execute_sweep(recipe, run_dir, address, storage)
     sys.exit(0 if summary.ok else 1)
@@ -123,10 +145,18 @@ def _driver_state(progress: dict) -> str:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def status(run_dir: str, as_json: bool) -> None:
+@click.option("--job", "job_id", metavar="ID", help="Report on the Ray Job ID (from `submit --job`) instead.")
+@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
+              help="With --job: the cluster's Job API (dashboard) address.")
+def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str) -> None:
     """Trials by status and the best loss per cell of RUN_DIR (while it runs or after)."""
+    if job_id:
+        _job_status(job_id, address, as_json)
+        return
+    if not run_dir:
+        fail("give a RUN_DIR, or --job ID for a sweep submitted as a Ray Job")
     folder = Path(run_dir)
     if not folder.is_dir():
         fail(f"{run_dir}: no such run folder")
@@ -173,7 +203,7 @@ def status(run_dir: str, as_json: bool) -> None:
         + (f", {pending} pending" if pending else "")
     )
     for item in running:
-        click.echo(f"  running: {item['label']}")
+        click.echo(f"  {item.get('state', 'running')}: {item['label']}{_node_words(item)}")
     if best:
         click.echo(f"{'cell':<34} {'N':>10} {'D':>10} {'best loss':>10} {'lr':>9} {'B':>5} {'runs':>5}")
         for b in best:
@@ -220,4 +250,115 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
                    "`ssh -L 8265:127.0.0.1:8265 HEAD` and open http://127.0.0.1:8265", err=True)
 
 
-COMMANDS = [submit, resume, status, dashboard]
+def _node_words(item: dict) -> str:
+    """' on node IP (id abcd1234)' for a progress.json running entry, when known."""
+    node_id = item.get("node_id")
+    if not node_id:
+        return ""
+    ip = item.get("node_ip")
+    return f" on node {ip} ({node_id[:8]})" if ip else f" on node {node_id[:8]}"
+
+
+# ----------------------------------------------------------------------------- Ray Jobs
+# A sweep as a Ray Job: sweeper/execute/jobs.py holds the logic; these only print.
+
+
+
+def _submit_job(recipe: Recipe, recipe_path: str, address: str | None, out: str | None,
+                results_uri: str | None, storage: str | None) -> None:
+    from sweeper.execute import jobs
+
+    if not address:
+        fail("--job needs --address http://HEAD:8265 (the cluster's dashboard / Job API)")
+    if recipe.data.source != "builtin":
+        click.echo("note: data.path is read on the cluster's nodes, not sent with the job", err=True)
+    try:
+        submitted = jobs.submit(address, Path(recipe_path), recipe.name, out=out,
+                                results=results_uri, storage=storage)
+    except jobs.JobError as error:
+        fail(str(error), code=1)
+        return
+    click.echo(f"job {submitted.job_id} submitted: sweep {recipe.name}")
+    click.echo(f"dashboard: {submitted.dashboard_url}")
+    click.echo(f"run folder on the head: {submitted.run_dir}"
+               + (f"; results mirrored to {submitted.results}" if submitted.results else ""))
+    click.echo(f"follow: sweeper logs --job {submitted.job_id} --follow --address {jobs.http_address(address)}")
+    click.echo(f"fetch:  sweeper fetch --job {submitted.job_id} --out DIR --address {jobs.http_address(address)}")
+
+
+def _job_status(job_id: str, address: str, as_json: bool) -> None:
+    from sweeper.execute import jobs
+
+    try:
+        details = jobs.info(address, job_id)
+        logs = jobs.client(address).get_job_logs(job_id)
+    except jobs.JobError as error:
+        fail(str(error), code=1)
+        return
+    metadata = details.metadata or {}
+    report = {
+        "job_id": job_id,
+        "status": str(details.status.value),
+        "message": details.message,
+        "sweep": metadata.get("sweeper_sweep"),
+        "run_dir": metadata.get("sweeper_run_dir"),
+        "results": metadata.get("sweeper_results") or None,
+        "last_trial": jobs.last_progress_line(logs),
+        "start_time": details.start_time,
+        "end_time": details.end_time,
+        "driver_exit_code": details.driver_exit_code,
+        "dashboard_url": f"{jobs.http_address(address)}/#/jobs/{job_id}",
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"job {job_id}: {report['status']}" + (f" ({report['message']})" if report["message"] else ""))
+    if report["last_trial"]:
+        click.echo(f"  last trial: {report['last_trial']}")
+    click.echo(f"  run folder on the head: {report['run_dir']}"
+               + (f"; results at {report['results']}" if report["results"] else ""))
+    click.echo(f"  dashboard: {report['dashboard_url']}")
+
+
+@click.command()
+@click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
+@click.option("--follow", is_flag=True, help="Stream the log until the job ends; exit 0 if it succeeded.")
+@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
+              help="The cluster's Job API (dashboard) address.")
+def logs(job_id: str, follow: bool, address: str) -> None:
+    """Print the log of a sweep submitted as a Ray Job (its driver's output)."""
+    from sweeper.execute import jobs
+
+    try:
+        if not follow:
+            click.echo(jobs.client(address).get_job_logs(job_id), nl=False)
+            return
+        for chunk in jobs.follow(address, job_id):
+            click.echo(chunk, nl=False)
+        final = jobs.wait(address, job_id, timeout=30)
+    except jobs.JobError as error:
+        fail(str(error), code=1)
+        return
+    click.echo(f"job {job_id}: {final}", err=True)
+    sys.exit(0 if final == "SUCCEEDED" else 1)
+
+
+@click.command()
+@click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Local folder to fill.")
+@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
+              help="The cluster's Job API (dashboard) address.")
+def fetch(job_id: str, out: str, address: str) -> None:
+    """Bring a job's run folder home: from its --results URI, else from the head's disk."""
+    from sweeper.execute import jobs
+
+    try:
+        source = jobs.fetch(address, job_id, Path(out))
+    except jobs.JobError as error:
+        fail(str(error), code=1)
+        return
+    read = read_trials(out)
+    click.echo(f"fetched {read.table.num_rows} trial rows from {source} into {out}")
+
+
+COMMANDS = [submit, resume, status, dashboard, logs, fetch]

@@ -1,5 +1,12 @@
 """Execute: Ray tasks that run trials, on a local embedded cluster or an attached one."""
 
-from sweeper.execute.ray_runner import ClusterInfo, TrialExecutor, connect, disconnect
+from sweeper.execute.ray_runner import (
+    ClusterInfo,
+    PlacementError,
+    TrialExecutor,
+    check_fits,
+    connect,
+    disconnect,
+)
 
-__all__ = ["ClusterInfo", "TrialExecutor", "connect", "disconnect"]
+__all__ = ["ClusterInfo", "PlacementError", "TrialExecutor", "check_fits", "connect", "disconnect"]

@@ -106,6 +106,54 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
     return outcome
 
 
+class PlacementError(RuntimeError):
+    """The recipe asks per trial for more than any node of the cluster can ever offer.
+
+    Raised before anything is submitted: Ray would otherwise leave such tasks pending
+    forever (an infeasible task only logs a warning). The message is one line for the user.
+    """
+
+
+def node_shapes() -> list[dict[str, float]]:
+    """Total resources of every node the cluster has or may add.
+
+    Alive nodes from the GCS, plus the node types of an autoscaling cluster (a GPU worker
+    group that scales from zero has no node yet but will get one on demand). The autoscaler's
+    config is read through a private accessor; when it is missing, only alive nodes count.
+    """
+    shapes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        for group in config.node_group_configs if config is not None else []:
+            if group.max_count != 0:
+                shapes.append({key: float(value) for key, value in group.resources.items()})
+    except Exception:  # noqa: BLE001 (private API; absence only narrows the check)
+        pass
+    return shapes
+
+
+def check_fits(resources: Resources, shapes: list[dict[str, float]] | None = None) -> None:
+    """Raise PlacementError unless some node shape holds one trial's CPUs and GPUs."""
+    shapes = node_shapes() if shapes is None else shapes
+    wanted = {"CPU": resources.cpus, "GPU": resources.gpus}
+    for shape in shapes:
+        if all(shape.get(key, 0.0) + 1e-9 >= amount for key, amount in wanted.items() if amount > 0):
+            return
+    largest = ", ".join(
+        f"{shape.get('CPU', 0):g} CPU/{shape.get('GPU', 0):g} GPU" for shape in shapes
+    ) or "no nodes"
+    raise PlacementError(
+        f"no node can ever run a trial: the recipe asks {resources.cpus:g} CPU and "
+        f"{resources.gpus:g} GPU per trial (resources:), the cluster's nodes offer {largest}"
+    )
+
+
+#: Ray task states (ray.util.state) that mean "waiting for a node with room", in words.
+_WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
+
+
 class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
@@ -114,9 +162,14 @@ class TrialExecutor:
     raises), so only infrastructure failures reach ``_failed_outcome``.
     """
 
-    def __init__(self, resources: Resources):
+    def __init__(self, resources: Resources, check_placement: bool = True):
+        """Raises PlacementError at once when no node could ever run one trial."""
         self.resources = resources
         self.in_flight: dict[ray.ObjectRef, TrialSpec] = {}
+        self._where: dict[str, dict] = {}
+        self._where_read_at = 0.0
+        if check_placement:
+            check_fits(resources)
 
     def capacity(self) -> int:
         """How many trials the cluster can run at once now (re-read: clusters scale)."""
@@ -133,12 +186,51 @@ class TrialExecutor:
             num_gpus=self.resources.gpus,
             max_retries=self.resources.max_retries,
             retry_exceptions=False,
+            **({"memory": int(self.resources.memory_gb * 2**30)} if self.resources.memory_gb else {}),
         )
         threads = max(1, math.ceil(self.resources.cpus))
         self.in_flight[task.remote(spec, threads)] = spec
 
     def running_ids(self) -> set[str]:
         return {spec.trial_id for spec in self.in_flight.values()}
+
+    def where(self, max_age: float = 3.0) -> dict[str, dict]:
+        """Trial id -> {"state", "node_id", "node_ip"} for trials in flight.
+
+        Read from Ray's state API (the GCS's task table, through the dashboard), at most
+        every ``max_age`` seconds: tasks report nothing themselves, so a retried trial shows
+        the node of its latest attempt. Best effort: without a dashboard the map is empty.
+        """
+        if time.time() - self._where_read_at < max_age:
+            return {k: v for k, v in self._where.items() if k in self.running_ids()}
+        self._where_read_at = time.time()
+        by_task = {ref.task_id().hex(): spec.trial_id for ref, spec in self.in_flight.items()}
+        try:
+            from ray.util.state import list_tasks
+
+            job_id = ray.get_runtime_context().get_job_id()
+            tasks = list_tasks(
+                filters=[("job_id", "=", job_id), ("type", "=", "NORMAL_TASK")],
+                limit=10_000, timeout=5, raise_on_missing_output=False,
+            )
+            ips = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in ray.nodes()}
+        except Exception:  # noqa: BLE001 (observability must never stop a sweep)
+            return {}
+        latest: dict[str, object] = {}
+        for task in tasks:
+            trial_id = by_task.get(task.task_id)
+            if trial_id and (trial_id not in latest or task.attempt_number > latest[trial_id].attempt_number):
+                latest[trial_id] = task
+        self._where = {
+            trial_id: {
+                "state": _WAITING_STATES.get(task.state, task.state.lower().replace("_", " ")),
+                "node_id": task.node_id or None,
+                "node_ip": ips.get(task.node_id) if task.node_id else None,
+                "attempt": task.attempt_number + 1,
+            }
+            for trial_id, task in latest.items()
+        }
+        return dict(self._where)
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
         """Block until at least one trial ends (or ``timeout``); return those that ended."""

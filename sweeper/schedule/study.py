@@ -26,7 +26,9 @@ from sweeper.plan import TrialSpec
 
 STUDY_FILE = "optuna.journal"
 
-optuna.logging.set_verbosity(logging.WARNING)
+# ERROR, not WARNING: GridSampler warns each time it re-proposes a visited point, which this
+# loop expects after a restart and handles (see next_trial).
+optuna.logging.set_verbosity(logging.ERROR)
 
 
 def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:

@@ -1,0 +1,352 @@
+"""A whole sweep as a Ray Job: submit it, follow it, and bring its results home.
+
+Client side (the user's machine) talks only to the head's Job Submission API (the dashboard
+port, 8265 by default) through ``ray.job_submission.JobSubmissionClient``; nothing else of
+the cluster need be reachable. The runtime_env carries the recipe (working_dir) and this
+package (py_modules), so the cluster needs Ray and sweeper's dependencies, not sweeper
+itself.
+
+Cluster side, the job's entrypoint is ``python -m sweeper.execute.jobs drive ...``: an
+ordinary sweep driver (``run_sweep``) on the head whose run folder is local to the head
+(``$HOME/sweeper-runs/<job id>`` unless ``--out`` says otherwise), and which, given a
+results URI, copies each finished trial's part files there as it goes (object-store puts
+are atomic; on a local filesystem each file is written under a hidden name and renamed), so
+results outlive the head node.
+
+How results come home (``fetch``):
+1. The job was given ``--results URI`` (s3://, gs://, abfs://, file://, any pyarrow.fs URI):
+   the client copies from there. Works when the head is gone; the recommended way.
+2. Otherwise the run folder is still on the head's disk: ``fetch`` submits a tiny helper
+   job that packs the folder (tar.gz, base64) into its own log, and the client reads it
+   back through the same Job API. Works whenever the head is up and its disk kept.
+
+The job's metadata records both places (``sweeper_run_dir``, ``sweeper_results``), so the
+client needs only the job id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import re
+import shlex
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import sweeper
+
+PACK_BEGIN = "----- sweeper pack begin -----"
+PACK_END = "----- sweeper pack end -----"
+#: Where a job's run folder lives on the head unless ``--out`` is given (expanded by the shell).
+DEFAULT_REMOTE_RUNS = "$HOME/sweeper-runs"
+#: Job states that end a job (JobStatus values).
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class JobError(RuntimeError):
+    """A job request that cannot be served; the message is one line for the user."""
+
+
+@dataclass
+class SubmittedJob:
+    job_id: str
+    dashboard_url: str  # the job's page in the Ray dashboard
+    run_dir: str  # on the head node, as the shell there spells it
+    results: str | None  # storage URI the job mirrors its results to, if any
+
+
+def http_address(address: str) -> str:
+    """The Job API's address: http://HOST:PORT (a bare HOST:PORT gets http://)."""
+    address = address.rstrip("/")
+    return address if re.match(r"^[a-z][a-z0-9+.-]*://", address) else f"http://{address}"
+
+
+def client(address: str):  # noqa: ANN201 (JobSubmissionClient; imported lazily)
+    """A JobSubmissionClient for ``address``; token auth is picked up by Ray itself from
+    RAY_AUTH_MODE=token plus RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(http_address(address))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise JobError(f"cannot reach the Ray Job API at {http_address(address)}: {first}") from None
+
+
+def runtime_env(recipe_file: Path, staging: Path) -> dict:
+    """The job's runtime_env: the recipe as ``recipe.yaml`` in working_dir, the package as
+    a py_module (so an unchanged cluster image runs the client's version of sweeper)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "recipe.yaml").write_bytes(Path(recipe_file).read_bytes())
+    return {
+        "working_dir": str(staging),
+        "py_modules": [str(Path(sweeper.__file__).parent)],
+        "excludes": ["__pycache__", "*.pyc"],
+        "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"},
+    }
+
+
+def submit(address: str, recipe_file: Path, sweep_name: str, *, out: str | None = None,
+           results: str | None = None, storage: str | None = None) -> SubmittedJob:
+    """Submit the sweep of ``recipe_file`` as one Ray Job and return at once."""
+    api = client(address)
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "-", sweep_name)[:40]
+    job_id = f"sweeper-{safe_name}-{uuid.uuid4().hex[:8]}"
+    # $HOME stays unquoted-expandable: the entrypoint runs in a shell on the head.
+    run_dir = out or f"{DEFAULT_REMOTE_RUNS}/{job_id}"
+    arguments = ["recipe.yaml", "--out", run_dir]
+    if results:
+        arguments += ["--results", results]
+    if storage:
+        arguments += ["--storage", storage]
+    entrypoint = "python -m sweeper.execute.jobs drive " + " ".join(_shell_word(a) for a in arguments)
+    with tempfile.TemporaryDirectory(prefix="sweeper-job-") as staging:
+        env = runtime_env(recipe_file, Path(staging))
+        try:
+            api.submit_job(
+                entrypoint=entrypoint,
+                submission_id=job_id,
+                runtime_env=env,
+                metadata={"sweeper_sweep": sweep_name, "sweeper_run_dir": run_dir,
+                          "sweeper_results": results or ""},
+            )
+        except RuntimeError as error:
+            raise JobError(f"job submission refused: {str(error).strip().splitlines()[0][:300]}") from None
+    return SubmittedJob(job_id, f"{http_address(address)}/#/jobs/{job_id}", run_dir, results)
+
+
+def _shell_word(word: str) -> str:
+    # Keep $HOME expandable (it names the head's home, unknown here); quote everything else.
+    if word.startswith("$HOME/") and re.fullmatch(r"\$HOME/[A-Za-z0-9_./-]+", word):
+        return word
+    return shlex.quote(word)
+
+
+def info(address: str, job_id: str):  # noqa: ANN201 (JobDetails)
+    api = client(address)
+    try:
+        return api.get_job_info(job_id)
+    except RuntimeError as error:
+        raise JobError(f"no job {job_id} at {http_address(address)} ({str(error).splitlines()[0][:160]})") from None
+
+
+def last_progress_line(logs: str) -> str | None:
+    """The driver's latest ``[done/total] status label ...`` line, if it printed one."""
+    lines = [line for line in logs.splitlines() if re.match(r"^\[\s*\d+/\d+\]", line)]
+    return lines[-1] if lines else None
+
+
+def follow(address: str, job_id: str) -> Iterator[str]:
+    """Yield the job's log as it grows, until the job ends."""
+    api = client(address)
+    info(address, job_id)  # a clear error for an unknown id, before streaming
+
+    # tail_job_logs is async; drive it in a private loop and hand out chunks as they come.
+    loop = asyncio.new_event_loop()
+    try:
+        generator = api.tail_job_logs(job_id).__aiter__()
+        while True:
+            try:
+                chunk = loop.run_until_complete(generator.__anext__())
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        loop.close()
+
+
+def wait(address: str, job_id: str, timeout: float | None = None, poll: float = 1.0) -> str:
+    """Block until the job ends (or ``timeout``); return its status name."""
+    api = client(address)
+    deadline = None if timeout is None else time.time() + timeout
+    while True:
+        status = str(api.get_job_status(job_id).value)
+        if status in TERMINAL or (deadline is not None and time.time() > deadline):
+            return status
+        time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+def fetch(address: str, job_id: str, destination: Path, timeout: float = 600) -> str:
+    """Copy the job's run folder into ``destination``; return where it came from."""
+    details = info(address, job_id)
+    metadata = details.metadata or {}
+    if "sweeper_run_dir" not in metadata:
+        raise JobError(f"job {job_id} was not submitted by sweeper (no sweeper metadata)")
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    results = metadata.get("sweeper_results")
+    if results:
+        copy_tree_from_uri(results, destination)
+        return results
+    return _fetch_by_pack_job(address, job_id, metadata["sweeper_run_dir"], destination, timeout)
+
+
+def copy_tree_from_uri(uri: str, destination: Path) -> None:
+    from pyarrow import fs
+
+    source_fs, source_path = fs.FileSystem.from_uri(uri)
+    if source_fs.get_file_info(source_path).type == fs.FileType.NotFound:
+        raise JobError(f"{uri}: nothing there yet (has the job recorded a trial?)")
+    fs.copy_files(source_path, str(destination), source_filesystem=source_fs,
+                  destination_filesystem=fs.LocalFileSystem())
+
+
+def _fetch_by_pack_job(address: str, job_id: str, run_dir: str, destination: Path, timeout: float) -> str:
+    api = client(address)
+    details = info(address, job_id)
+    # The helper job must run where the sweep's driver wrote: job drivers run on the head
+    # (the job supervisor is placed there), and so does this one.
+    helper = api.submit_job(
+        entrypoint=f"python -m sweeper.execute.jobs pack {_shell_word(run_dir)}",
+        submission_id=f"{job_id}-fetch-{uuid.uuid4().hex[:6]}",
+        runtime_env={"py_modules": [str(Path(sweeper.__file__).parent)], "excludes": ["__pycache__"]},
+        metadata={"sweeper_fetch_of": job_id},
+    )
+    status = wait(address, helper, timeout=timeout)
+    logs = api.get_job_logs(helper)
+    if status != "SUCCEEDED" or PACK_BEGIN not in logs:
+        tail = logs.strip().splitlines()[-1][:200] if logs.strip() else status
+        raise JobError(f"could not read {run_dir} on the head of job {job_id} ({details.status}): {tail}")
+    payload = logs.split(PACK_BEGIN, 1)[1].split(PACK_END, 1)[0]
+    data = base64.b64decode("".join(payload.split()))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        archive.extractall(destination, filter="data")
+    return f"{run_dir} on the head node (through job {helper})"
+
+
+def pack(run_dir: Path) -> None:
+    """Print ``run_dir`` as base64 tar.gz between markers (the fetch helper job's body)."""
+    run_dir = Path(os.path.expandvars(str(run_dir))).expanduser()
+    if not run_dir.is_dir():
+        print(f"error: {run_dir}: no such run folder on this node", file=sys.stderr)
+        sys.exit(1)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(run_dir.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):  # no temporaries, no lock
+                archive.add(path, arcname=str(path.relative_to(run_dir)))
+    encoded = base64.encodebytes(buffer.getvalue()).decode()
+    sys.stdout.write(f"{PACK_BEGIN}\n{encoded}{PACK_END}\n")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- job side
+
+
+class ResultMirror:
+    """Copies run-folder files to a storage URI, each file whole or not at all."""
+
+    def __init__(self, uri: str, run_dir: Path):
+        from pyarrow import fs
+
+        self.fs, self.base = fs.FileSystem.from_uri(uri)
+        self.is_local = isinstance(self.fs, fs.LocalFileSystem)
+        self.run_dir = Path(run_dir)
+
+    def put(self, relative: str) -> None:
+        source = self.run_dir / relative
+        if not source.is_file():
+            return
+        target = f"{self.base.rstrip('/')}/{relative}"
+        parent = target.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        data = source.read_bytes()
+        if self.is_local:
+            # Same rule as the sink: hidden temporary name, then an atomic rename.
+            temporary = f"{parent}/.{target.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
+            with self.fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            self.fs.move(temporary, target)
+        else:
+            # Object stores publish an object only when its upload completes.
+            with self.fs.open_output_stream(target) as stream:
+                stream.write(data)
+
+    def put_all(self) -> None:
+        for path in sorted(self.run_dir.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                self.put(str(path.relative_to(self.run_dir)))
+
+
+def drive(recipe_file: Path, out: str, results: str | None, storage: str | None) -> int:
+    """The job's entrypoint: run the sweep on the cluster, mirror results; return exit code.
+
+    Exit codes as ``sweeper submit``: 0 ok, 1 too many failed trials, 2 the recipe is bad
+    or cannot run on this cluster, 3 the run folder is busy.
+    """
+    from sweeper.recipe import RecipeError, load_recipe
+    from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
+    from sweeper.sweep import SweepError, run_sweep
+
+    run_dir = Path(os.path.expandvars(out)).expanduser()
+    try:
+        recipe = load_recipe(recipe_file)
+    except RecipeError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    mirror = ResultMirror(results, run_dir) if results else None
+    state = {"done": 0, "total": 0}
+
+    def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
+        state["total"] = pending
+        print(f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already recorded, "
+              f"{pending} to run -> {run_dir}" + (f"; mirrored to {results}" if results else ""), flush=True)
+
+    def on_trial(spec, outcome, counts) -> None:  # noqa: ANN001
+        state["done"] += 1
+        loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == "complete" else (outcome.error or "")[:100]
+        print(f"[{state['done']}/{state['total']}] {outcome.status:<8} {spec.label} {loss} "
+              f"node {outcome.node_id[:12]}", flush=True)
+        if mirror is not None:
+            # Curve first, then the row: the same order the sink writes them in.
+            mirror.put(f"{CURVES_DIR}/{spec.trial_id}.parquet")
+            mirror.put(f"{TRIALS_DIR}/{spec.trial_id}.parquet")
+
+    try:
+        summary = run_sweep(recipe, run_dir, storage_url=storage, on_start=on_start, on_trial=on_trial)
+    except SweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 3)
+    finally:
+        if mirror is not None and run_dir.is_dir():
+            mirror.put_all()  # recipe, journal, progress.json, and anything a crash left behind
+    counts = ", ".join(f"{summary.counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
+    print(f"done in {summary.wall_seconds:.0f}s: {counts}; results in {run_dir}"
+          + (f" and {results}" if results else ""), flush=True)
+    return 0 if summary.ok else 1
+
+
+def main(argv: list[str]) -> int:
+    """``python -m sweeper.execute.jobs drive|pack ...``: what a job runs on the cluster."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sweeper.execute.jobs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    drive_parser = commands.add_parser("drive", help="run a sweep (the job's entrypoint)")
+    drive_parser.add_argument("recipe", type=Path)
+    drive_parser.add_argument("--out", required=True)
+    drive_parser.add_argument("--results")
+    drive_parser.add_argument("--storage")
+    pack_parser = commands.add_parser("pack", help="print a run folder as base64 tar.gz")
+    pack_parser.add_argument("run_dir", type=Path)
+    arguments = parser.parse_args(argv)
+    if arguments.command == "pack":
+        pack(arguments.run_dir)
+        return 0
+    return drive(arguments.recipe, arguments.out, arguments.results, arguments.storage)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

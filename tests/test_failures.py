@@ -1,0 +1,208 @@
+"""Real faults, never mocks: workers and drivers killed with SIGKILL, files truncated on
+disk, trials that raise and diverge. Each test starts real `sweeper` processes on a real
+local Ray and reads the real run folder afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+# Four trials of a few seconds each: long enough to be caught mid-flight.
+SLOW_RECIPE = {
+    "name": "slow",
+    "models": [{"d_model": 32, "n_layers": 2, "n_heads": 2, "seq_len": 64}],
+    "tokens": {"absolute": [200000]},
+    "learning_rates": {"values": [0.01, 0.02]},
+    "batch_sizes": [8, 16],
+    "data": {"source": "builtin", "max_bytes": 1000000},
+    "resources": {"cpus": 1, "max_retries": 2},
+}
+
+
+def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def start_driver(*args: str) -> subprocess.Popen:
+    # Its own session, so the test can kill the driver with everything it started, as a
+    # crash of the driver's machine would.
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def recorded(run_dir: Path) -> list[Path]:
+    folder = run_dir / "trials"
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def trial_worker_pids() -> list[int]:
+    # Ray titles a worker process after the task it runs: "ray::trial <label>".
+    listing = subprocess.run(["pgrep", "-f", "^ray::trial "], capture_output=True, text=True)
+    return [int(pid) for pid in listing.stdout.split()]
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def test_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    driver = start_driver("submit", str(write_recipe(tmp_path, SLOW_RECIPE)), "--out", str(run_dir))
+    try:
+        wait_for(lambda: trial_worker_pids(), 90, "a trial to start on a Ray worker")
+        time.sleep(1.0)  # mid-trial, not at its first step
+        victim = trial_worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            kill_session(driver)
+    assert driver.returncode == 0, stderr[-3000:]
+    trials = pd.read_parquet(run_dir / "trials")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"complete"}
+    curves = pd.read_parquet(run_dir / "curves")
+    assert not curves.duplicated(["trial_id", "step"]).any()
+    assert (curves.groupby("trial_id")["step"].max().sort_index() == trials.set_index("trial_id")["steps"].sort_index()).all()
+
+
+def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path: Path) -> None:
+    recipe = {**SLOW_RECIPE, "learning_rates": {"values": [0.005, 0.01, 0.02]}}  # 6 trials
+    recipe_path = write_recipe(tmp_path, recipe)
+    run_dir = tmp_path / "run"
+    driver = start_driver("submit", str(recipe_path), "--out", str(run_dir))
+    try:
+        wait_for(lambda: len(recorded(run_dir)) >= 2, 120, "two recorded trials")
+        # A second driver on the same folder refuses at once, naming the holder.
+        second = sweeper("submit", str(recipe_path), "--out", str(run_dir), timeout=60)
+        assert second.returncode == 3
+        assert "in use by another sweeper driver" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        kill_session(driver)  # SIGKILL to the driver and the local cluster it started
+    before = {p.name: p.stat().st_mtime_ns for p in recorded(run_dir)}
+    assert 2 <= len(before) < 6
+    status = sweeper("status", str(run_dir), "--json")
+    assert "stopped before finishing" in json.loads(status.stdout)["driver"]
+
+    # The dead driver's lock is gone with it: resume starts at once.
+    resumed = sweeper("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = {p.name: p.stat().st_mtime_ns for p in recorded(run_dir)}
+    assert len(after) == 6
+    assert all(after[name] == mtime for name, mtime in before.items()), "a recorded trial ran again"
+
+    # The same trial ids as an uninterrupted run of the same recipe would produce.
+    from sweeper.plan import plan_trials
+    from sweeper.recipe import parse_recipe
+    from sweeper.train import data_identity
+
+    planned = parse_recipe(recipe)
+    expected = {t.trial_id for t in plan_trials(planned, data_identity(planned.data))}
+    assert set(pd.read_parquet(run_dir / "trials")["trial_id"]) == expected
+
+
+def test_diverged_and_failed_trials_are_data_not_crashes(tmp_path: Path) -> None:
+    # Token ids up to 299: the vocab-256 shape cannot embed them (a real exception in the
+    # trainer), the vocab-512 shape can. lr 50 without clipping blows up (diverged).
+    tokens = np.random.default_rng(0).integers(0, 300, size=60000, dtype=np.uint16)
+    token_file = tmp_path / "train.bin"
+    tokens.tofile(token_file)
+    recipe = {
+        "name": "faults",
+        "models": [
+            {"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 32, "vocab_size": 512},
+            {"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 32, "vocab_size": 256},
+        ],
+        "tokens": {"absolute": [8000]},
+        "learning_rates": {"values": [0.01, 50.0]},
+        "batch_sizes": [4],
+        "optimizer": {"grad_clip": 0.0},
+        "data": {"source": "tokens", "path": str(token_file), "dtype": "uint16"},
+    }
+    run_dir = tmp_path / "run"
+    result = sweeper("submit", str(write_recipe(tmp_path, recipe)), "--out", str(run_dir))
+    trials = pd.read_parquet(run_dir / "trials").set_index("lr")
+    good = trials[trials["vocab_size"] == 512]
+    assert good.loc[0.01, "status"] == "complete"
+    assert good.loc[50.0, "status"] == "diverged" and good.loc[50.0, "diverged_step"] >= 1
+    bad = trials[trials["vocab_size"] == 256]
+    assert set(bad["status"]) == {"failed"}
+    assert bad["error"].str.contains("vocab").all()
+    # Two of four failed: above the default tolerated share of 0, so exit code 1 with a count.
+    assert result.returncode == 1
+    assert "the sweep 1 complete, 1 diverged, 2 failed" in result.stdout
+    # With failures tolerated up to 60%, the same sweep (rerunning only its failures) exits 0.
+    tolerant = write_recipe(tmp_path, {**recipe, "max_failed_fraction": 0.6}, "tolerant.yaml")
+    again = sweeper("submit", str(tolerant), "--out", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 to run" in again.stdout  # only the failed trials run again
+    assert "Traceback" not in again.stderr and "GridSampler" not in again.stderr
+
+
+def test_truncated_part_file_is_reported_and_resume_repairs_it(tmp_path: Path) -> None:
+    recipe = {**SLOW_RECIPE, "tokens": {"absolute": [20000]}, "name": "small"}
+    run_dir = tmp_path / "run"
+    recipe_path = write_recipe(tmp_path, recipe)
+    first = sweeper("submit", str(recipe_path), "--out", str(run_dir))
+    assert first.returncode == 0, first.stderr[-2000:]
+    victim = recorded(run_dir)[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # a copy cut short
+
+    status = sweeper("status", str(run_dir), "--json")
+    assert status.returncode == 0
+    assert str(victim) in status.stderr and "unreadable" in status.stderr
+    report = json.loads(status.stdout)
+    assert report["counts"]["complete"] == 3 and len(report["problems"]) == 1
+
+    resumed = sweeper("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "1 to run" in resumed.stdout
+    assert len(pd.read_parquet(run_dir / "trials")) == 4
+
+
+def test_trials_that_cannot_fit_memory_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    recipe = {
+        **SLOW_RECIPE,
+        "models": [{"d_model": 1024, "n_layers": 24, "n_heads": 16, "seq_len": 2048}],
+        "batch_sizes": [64],
+        "resources": {"cpus": 1, "memory_gb": 4},
+    }
+    run_dir = tmp_path / "run"
+    result = sweeper("submit", str(write_recipe(tmp_path, recipe)), "--out", str(run_dir), timeout=120)
+    assert result.returncode == 2
+    assert "GiB" in result.stderr and "memory_gb" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not run_dir.exists()
