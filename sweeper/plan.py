@@ -55,6 +55,22 @@ class TrialSpec(BaseModel):
         return f"{self.cell_id} lr={self.lr:.3g} B={self.batch_size}"
 
 
+def fusion_key(spec: TrialSpec) -> tuple:
+    """Trials with equal keys can train as members of one fused group (train/fused.py): the
+    same model shape, batch, step count, data order and optimizer settings, differing only
+    in learning rate (and schedule). Pure, so the driver can group without importing torch."""
+    return (
+        spec.shape,
+        spec.batch_size,
+        spec.steps,
+        spec.seed,
+        spec.data,
+        spec.data_identity,
+        spec.optimizer,
+        spec.evaluation,
+    )
+
+
 def trial_identity(fields: dict) -> str:
     """sha256 of the canonical JSON of the fields that determine a run, first 16 hex digits."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=float)
@@ -157,6 +173,7 @@ __all__ = [
     "TrialSpec",
     "cell_id_for",
     "estimate_trial_memory_bytes",
+    "fusion_key",
     "make_trial",
     "plan_cells",
     "plan_trials",

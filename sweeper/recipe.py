@@ -272,6 +272,11 @@ class Recipe(_Strict):
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Measurement.")
     output: str | None = Field(None, description="Run folder (default runs/<name>).")
+    fuse: Literal["auto", "off"] | int = Field(
+        "auto",
+        description="Train trials that differ only in learning rate as one fused model of K "
+        "members in one task: 'auto' (K from the lr grid, capped by memory), 'off', or K >= 1.",
+    )
     max_failed_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failed trials (exceptions, dead workers) the sweep "
         "tolerates before `sweeper submit` exits non-zero; diverged runs are data, not failures."
@@ -285,6 +290,13 @@ class Recipe(_Strict):
         if len(set(values)) != len(values):
             raise ValueError("batch sizes must be distinct")
         return sorted(values)
+
+    @field_validator("fuse")
+    @classmethod
+    def _fuse(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("fuse must be 'auto', 'off' or a member count >= 1")
+        return value
 
     @field_validator("seeds")
     @classmethod

@@ -22,7 +22,7 @@ from typing import Callable
 import yaml
 
 from sweeper.outcome import STATUSES, TrialOutcome
-from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, plan_trials
+from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, fusion_key, plan_trials
 from sweeper.recipe import Recipe
 from sweeper.results import ResultSink, read_trials
 
@@ -155,6 +155,31 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
         )
 
 
+MAX_AUTO_MEMBERS = 8  # the issue's benchmark point; larger K gains little on a CPU
+AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
+
+
+def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> int:
+    """K, the most trials one fused task trains: from ``recipe.fuse`` and memory.
+
+    'auto' fuses the learning rates of one (cell, batch, seed) up to MAX_AUTO_MEMBERS while
+    the largest group fits ``resources.memory_gb`` (or AUTO_GROUP_MEMORY_BYTES); an explicit
+    K is taken as given.
+    """
+    if recipe.fuse == "off" or not specs:
+        return 1
+    if isinstance(recipe.fuse, int):
+        return recipe.fuse
+    budget = recipe.resources.memory_gb * 2**30 if recipe.resources.memory_gb else AUTO_GROUP_MEMORY_BYTES
+    largest = max(specs, key=estimate_trial_memory_bytes)
+    process = 400 * 2**20  # Python and torch, paid once per task however many members
+    per_member = estimate_trial_memory_bytes(largest) - process
+    members = min(MAX_AUTO_MEMBERS, len(recipe.learning_rates.all()))
+    while members > 1 and process + members * per_member > budget:
+        members -= 1
+    return members
+
+
 def run_sweep(
     recipe: Recipe,
     run_dir: Path,
@@ -200,7 +225,8 @@ def run_sweep(
         if pending:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial)
+            members = fused_group_size(recipe, specs)
+            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
@@ -214,7 +240,7 @@ def run_sweep(
 
 
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
-           on_trial: ProgressCallback | None) -> None:
+           on_trial: ProgressCallback | None, max_members: int) -> None:
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(study.study.study_name)
@@ -222,15 +248,17 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
     while pending:
         runnable = pending - executor.running_ids()
         while runnable and len(executor.in_flight) < executor.capacity():
-            asked = study.next_trial(runnable)
-            if asked is None:
+            group = study.next_group(runnable, max_members, fusion_key)
+            if not group:
                 break
-            executor.submit(asked.spec)
-            asked_by_id[asked.spec.trial_id] = asked
-            runnable.discard(asked.spec.trial_id)
-        metrics.progress(pending=len(pending) - len(executor.in_flight), running=len(executor.in_flight),
+            executor.submit([asked.spec for asked in group])
+            for asked in group:
+                asked_by_id[asked.spec.trial_id] = asked
+                runnable.discard(asked.spec.trial_id)
+        running = executor.in_flight_trials()
+        metrics.progress(pending=len(pending) - len(running), running=len(running),
                          counts=summary.counts, recorded=summary.already_recorded)
-        _write_progress(sink.run_dir, summary, running=list(executor.in_flight.values()), finished=False,
+        _write_progress(sink.run_dir, summary, running=running, finished=False,
                         where=executor.where())
         for spec, outcome in executor.wait(timeout=5.0):
             # Record first, then tell: the Parquet record is never behind the study.

@@ -348,12 +348,14 @@ def logs(job_id: str, follow: bool, address: str) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Local folder to fill.")
 @click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
               help="The cluster's Job API (dashboard) address.")
-def fetch(job_id: str, out: str, address: str) -> None:
+@click.option("--from-head", is_flag=True, help="Read the run folder on the head even if the job "
+              "has a --results URI (e.g. a bucket this machine cannot read).")
+def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     """Bring a job's run folder home: from its --results URI, else from the head's disk."""
     from sweeper.execute import jobs
 
     try:
-        source = jobs.fetch(address, job_id, Path(out))
+        source = jobs.fetch(address, job_id, Path(out), from_head=from_head)
     except jobs.JobError as error:
         fail(str(error), code=1)
         return

@@ -177,8 +177,12 @@ def wait(address: str, job_id: str, timeout: float | None = None, poll: float = 
 # ----------------------------------------------------------------------------- fetch
 
 
-def fetch(address: str, job_id: str, destination: Path, timeout: float = 600) -> str:
-    """Copy the job's run folder into ``destination``; return where it came from."""
+def fetch(address: str, job_id: str, destination: Path, timeout: float = 600, from_head: bool = False) -> str:
+    """Copy the job's run folder into ``destination``; return where it came from.
+
+    From the job's results URI when it has one (unless ``from_head``), else from the head's
+    disk through a helper job.
+    """
     details = info(address, job_id)
     metadata = details.metadata or {}
     if "sweeper_run_dir" not in metadata:
@@ -186,7 +190,7 @@ def fetch(address: str, job_id: str, destination: Path, timeout: float = 600) ->
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     results = metadata.get("sweeper_results")
-    if results:
+    if results and not from_head:
         copy_tree_from_uri(results, destination)
         return results
     return _fetch_by_pack_job(address, job_id, metadata["sweeper_run_dir"], destination, timeout)

@@ -154,97 +154,115 @@ def check_fits(resources: Resources, shapes: list[dict[str, float]] | None = Non
 _WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
 
 
+@ray.remote
+def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
+    from sweeper.train import load_corpus
+    from sweeper.train.fused import run_fused
+
+    node_id = ray.get_runtime_context().get_node_id()
+    if load_corpus(specs[0].data).identity != specs[0].data_identity:
+        # Same check and message as a single trial: run one to get its failed outcome.
+        return [ray.get(_run_trial_task.remote(spec, threads)) for spec in specs]
+    outcomes = run_fused(specs, threads=threads)
+    for outcome in outcomes:
+        outcome.node_id = node_id
+    return outcomes
+
+
 class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
-    A trial whose worker process dies is retried by Ray (``max_retries``); an exception
-    inside training is already an outcome with status ``failed`` (the trainer never
-    raises), so only infrastructure failures reach ``_failed_outcome``.
+    A task runs one trial, or a fused group of trials that differ only in learning rate
+    (one model with K stacked members, train/fused.py). A task whose worker process dies
+    is retried by Ray (``max_retries``); an exception inside training is already an
+    outcome with status ``failed`` (the trainer never raises), so only infrastructure
+    failures reach ``_failed_outcome``.
     """
 
-    def __init__(self, resources: Resources, check_placement: bool = True):
-        """Raises PlacementError at once when no node could ever run one trial."""
+    def __init__(self, resources: Resources):
+        check_fits(resources)  # refuse at once what no node can ever hold
         self.resources = resources
-        self.in_flight: dict[ray.ObjectRef, TrialSpec] = {}
-        self._where: dict[str, dict] = {}
-        self._where_read_at = 0.0
-        if check_placement:
-            check_fits(resources)
+        self.in_flight: dict[ray.ObjectRef, list[TrialSpec]] = {}
 
     def capacity(self) -> int:
-        """How many trials the cluster can run at once now (re-read: clusters scale)."""
+        """How many tasks the cluster can run at once now (re-read: clusters scale)."""
         available = ray.cluster_resources()
         slots = math.floor(available.get("CPU", 0) / self.resources.cpus + 1e-9)
         if self.resources.gpus > 0:
             slots = min(slots, math.floor(available.get("GPU", 0) / self.resources.gpus + 1e-9))
         return max(1, slots)
 
-    def submit(self, spec: TrialSpec) -> None:
-        task = _run_trial_task.options(
-            name=f"trial {spec.label}",
-            num_cpus=self.resources.cpus,
-            num_gpus=self.resources.gpus,
-            max_retries=self.resources.max_retries,
-            retry_exceptions=False,
-            **({"memory": int(self.resources.memory_gb * 2**30)} if self.resources.memory_gb else {}),
-        )
+    def _options(self, name: str) -> dict:
+        options = {
+            "name": name,
+            "num_cpus": self.resources.cpus,
+            "num_gpus": self.resources.gpus,
+            "max_retries": self.resources.max_retries,
+            "retry_exceptions": False,
+        }
+        if self.resources.memory_gb:
+            options["memory"] = int(self.resources.memory_gb * 2**30)
+        return options
+
+    def submit(self, specs: list[TrialSpec]) -> None:
+        """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
-        self.in_flight[task.remote(spec, threads)] = spec
+        if len(specs) == 1:
+            ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(specs[0], threads)
+        else:
+            lrs = ",".join(f"{s.lr:.3g}" for s in specs)
+            name = f"fused x{len(specs)} {specs[0].cell_id} B={specs[0].batch_size} lr={lrs}"
+            ref = _run_group_task.options(**self._options(name)).remote(specs, threads)
+        self.in_flight[ref] = list(specs)
+
+    def in_flight_trials(self) -> list[TrialSpec]:
+        return [spec for group in self.in_flight.values() for spec in group]
 
     def running_ids(self) -> set[str]:
-        return {spec.trial_id for spec in self.in_flight.values()}
+        return {spec.trial_id for spec in self.in_flight_trials()}
 
-    def where(self, max_age: float = 3.0) -> dict[str, dict]:
-        """Trial id -> {"state", "node_id", "node_ip"} for trials in flight.
-
-        Read from Ray's state API (the GCS's task table, through the dashboard), at most
-        every ``max_age`` seconds: tasks report nothing themselves, so a retried trial shows
-        the node of its latest attempt. Best effort: without a dashboard the map is empty.
-        """
-        if time.time() - self._where_read_at < max_age:
-            return {k: v for k, v in self._where.items() if k in self.running_ids()}
-        self._where_read_at = time.time()
-        by_task = {ref.task_id().hex(): spec.trial_id for ref, spec in self.in_flight.items()}
+    def where(self) -> dict[str, dict]:
+        """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
+        state API (one call for all tasks). Empty when that API does not answer in time:
+        it only feeds ``sweeper status``, so it must never hold the sweep up."""
+        if not self.in_flight:
+            return {}
         try:
             from ray.util.state import list_tasks
 
-            job_id = ray.get_runtime_context().get_job_id()
             tasks = list_tasks(
-                filters=[("job_id", "=", job_id), ("type", "=", "NORMAL_TASK")],
-                limit=10_000, timeout=5, raise_on_missing_output=False,
+                filters=[("job_id", "=", ray.get_runtime_context().get_job_id())],
+                limit=10_000, timeout=2, raise_on_missing_output=False,
             )
-            ips = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in ray.nodes()}
-        except Exception:  # noqa: BLE001 (observability must never stop a sweep)
+            ips = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
+        except Exception:  # noqa: BLE001 (an observability call; the sweep goes on without it)
             return {}
-        latest: dict[str, object] = {}
-        for task in tasks:
-            trial_id = by_task.get(task.task_id)
-            if trial_id and (trial_id not in latest or task.attempt_number > latest[trial_id].attempt_number):
-                latest[trial_id] = task
-        self._where = {
-            trial_id: {
-                "state": _WAITING_STATES.get(task.state, task.state.lower().replace("_", " ")),
-                "node_id": task.node_id or None,
-                "node_ip": ips.get(task.node_id) if task.node_id else None,
-                "attempt": task.attempt_number + 1,
-            }
-            for trial_id, task in latest.items()
-        }
-        return dict(self._where)
+        by_task = {task.task_id: task for task in tasks}
+        result: dict[str, dict] = {}
+        for ref, specs in self.in_flight.items():
+            task = by_task.get(ref.task_id().hex())
+            if task is None:
+                continue
+            state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else task.state.lower())
+            info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
+            for spec in specs:
+                result[spec.trial_id] = info
+        return result
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
-        """Block until at least one trial ends (or ``timeout``); return those that ended."""
+        """Block until at least one task ends (or ``timeout``); return its trials' outcomes."""
         if not self.in_flight:
             return []
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
         finished = []
         for ref in ready:
-            spec = self.in_flight.pop(ref)
+            specs = self.in_flight.pop(ref)
             try:
-                outcome = ray.get(ref)
+                result = ray.get(ref)
+                outcomes = result if isinstance(result, list) else [result]
             except (RayError, TaskCancelledError) as error:
-                outcome = _failed_outcome(spec, error)
-            finished.append((spec, outcome))
+                outcomes = [_failed_outcome(spec, error) for spec in specs]
+            finished.extend(zip(specs, outcomes))
         return finished
 
 

@@ -1,6 +1,6 @@
 """Schedule: one Optuna study per sweep decides which planned trial runs next (ask/tell).
 
-Optuna's GridSampler walks the grid cell x lr x batch size x seed in a shuffled order, and
+An exhaustive grid sampler walks the grid cell x lr x batch size x seed in random order, and
 the study is persisted (an Optuna journal file in the run folder by default, or any Optuna
 storage URL) so a restarted driver sees what was asked and told before. The study is the
 *decider*, not the record: the Parquet results are the record of what finished. That is why
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -26,9 +28,10 @@ from sweeper.plan import TrialSpec
 
 STUDY_FILE = "optuna.journal"
 
-# ERROR, not WARNING: GridSampler warns each time it re-proposes a visited point, which this
-# loop expects after a restart and handles (see next_trial).
+# ERROR, not WARNING: the sampler warns when it re-proposes a visited point, which this loop
+# expects after a restart and handles (see next_trial).
 optuna.logging.set_verbosity(logging.ERROR)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
@@ -51,10 +54,16 @@ def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseS
     return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
 
 
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for an ask/tell loop. Its ``after_trial`` calls ``study.stop()`` once the
-    grid is covered, which only works inside ``study.optimize``; here the driver's own loop
-    knows when the plan is done, so that hook does nothing."""
+class AskTellGridSampler(optuna.samplers.BruteForceSampler):
+    """Exhaustive grid sampling for an ask/tell loop.
+
+    BruteForceSampler rather than GridSampler: it tracks visited points by their parameter
+    values, so trials enqueued with fixed parameters (the members of a fused group, the
+    requeued trials of a dead driver) count as visited and are never proposed again;
+    GridSampler only counts points it assigned itself. Its ``after_trial`` calls
+    ``study.stop()`` once the grid is covered, which works only inside ``study.optimize``;
+    here the driver's own loop knows when the plan is done, so that hook does nothing.
+    """
 
     def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
         return None
@@ -88,16 +97,10 @@ class SweepStudy:
         storage_url: str | None = None,
         sampler_seed: int = 0,
     ) -> "SweepStudy":
-        search_space = {
-            "cell": sorted({s.cell_id for s in specs}),
-            "lr": sorted({s.lr for s in specs}),
-            "batch_size": sorted({s.batch_size for s in specs}),
-            "seed": sorted({s.seed for s in specs}),
-        }
         study = optuna.create_study(
             study_name=name,
             storage=storage_for(Path(run_dir), storage_url),
-            sampler=AskTellGridSampler(search_space, seed=sampler_seed),
+            sampler=AskTellGridSampler(seed=sampler_seed),
             direction="minimize",
             load_if_exists=True,
         )
@@ -120,10 +123,10 @@ class SweepStudy:
     def next_trial(self, runnable: set[str]) -> Asked | None:
         """Ask for the next trial among ``runnable`` (trial ids neither recorded nor running).
 
-        The sampler's choice is taken when it is runnable. When it is not (the grid point was
-        recorded by an earlier driver, or the sampler believes a lost trial is still
-        running), that ask is closed and a runnable spec is enqueued explicitly, so no
-        planned trial is ever skipped.
+        The sampler's choice is taken when it is runnable. When it is not (the point was
+        recorded by an earlier driver whose study was lost, or a dead driver's trial was
+        closed as abandoned), that ask is closed and a runnable spec is enqueued explicitly,
+        so no planned trial is ever skipped.
         """
         if not runnable:
             return None
@@ -134,12 +137,31 @@ class SweepStudy:
             return Asked(trial, spec)
         self.study.tell(trial.number, state=TrialState.FAIL)
         chosen = next(s for s in self.specs_by_key.values() if s.trial_id in runnable)
+        return self._ask_fixed(chosen)
+
+    def next_group(self, runnable: set[str], max_members: int, key: Callable[[TrialSpec], tuple]) -> list[Asked]:
+        """The sampler's next trial plus up to ``max_members - 1`` runnable trials with the
+        same ``key`` (trials that can train fused). Each member is its own Optuna trial, so
+        the study sees one trial per configuration whether or not it ran fused."""
+        first = self.next_trial(runnable)
+        if first is None:
+            return []
+        group = [first]
+        group_key = key(first.spec)
+        for spec in self.specs_by_key.values():
+            if len(group) >= max_members:
+                break
+            if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
+                group.append(self._ask_fixed(spec))
+        return group
+
+    def _ask_fixed(self, spec: TrialSpec) -> Asked:
         self.study.enqueue_trial(
-            {"cell": chosen.cell_id, "lr": chosen.lr, "batch_size": chosen.batch_size, "seed": chosen.seed}
+            {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
         )
         trial = self.study.ask(self.distributions)
-        trial.set_user_attr("trial_id", chosen.trial_id)
-        return Asked(trial, chosen)
+        trial.set_user_attr("trial_id", spec.trial_id)
+        return Asked(trial, spec)
 
     def tell(self, asked: Asked, outcome: TrialOutcome) -> None:
         asked.trial.set_user_attr("status", outcome.status)

@@ -1,0 +1,79 @@
+"""fit.json: the fitted laws as a file that `sweeper.hparams` (numpy + json only) can use.
+
+Written atomically (temporary file in the same folder, then os.replace): a reader never sees
+a half-written fit, and a failed fit leaves the previous file untouched. The layout is
+documented in docs/fitting.md; ``FIT_SCHEMA_VERSION`` changes whenever a field changes
+meaning or disappears (new fields do not bump it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweeper.fit.laws import PowerLawFit
+
+FIT_SCHEMA_VERSION = 1
+FIT_KIND = "sweeper.fit"
+
+
+def law_to_dict(law: PowerLawFit, *, with_samples: bool, level: float = 0.95) -> dict[str, Any]:
+    names = (law.prefactor_name, *law.exponent_names)
+    values = [math.exp(law.coef[0]), *law.coef[1:].tolist()]
+    interval = law.interval(level)
+    intervals = [[math.exp(interval[0, 0]), math.exp(interval[0, 1])]] + interval[1:].tolist()
+    out: dict[str, Any] = {
+        "formula": law.formula(),
+        "target": law.target,
+        "variables": list(law.variables),
+        "coefficients": dict(zip(names, values)),
+        "intervals": dict(zip(names, intervals)),
+        "interval_level": level,
+        "log_coefficients": law.coef.tolist(),
+        "r2": law.r2,
+        "n_observations": law.n_observations,
+        "n_cells": law.n_cells,
+        "n_bootstrap": int(len(law.bootstrap)),
+        "n_degenerate": law.n_degenerate,
+        "bootstrap_scheme": law.scheme,
+    }
+    if with_samples:
+        # Rows: (log prefactor, exponents...) of each valid replicate; prediction intervals.
+        out["bootstrap_log_coefficients"] = np.round(law.bootstrap, 10).tolist()
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null rather than as invalid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(_clean(document), stream, indent=1, allow_nan=False)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,203 @@
+"""Loss law L(N, D) = E + A / N^a + B / D^b fitted on the cells' best losses.
+
+Method of Hoffmann et al. 2022 (Chinchilla, approach 3) as Step Law's fit_tool also uses it:
+Huber loss (delta = 1e-3) on the residual of log L, parameters E, A, B through their logs
+(so they stay positive), several starting points, the best kept. scipy.optimize.least_squares
+with ``loss='huber'`` minimises exactly that robust objective (f_scale = delta).
+Bootstrap: cells drawn with replacement (1000 replicates by default), each refitted from the
+full-data optimum. The replicates are solved together by `batched_huber_lm`, a vectorised
+Levenberg-Marquardt on the same Huber objective (iteratively reweighted): scipy has no batched
+solver, and a Python loop of 1000 ``least_squares`` calls takes ~16 s where this takes ~0.1 s.
+A test checks it lands where ``least_squares`` does. Replicates whose cells have fewer than
+two distinct N or D, or that do not converge, are discarded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from sweeper.fit.data import Sweep
+from sweeper.fit.laws import resample_counts
+
+HUBER_DELTA = 1e-3
+PARAMETER_NAMES = ("E", "A", "B", "a", "b")
+
+
+def _predict_log(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    e, log_a, log_b, a, b = theta
+    terms = np.stack([np.full_like(log_n, e), log_a - a * log_n, log_b - b * log_d])
+    return np.logaddexp.reduce(terms, axis=0)
+
+
+def _jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """d log L_pred / d theta for theta (R, 5) at points (n,): shape (R, n, 5)."""
+    e, log_a, log_b, a, b = (theta[:, k:k + 1] for k in range(5))
+    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n,
+                      log_b - b * log_d])
+    share = np.exp(terms - np.logaddexp.reduce(terms, axis=0))
+    return np.stack([share[0], share[1], share[2], -share[1] * log_n, -share[2] * log_d], axis=-1)
+
+
+def _huber(residual: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    absolute = np.abs(residual)
+    rho = np.where(absolute <= HUBER_DELTA, 0.5 * residual**2,
+                   HUBER_DELTA * (absolute - 0.5 * HUBER_DELTA))
+    return np.sum(weight * rho, axis=-1)
+
+
+def batched_huber_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                     log_loss: np.ndarray, weight: np.ndarray, iterations: int = 200
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise sum_i w_ri * huber(log L_pred - log L_i) for every row r of ``weight`` (R, n),
+    from ``theta0`` ((5,) for all rows, or (R, 5)). Returns (theta (R, 5), converged (R,))."""
+    n_rows = weight.shape[0]
+    theta = np.array(np.broadcast_to(theta0, (n_rows, 5)), dtype=float)
+    lower = np.array([-np.inf, -np.inf, -np.inf, 0.0, 0.0])
+    upper = np.array([np.inf, np.inf, np.inf, 3.0, 3.0])
+
+    def residual(t: np.ndarray) -> np.ndarray:
+        return _predict_log_batched(t, log_n, log_d) - log_loss
+
+    r = residual(theta)
+    cost = _huber(r, weight)
+    damping = np.full(n_rows, 1e-3)
+    converged = np.zeros(n_rows, bool)
+    for _ in range(iterations):
+        act = np.flatnonzero(~converged)  # rows still moving; converged ones are frozen
+        if act.size == 0:
+            break
+        t, ra, wa, da = theta[act], r[act], weight[act], damping[act]
+        jac = _jacobian(t, log_n, log_d)
+        # IRLS weights of the Huber loss: 1 inside delta, delta/|r| outside.
+        u = wa * np.minimum(1.0, HUBER_DELTA / np.maximum(np.abs(ra), 1e-300))
+        jtj = np.einsum("rn,rnp,rnq->rpq", u, jac, jac)
+        grad = np.einsum("rn,rnp,rn->rp", u, jac, ra)
+        diagonal = np.einsum("rpp->rp", jtj)
+        system = jtj + da[:, None, None] * (diagonal[:, :, None] * np.eye(5) + 1e-12 * np.eye(5))
+        step = np.linalg.solve(system, -grad[..., None])[..., 0]
+        trial = np.clip(t + step, lower, upper)
+        trial_r = residual(trial)
+        trial_cost = _huber(trial_r, wa)
+        better = trial_cost < cost[act]
+        gain = (cost[act] - trial_cost) / np.maximum(cost[act], 1e-300)
+        theta[act] = np.where(better[:, None], trial, t)
+        r[act] = np.where(better[:, None], trial_r, ra)
+        cost[act] = np.where(better, trial_cost, cost[act])
+        damping[act] = np.where(better, da / 3.0, da * 4.0)
+        small_step = np.max(np.abs(trial - t), axis=1) < 1e-9
+        # Converged: an accepted step that no longer gains, a vanishing step, or no step
+        # that improves at any damping (a minimum to machine precision).
+        converged[act] = (better & (gain < 1e-12)) | small_step | (damping[act] > 1e8)
+    return theta, converged
+
+
+def _predict_log_batched(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    e, log_a, log_b, a, b = (theta[:, k:k + 1] for k in range(5))
+    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n,
+                      log_b - b * log_d])
+    return np.logaddexp.reduce(terms, axis=0)
+
+
+def _fit(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
+         starts: list[np.ndarray]) -> np.ndarray | None:
+    best, best_cost = None, math.inf
+    lower = [-np.inf, -np.inf, -np.inf, 0.0, 0.0]
+    upper = [np.inf, np.inf, np.inf, 3.0, 3.0]
+    for start in starts:
+        try:
+            result = least_squares(lambda t: _predict_log(t, log_n, log_d) - log_loss, start,
+                                   loss="huber", f_scale=HUBER_DELTA, bounds=(lower, upper),
+                                   method="trf", max_nfev=400)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        if result.cost < best_cost:
+            best, best_cost = result.x, result.cost
+    return best
+
+
+@dataclass
+class LossLawFit:
+    theta: np.ndarray  # (log E, log A, log B, a, b)
+    bootstrap: np.ndarray  # (R, 5)
+    n_cells: int
+    rmse_log: float  # root mean square residual of log L on the cells
+
+    def coefficients(self, theta: np.ndarray | None = None) -> dict[str, float]:
+        t = self.theta if theta is None else theta
+        return {"E": math.exp(t[0]), "A": math.exp(t[1]), "B": math.exp(t[2]),
+                "a": float(t[3]), "b": float(t[4])}
+
+    def predict(self, n_params: float, tokens: float) -> tuple[float, list[float] | None]:
+        ln, ld = np.array([math.log(n_params)]), np.array([math.log(tokens)])
+        value = float(np.exp(_predict_log(self.theta, ln, ld))[0])
+        if not len(self.bootstrap):
+            return value, None
+        samples = np.exp([_predict_log(t, ln, ld)[0] for t in self.bootstrap])
+        return value, np.percentile(samples, [2.5, 97.5]).tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        intervals = {}
+        if len(self.bootstrap):
+            coefs = np.array([list(self.coefficients(t).values()) for t in self.bootstrap])
+            lo, hi = np.percentile(coefs, [2.5, 97.5], axis=0)
+            intervals = {k: [float(l), float(h)] for k, l, h in zip(PARAMETER_NAMES, lo, hi)}
+        return {
+            "formula": "L = E + A / N^a + B / D^b",
+            "method": "Huber (delta 1e-3) on log L, several starts; bootstrap over cells",
+            "coefficients": self.coefficients(),
+            "intervals": intervals,
+            "parameters": self.theta.tolist(),  # log E, log A, log B, a, b
+            "bootstrap_parameters": np.round(self.bootstrap, 10).tolist(),
+            "n_cells": self.n_cells,
+            "rmse_log_loss": self.rmse_log,
+        }
+
+    def summary_lines(self) -> list[str]:
+        entry = self.to_dict()
+        lines = [f"loss law: {entry['formula']} (fitted on the {self.n_cells} cells' best losses,"
+                 f" rms log-residual {self.rmse_log:.2e})"]
+        for name, value in entry["coefficients"].items():
+            interval = entry["intervals"].get(name)
+            text = f"   95% interval [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+            lines.append(f"  {name:<6} = {value:>10.4g}{text}")
+        return lines
+
+
+def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> LossLawFit | None:
+    """Fit the loss law on the cells' best losses; None when the cells cannot determine it
+    (fewer than 6 cells, or fewer than 2 distinct N or D)."""
+    log_n = np.log([c.n_params for c in sweep.cells])
+    log_d = np.log([c.tokens for c in sweep.cells])
+    log_loss = np.log([c.best_loss for c in sweep.cells])
+    if len(log_n) < 6 or np.unique(log_n).size < 2 or np.unique(log_d).size < 2:
+        return None
+    floor = float(np.min(log_loss))
+    starts = np.array([[floor + de, la, lb, a, b]
+                       for de, la, lb, a, b in itertools.product((-1.5, -0.5, -0.1), (2.0, 6.0, 12.0),
+                                                                  (2.0, 6.0, 12.0), (0.2, 0.5, 1.0),
+                                                                  (0.2, 0.5, 1.0))])
+    # All starts at once (vectorised), then the best one polished by scipy's least_squares.
+    candidates, _ = batched_huber_lm(starts, log_n, log_d, log_loss, np.ones((len(starts), len(log_n))))
+    costs = _huber(_predict_log_batched(candidates, log_n, log_d) - log_loss, np.ones(len(log_n)))
+    theta = _fit(log_n, log_d, log_loss, [candidates[int(np.nanargmin(costs))]])
+    if theta is None:
+        return None
+    residual = _predict_log(theta, log_n, log_d) - log_loss
+    rng = np.random.default_rng([seed, 7])
+    n = len(log_n)
+    counts = resample_counts(rng, n, n_bootstrap)
+    # A replicate needs two distinct N and two distinct D among its drawn cells.
+    drawn = counts > 0
+    valid = np.array([np.unique(log_n[d]).size >= 2 and np.unique(log_d[d]).size >= 2
+                      for d in drawn]) if n_bootstrap else np.zeros(0, bool)
+    samples = np.zeros((0, 5))
+    if valid.any():
+        boot, converged = batched_huber_lm(theta, log_n, log_d, log_loss, counts[valid])
+        samples = boot[converged]
+    return LossLawFit(theta, samples, n, float(np.sqrt(np.mean(residual**2))))

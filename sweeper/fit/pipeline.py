@@ -1,0 +1,91 @@
+"""The fit, end to end: run folder -> cleaned cells -> estimator(s) -> laws -> fit.json + plots.
+
+`fit_run` is what ``sweeper fit`` calls. It validates everything before writing anything, so
+a failed fit (FitError) leaves no partial fit.json behind.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from sweeper.fit.data import FitError, Sweep
+from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
+from sweeper.fit.laws import bootstrap_cell_counts
+from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
+from sweeper.fit.select import CleaningOptions, clean_trials
+
+
+def check_fittable(sweep: Sweep, estimator: Estimator) -> None:
+    """Raise FitError when the cells cannot determine the estimator's laws."""
+    reason = estimator.available(sweep)
+    if reason:
+        raise FitError(f"estimator '{estimator.name}' cannot fit this sweep: {reason}")
+    features = cell_features(sweep)
+    n_cells = len(sweep.cells)
+    for law, variables in (("lr", estimator.lr_variables), ("batch size", estimator.batch_variables)):
+        needed = len(variables) + 1
+        if n_cells < needed + 1:
+            raise FitError(
+                f"{n_cells} fittable cells are too few for the {law} law"
+                f" ({needed} coefficients need at least {needed + 1} cells)"
+            )
+        for variable in variables:
+            distinct = np.unique(np.round(features[variable], 9)).size
+            if distinct < 2:
+                label = {"N": "model sizes", "D": "token budgets", "C": "compute budgets"}[variable]
+                raise FitError(
+                    f"the {law} law needs at least 2 distinct {label} among the fitted cells"
+                    f" (found {distinct})"
+                )
+
+
+def fit_sweep(sweep: Sweep, estimator: Estimator | str, *, n_bootstrap: int = 1000,
+              seed: int = 0) -> EstimatorFit:
+    """Fit one estimator's two laws on a cleaned sweep (bootstrap: cells and runs)."""
+    if isinstance(estimator, str):
+        estimator = make_estimator(estimator)
+    check_fittable(sweep, estimator)
+    # One random stream per estimator, so adding an estimator never changes another's numbers.
+    rng = np.random.default_rng([seed, zlib.crc32(estimator.name.encode())])
+    counts = bootstrap_cell_counts(rng, len(sweep.cells), n_bootstrap) if n_bootstrap else None
+    return estimator.fit(sweep, rng, n_bootstrap, counts)
+
+
+def load_sweep(run_dir: str | Path, options: CleaningOptions = CleaningOptions()) -> tuple[Sweep, list[str]]:
+    """Read and clean a run folder's trials. Returns the sweep and the reader's problems."""
+    from sweeper.results.reader import read_trials
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FitError(f"run folder not found: {run_dir}")
+    result = read_trials(run_dir)
+    if result.table.num_rows == 0:
+        extra = f" ({result.problems[0]})" if result.problems else ""
+        raise FitError(f"no trials in {run_dir / 'trials'}{extra}")
+    return clean_trials(result.table, options), list(result.problems)
+
+
+def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootstrap: int = 1000,
+            evaluate: bool = False, plots: bool = True, seed: int = 0,
+            options: CleaningOptions = CleaningOptions(), loss_law: bool = True):
+    """Fit a run folder and write ``fit.json`` (and PNG plots under ``plots/``).
+
+    ``estimator`` picks the laws that predictions use. With ``evaluate`` every available
+    estimator is fitted and scored by leave-one-cell-out regret (see evaluate.py).
+    Raises FitError on bad input, before anything is written."""
+    from sweeper.fit.report import FitReport, build_report
+
+    if estimator not in ESTIMATORS:
+        raise FitError(f"unknown estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
+    if n_bootstrap < 0:
+        raise FitError("--bootstrap must be >= 0")
+    run_dir = Path(run_dir)
+    sweep, problems = load_sweep(run_dir, options)
+    report: FitReport = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
+                                     evaluate=evaluate, seed=seed, loss_law=loss_law)
+    report.problems = problems
+    report.write(run_dir, plots=plots)
+    return report

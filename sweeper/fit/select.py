@@ -1,0 +1,190 @@
+"""Cleaning a trials table into fit-ready cells, and selecting near-optimal runs.
+
+Contract of `clean_trials(table)`:
+
+* Only rows with status ``complete`` and a finite loss are fitted; every other row is counted
+  by status (``Sweep.status_counts``). A complete row with a NaN/inf loss counts as diverged.
+* Grid values written with different rounding (1.726e-04 vs 1.7264e-04) are one grid point:
+  lr and batch values within ``snap_tolerance`` (relative) of each other are rewritten to one
+  canonical value, the most frequent spelling (ties: the most precise one).
+* Rows repeating a grid point of a cell (seeds, reruns) are averaged into one point.
+* A run whose loss is more than ``divergence_ratio`` above its cell's best is counted as
+  diverged and excluded (a run that blew up and recovered to a poor plateau is not a sample
+  of the landscape near the optimum).
+* A cell with fewer than ``min_runs`` points, or fewer than two learning rates or batch
+  sizes, is excluded from the fit and listed in ``Sweep.excluded_cells`` with the reason.
+* A cell whose best run sits on the edge of its grid keeps its place in the fit but gets a
+  loud flag: the grid did not bracket the optimum, so the optimum used is a bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sweeper.fit.data import Cell, FitError, Sweep
+
+
+@dataclass(frozen=True)
+class CleaningOptions:
+    snap_tolerance: float = 5e-3  # relative; grids are spaced by >= ~10%, roundings by < 0.1%
+    divergence_ratio: float = 0.5  # loss > best * (1 + ratio) counts as diverged
+    min_runs: int = 5  # fewer grid points than this: the cell's optimum is not located
+
+
+def snap_grid_values(values: np.ndarray, tolerance: float) -> tuple[np.ndarray, int]:
+    """Rewrite values equal up to ``tolerance`` (relative) to one canonical spelling.
+
+    Returns the snapped array and how many entries changed. Clusters are runs of sorted
+    log-values whose neighbours are closer than log(1 + tolerance)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return values, 0
+    distinct = np.unique(values)
+    logs = np.log(distinct)
+    breaks = np.flatnonzero(np.diff(logs) > np.log1p(tolerance)) + 1
+    counts = Counter(values.tolist())
+    canonical: dict[float, float] = {}
+    for cluster in np.split(distinct, breaks):
+        # Most frequent spelling wins; ties go to the longest repr (the most digits).
+        chosen = max(cluster.tolist(), key=lambda v: (counts[v], len(repr(v))))
+        for member in cluster.tolist():
+            canonical[member] = chosen
+    snapped = np.array([canonical[v] for v in values.tolist()])
+    return snapped, int(np.sum(snapped != values))
+
+
+def near_optimal_mask(loss: np.ndarray, threshold: float) -> np.ndarray:
+    """Step Law's near-optimal set: runs within ``threshold`` (relative) of the best loss."""
+    best = np.min(loss)
+    return loss <= best * (1.0 + threshold)
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def _float_column(table: pa.Table, name: str) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in table.column(name).to_pylist()], float)
+
+
+def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) -> Sweep:
+    """Trials table (TRIALS_SCHEMA) -> cleaned `Sweep`. Raises FitError when nothing fits."""
+    if table.num_rows == 0:
+        raise FitError("no trials found (the run folder has no trials/ rows)")
+    status = np.array([s or "unknown" for s in table.column("status").to_pylist()], dtype=object)
+    status_counts = dict(Counter(status.tolist()))
+    loss = _float_column(table, "loss")
+    complete = status == "complete"
+    nonfinite = complete & ~np.isfinite(loss)
+    if nonfinite.any():
+        # The row says complete but the loss is not a number: it diverged, count it so.
+        status_counts["diverged"] = status_counts.get("diverged", 0) + int(nonfinite.sum())
+        status_counts["complete"] -= int(nonfinite.sum())
+    usable = complete & np.isfinite(loss)
+    if not usable.any():
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(status_counts.items()))
+        raise FitError(f"no complete trials with a finite loss to fit ({summary})")
+
+    sub = table.filter(pa.array(usable))
+    loss = loss[usable]
+    lr = _float_column(sub, "lr")
+    batch_tokens = _float_column(sub, "batch_size_tokens")
+    batch_seqs = _float_column(sub, "batch_size")
+    seq_len = _float_column(sub, "seq_len")
+    missing_bt = ~np.isfinite(batch_tokens)
+    batch_tokens[missing_bt] = batch_seqs[missing_bt] * seq_len[missing_bt]
+    n_params = _float_column(sub, "n_params")
+    tokens = _float_column(sub, "tokens_budget")
+    flops = _float_column(sub, "flops_per_token")
+    for name, column in (("lr", lr), ("batch_size_tokens", batch_tokens), ("n_params", n_params),
+                         ("tokens_budget", tokens), ("seq_len", seq_len)):
+        bad = ~(np.isfinite(column) & (column > 0))
+        if bad.any():
+            raise FitError(f"{int(bad.sum())} complete trials have no positive '{name}'")
+
+    lr, snapped_lr = snap_grid_values(lr, options.snap_tolerance)
+    batch_tokens, snapped_b = snap_grid_values(batch_tokens, options.snap_tolerance)
+
+    warnings: list[str] = []
+    schedules = {s for s in sub.column("schedule").to_pylist() if s}
+    if len(schedules) > 1:
+        warnings.append(
+            f"runs from {len(schedules)} schedules are mixed in one fit ({', '.join(sorted(schedules))});"
+            " their optima are not comparable"
+        )
+    sweep_names = [s for s in sub.column("sweep").to_pylist() if s]
+    name = Counter(sweep_names).most_common(1)[0][0] if sweep_names else "sweep"
+
+    # A cell is (N, D, seq_len): the law's coordinates, whatever the cell ids say.
+    keys = list(zip(n_params.tolist(), tokens.tolist(), seq_len.tolist()))
+    cell_ids = sub.column("cell_id").to_pylist()
+    groups: dict[tuple, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+
+    cells: list[Cell] = []
+    excluded: list[dict] = []
+    for (n, d, s), rows in sorted(groups.items()):
+        rows_arr = np.array(rows)
+        cell = _make_cell(
+            cell_id=cell_ids[rows[0]] or f"N{n:.3g}-D{d:.3g}",
+            n=n, d=d, s=int(s),
+            m=_first_finite(flops[rows_arr]),
+            lr=lr[rows_arr], batch=batch_tokens[rows_arr], loss=loss[rows_arr],
+            options=options,
+        )
+        reason = _exclusion_reason(cell, options)
+        if reason:
+            excluded.append({"cell_id": cell.cell_id, "n_params": n, "tokens": d,
+                             "runs": int(cell.loss.size), "reason": reason})
+            continue
+        sides = cell.edge()
+        if sides:
+            cell.flags.append(
+                "EDGE OF GRID: best run at the " + " and ".join(sides) + " end of the grid; the"
+                " grid did not bracket the optimum, so this cell's optimum is only a bound"
+            )
+        cells.append(cell)
+    if not cells:
+        reasons = "; ".join(f"{e['cell_id']}: {e['reason']}" for e in excluded[:4])
+        raise FitError(f"no cell has enough runs to locate an optimum ({reasons})")
+    return Sweep(name=name, cells=cells, status_counts=status_counts, excluded_cells=excluded,
+                 warnings=warnings, snapped_values=snapped_lr + snapped_b)
+
+
+def _first_finite(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values) & (values > 0)]
+    return float(finite[0]) if finite.size else None
+
+
+def _make_cell(*, cell_id: str, n: float, d: float, s: int, m: float | None, lr: np.ndarray,
+               batch: np.ndarray, loss: np.ndarray, options: CleaningOptions) -> Cell:
+    # Average replicates of one grid point (seeds, reruns) into one point of the landscape.
+    points: dict[tuple[float, float], list[float]] = {}
+    for x, b, value in zip(lr.tolist(), batch.tolist(), loss.tolist()):
+        points.setdefault((x, b), []).append(value)
+    grid = sorted(points)
+    point_lr = np.array([g[0] for g in grid])
+    point_b = np.array([g[1] for g in grid])
+    point_loss = np.array([np.mean(points[g]) for g in grid])
+    replicates = np.array([len(points[g]) for g in grid])
+    keep = point_loss <= point_loss.min() * (1.0 + options.divergence_ratio)
+    return Cell(
+        cell_id=cell_id, n_params=n, tokens=d, seq_len=s, flops_per_token=m,
+        lr=point_lr[keep], batch_tokens=point_b[keep], loss=point_loss[keep],
+        replicates=replicates[keep], excluded_diverged=int(replicates[~keep].sum()),
+    )
+
+
+def _exclusion_reason(cell: Cell, options: CleaningOptions) -> str | None:
+    if cell.loss.size < options.min_runs:
+        return f"too few runs ({cell.loss.size} < {options.min_runs})"
+    if np.unique(cell.lr).size < 2:
+        return "only one learning rate: its optimum is not located"
+    if np.unique(cell.batch_tokens).size < 2:
+        return "only one batch size: its optimum is not located"
+    return None

@@ -1,0 +1,62 @@
+"""Learning-rate schedules as pure functions of the step.
+
+Steps are 1-based: ``lr_at(s, ...)`` is the learning rate used by the s-th optimizer step.
+Warmup is linear over ``round(warmup_fraction * total_steps)`` steps and reaches the peak on
+its last step (so step 1 already trains, at peak / warmup_steps). Decaying schedules reach
+exactly ``min_lr_ratio * peak`` on the last step.
+
+- cosine: warmup, then half a cosine from the peak down to the floor.
+- constant: warmup, then the peak until the end (min_lr_ratio is ignored).
+- wsd: warmup, stable at the peak, then linear decay to the floor over the last
+  ``round(decay_fraction * total_steps)`` steps (at least one).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sweeper.recipe import Schedule
+
+
+def warmup_steps(total_steps: int, schedule: Schedule) -> int:
+    return int(round(schedule.warmup_fraction * total_steps))
+
+
+def decay_steps(total_steps: int, schedule: Schedule) -> int:
+    """Length of the wsd decay phase (at least 1, never overlapping the warmup)."""
+    wanted = max(1, int(round(schedule.decay_fraction * total_steps)))
+    return min(wanted, max(1, total_steps - warmup_steps(total_steps, schedule)))
+
+
+def lr_at(step: int, total_steps: int, peak: float, schedule: Schedule) -> float:
+    """Learning rate of the 1-based ``step`` of a ``total_steps`` run peaking at ``peak``.
+
+    Steps outside 1..total_steps are clamped into it.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    step = min(max(step, 1), total_steps)
+    warmup = warmup_steps(total_steps, schedule)
+    if step <= warmup:
+        return peak * step / warmup
+    floor = schedule.min_lr_ratio * peak
+    if schedule.kind == "constant":
+        return peak
+    if schedule.kind == "cosine":
+        progress = (step - warmup) / (total_steps - warmup)
+        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule.kind == "wsd":
+        decay = decay_steps(total_steps, schedule)
+        decay_start = total_steps - decay
+        if step <= decay_start:
+            return peak
+        return peak + (floor - peak) * (step - decay_start) / decay
+    raise ValueError(f"unknown schedule kind {schedule.kind!r}")
+
+
+def lr_table(total_steps: int, peak: float, schedule: Schedule) -> list[float]:
+    """``[lr_at(1), ..., lr_at(total_steps)]``, computed once so the hot loop only indexes."""
+    return [lr_at(step, total_steps, peak, schedule) for step in range(1, total_steps + 1)]
+
+
+__all__ = ["decay_steps", "lr_at", "lr_table", "warmup_steps"]

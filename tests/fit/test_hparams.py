@@ -1,0 +1,81 @@
+"""Predictions from fit.json: the formula, intervals, extrapolation warnings, light imports."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sweeper.fit import fit_run
+from sweeper.hparams import HparamsError, load_hparams
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic_run):
+    fit_run(synthetic_run, estimator="plateau", n_bootstrap=300, plots=False, loss_law=True)
+    return synthetic_run / "fit.json"
+
+
+def test_predict_matches_the_law_formula(fitted):
+    document = json.loads(fitted.read_text())
+    lr_c = document["lr_law"]["coefficients"]
+    b_c = document["batch_law"]["coefficients"]
+    n, d, s = 2e7, 2e9, 256
+    p = load_hparams(fitted).predict(n, d, s)
+    assert p.lr == pytest.approx(lr_c["a"] * n ** lr_c["alpha"] * d ** lr_c["beta"], rel=1e-9)
+    assert p.batch_size_tokens == pytest.approx(b_c["c"] * d ** b_c["gamma"], rel=1e-9)
+    assert p.batch_size_sequences == max(1, round(p.batch_size_tokens / s))
+    assert isinstance(p.batch_size_sequences, int)
+    assert p.lr_interval[0] < p.lr < p.lr_interval[1]
+    assert p.batch_size_tokens_interval[0] < p.batch_size_tokens < p.batch_size_tokens_interval[1]
+    assert p.extrapolation_n_params == 1.0 and p.extrapolation_tokens == 1.0
+    assert p.warnings == []
+    assert p.loss is not None and p.loss_interval[0] <= p.loss <= p.loss_interval[1]
+    as_dict = p.to_dict()
+    for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval",
+                "batch_size_tokens_interval"):
+        assert key in as_dict
+    json.dumps(as_dict)
+
+
+def test_extrapolation_is_measured_and_widens_the_interval(fitted):
+    hp = load_hparams(fitted)
+    inside = hp.predict(1e7, 1e9, 256)
+    outside = hp.predict(1e10, 1e12, 256)
+    assert outside.extrapolation_n_params == pytest.approx(100.0)
+    assert outside.extrapolation_tokens == pytest.approx(100.0)
+    assert any("100x beyond" in w for w in outside.warnings)
+    assert outside.lr_interval_width > inside.lr_interval_width
+
+
+def test_tiny_batch_is_at_least_one_sequence(fitted):
+    p = load_hparams(fitted).predict(1e6, 1e8, 10**7)
+    assert p.batch_size_sequences == 1
+
+
+def test_bad_files_raise_hparams_error(tmp_path):
+    with pytest.raises(HparamsError, match="not found"):
+        load_hparams(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(HparamsError, match="cannot read"):
+        load_hparams(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"kind": "sweeper.fit", "schema_version": 99}))
+    with pytest.raises(HparamsError, match="schema_version"):
+        load_hparams(tmp_path / "other.json")
+
+
+def test_fitter_and_hparams_import_neither_ray_nor_torch():
+    code = ("import sweeper.fit, sweeper.hparams, sweeper.fit.plots, sweeper.fit.evaluate,"
+            " sweeper.fit.losslaw, sweeper.importers; import sys;"
+            " assert 'ray' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hparams_alone_imports_only_numpy_and_json():
+    code = ("import sweeper.hparams, sys; bad = [m for m in ('scipy', 'matplotlib', 'pyarrow',"
+            " 'ray', 'torch', 'pandas') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
