@@ -49,15 +49,15 @@ from sweeper.train.stacked import StackedGPT, stack_models  # noqa: E402
 SEQ_LEN, BATCH, LAYERS = 64, 16, 2
 
 
-def make_specs(d_model: int, steps: int, members: int) -> list[TrialSpec]:
+def make_specs(d_model: int, steps: int, members: int, batch: int = BATCH) -> list[TrialSpec]:
     recipe = parse_recipe(
         {
             "name": "bench",
             "models": [{"d_model": d_model, "n_layers": LAYERS, "n_heads": max(1, d_model // 16), "seq_len": SEQ_LEN}],
-            "tokens": {"absolute": [steps * BATCH * SEQ_LEN]},
+            "tokens": {"absolute": [steps * batch * SEQ_LEN]},
             # Moderate, stable learning rates: a diverging member would leave the group early.
             "learning_rates": {"values": [round(1e-3 * 1.3**i, 6) for i in range(members)]},
-            "batch_sizes": [BATCH],
+            "batch_sizes": [batch],
             "evaluation": {"val_batches": 1},
         }
     )
@@ -233,6 +233,17 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     fused_tps = best(lambda: fused(specs, args.threads, device), args.reps)
     print(f"d_model 64, K={args.members}: sequential {sequential_tps:.0f} tok/s, fused {fused_tps:.0f} tok/s "
           f"-> fused_vs_sequential {fused_tps / sequential_tps:.2f}")
+    # Where fusion pays on a CPU: small per-step work (few sequences), where per-operation
+    # overhead rather than arithmetic sets the pace.
+    small_batch = []
+    for width in (32, 64):
+        small = make_specs(width, args.steps, args.members, batch=args.small_batch)
+        single_small = best(lambda: single(small[0], args.threads, device), args.reps)
+        fused_small = best(lambda: fused(small, args.threads, device), args.reps)
+        small_batch.append({"d_model": width, "batch_size": args.small_batch, "single_tokens_per_s": single_small,
+                            "fused_tokens_per_s": fused_small, "fused_vs_single": fused_small / single_small})
+        print(f"batch {args.small_batch} sequences, d_model {width}, K={args.members}: single {single_small:.0f} tok/s, "
+              f"fused {fused_small:.0f} tok/s -> {fused_small / single_small:.2f}x")
     comparison = vmap_vs_bmm(specs[0], args.members, args.threads, device, steps=3 if args.quick else 10)
     print("stacked forward+backward, K members, d_model 64:", comparison)
     at_64 = next(r for r in rows if r["d_model"] == 64)
@@ -246,6 +257,7 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
         "sequential_tokens_per_s": sequential_tps,
         "fused_tokens_per_s": fused_tps,
         "fused_vs_sequential": fused_tps / sequential_tps,
+        "small_batch": small_batch,
         "vmap_vs_bmm": comparison,
     }
 
@@ -256,6 +268,7 @@ def main() -> None:
     parser.add_argument("--with-256", action="store_true", help="include d_model 256 in --quick")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--members", type=int, default=8, help="K, members of a fused group")
+    parser.add_argument("--small-batch", type=int, default=2, help="batch (sequences) of the small-batch rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (one Ray CPU per trial: 1)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions; the best is kept")
     parser.add_argument("--fuse-up-to", type=int, default=None, help="largest d_model to fuse")

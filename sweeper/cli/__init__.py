@@ -17,9 +17,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here, not at the top, so ``import sweeper.cli`` stays cheap and circular-free.
-    from sweeper.cli import fitting, running
+    from sweeper.cli import exporting, fitting, running
 
-    for module in (running, fitting):
+    for module in (running, fitting, exporting):
         for command in module.COMMANDS:
             main.add_command(command)
 

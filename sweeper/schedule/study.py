@@ -31,7 +31,6 @@ STUDY_FILE = "optuna.journal"
 # ERROR, not WARNING: the sampler warns when it re-proposes a visited point, which this loop
 # expects after a restart and handles (see next_trial).
 optuna.logging.set_verbosity(logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
@@ -97,10 +96,14 @@ class SweepStudy:
         storage_url: str | None = None,
         sampler_seed: int = 0,
     ) -> "SweepStudy":
+        with warnings.catch_warnings():
+            # BruteForceSampler is marked experimental; its contract is all this loop uses.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = AskTellGridSampler(seed=sampler_seed)
         study = optuna.create_study(
             study_name=name,
             storage=storage_for(Path(run_dir), storage_url),
-            sampler=AskTellGridSampler(seed=sampler_seed),
+            sampler=sampler,
             direction="minimize",
             load_if_exists=True,
         )

@@ -33,15 +33,16 @@ def synthetic_rows(truth: Truth = Truth(), *, sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
                    lr_step: float = 2 ** 0.25, b_step: float = 2 ** (1 / 3), k_lr: float = 0.02,
                    k_b: float = 0.01, k_xy: float = 0.0, asymmetry: float = 1.0,
                    noise: float = 2e-4, seq_len: int = 256, seed: int = 0,
-                   offset: float = 0.5) -> list[dict]:
+                   offset: float = 0.5, lr_shift: float = 0.0) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
         for d in budgets:
             x_star = math.log(truth.a * n**truth.alpha * d**truth.beta)
             y_star = math.log(truth.c * d**truth.gamma)
-            # Grid centre: the truth moved by up to +-offset grid steps (in log space).
-            cx = x_star + rng.uniform(-offset, offset) * math.log(lr_step)
+            # Grid centre: the truth moved by up to +-offset grid steps (in log space), plus
+            # lr_shift steps (a grid that does not bracket the optimum).
+            cx = x_star + (rng.uniform(-offset, offset) + lr_shift) * math.log(lr_step)
             cy = y_star + rng.uniform(-offset, offset) * math.log(b_step)
             xs = cx + (np.arange(n_lr) - (n_lr - 1) / 2) * math.log(lr_step)
             ys = cy + (np.arange(n_b) - (n_b - 1) / 2) * math.log(b_step)

@@ -1,0 +1,114 @@
+"""Commands of the use stage: ``export`` (tables and trainer adapters) and ``target``.
+
+Bad input prints one ``error:`` line on stderr and exits 2 without writing anything; a busy
+run folder exits 3 (as ``submit`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+INPUT_ERROR = 2
+
+
+def _fail(message: str, code: int = INPUT_ERROR) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _write_atomic(path: Path, payload: str | bytes) -> None:
+    # Same rule as the results sink: a reader never sees a half-written export.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(payload.encode() if isinstance(payload, str) else payload)
+    os.replace(temporary, path)
+
+
+# Kept in sync with sweeper.export.FORMATS by a test; listed here so `--help` needs no import.
+_FORMATS = ("json", "yaml", "csv", "parquet", "hf", "torchtitan", "megatron", "nanogpt")
+
+
+@click.command("export")
+@click.argument("fit_json", type=click.Path(path_type=Path))
+@click.option("--targets", "targets_path", type=click.Path(path_type=Path), required=True,
+              help="YAML list of targets, each {name, params, tokens, seq_len}.")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), required=True,
+              help="A table (json, yaml, csv, parquet) or a trainer's own terms (hf, torchtitan,"
+                   " megatron, nanogpt).")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="File to write.")
+@click.option("--round-to", type=click.IntRange(min=1), default=None,
+              help="Round the batch (sequences) to a multiple of this [default: world size x micro-batch].")
+@click.option("--world-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel ranks of the target run (trainer formats).")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+              help="Sequences per rank per forward pass [default: batch / world size].")
+@click.option("--only", "only", multiple=True, metavar="NAME",
+              help="Export only these targets (repeat); nanogpt needs exactly one.")
+def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, round_to: int | None,
+                   world_size: int, micro_batch: int | None, only: tuple[str, ...]) -> None:
+    """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
+    from sweeper.export import ExportError, export, load_targets
+
+    try:
+        targets = load_targets(targets_path)
+        if only:
+            unknown = sorted(set(only) - {t.name for t in targets})
+            if unknown:
+                raise ExportError(f"--only names no target in {targets_path}: {', '.join(unknown)}")
+            targets = [t for t in targets if t.name in only]
+        payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size,
+                         micro_batch=micro_batch)
+    except ExportError as error:
+        _fail(str(error))
+    _write_atomic(out, payload)
+    click.echo(f"wrote {len(targets)} target(s) as {fmt} to {out}")
+
+
+@click.command("target")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@click.option("--fit", "fit_json", type=click.Path(path_type=Path), required=True,
+              help="fit.json (or its folder) whose laws set lr and batch.")
+@click.option("--params", "n_params", type=float, required=True,
+              help="Target N (non-embedding parameters); the nearest shape of the recipe's family runs.")
+@click.option("--tokens", type=float, required=True, help="Target D: training tokens.")
+@click.option("--bracket", is_flag=True,
+              help="Also run lr x1/2, lr x2, B x1/2, B x2 and print the prediction's regret.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Run folder for the target rows [default: <fit folder>/target].")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one).")
+def target_command(recipe_path: Path, fit_json: Path, n_params: float, tokens: float, bracket: bool,
+                   out: Path | None, address: str | None) -> None:
+    """Train RECIPE's model family at N params on D tokens with the fitted lr and batch."""
+    from sweeper.cli.running import load_or_exit
+    from sweeper.target import TargetError, run_target
+
+    recipe = load_or_exit(recipe_path)
+    fit_path = Path(fit_json)
+    run_dir = out or (fit_path if fit_path.is_dir() else fit_path.parent) / "target"
+
+    def on_point(point) -> None:  # noqa: ANN001 (BracketPoint; imported lazily)
+        outcome = point.outcome
+        loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == "target" else outcome.status
+        click.echo(f"{point.label:<10} lr={point.lr:.4g} B={point.batch_size:<5d} {loss}"
+                   f"  {outcome.wall_seconds:.1f}s")
+
+    try:
+        report = run_target(recipe, fit_json, n_params, tokens, run_dir, bracket=bracket,
+                            address=address, on_point=on_point)
+    except TargetError as error:
+        _fail(str(error), error.exit_code)
+    for warning in report.prediction.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(report.table())
+    click.echo(f"rows in {run_dir / 'trials'} (status target); summary {run_dir / 'target.json'}"
+               f" ({report.wall_seconds:.0f}s, {report.reused} reused)")
+
+
+COMMANDS = [export_command, target_command]

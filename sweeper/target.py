@@ -1,0 +1,292 @@
+"""The target-scale run: train the proxy family at the size the fit predicts for, and check it.
+
+``run_target`` builds the proxy family's shape closest to the requested N, sets lr and batch
+from the fit, and trains it on the cluster through the same executor and Parquet results as
+a sweep (rows with status ``target``). With ``bracket=True`` it also trains the four axis
+neighbours of the predicted point (lr x1/2, lr x2, B x1/2, B x2, at the predicted value of
+the other) and reports the prediction's regret against the best of the five. Four axis
+neighbours rather than the 3x3 grid: the regret needs to know whether either knob alone
+would have done better, and at target scale each extra run is the most expensive of all
+(5 runs instead of 9).
+
+The shape rule (``family_shape``): the template is the recipe's largest rung; n_layers,
+n_heads, seq_len, vocab_size and mlp_ratio are kept, and d_model is the multiple of n_heads
+(so every head keeps a whole head dimension) whose non-embedding count N is nearest to the
+request in log space. The prediction is made for that shape's actual N (and its exact FLOPs
+per token), not the requested N.
+
+Trial ids: a target row's id is the hash of the proxy trial id it would have had plus the
+role "target", so it never replaces a sweep's row if pointed at a sweep's folder, and
+running the same target again re-uses rows already recorded (``target`` or ``diverged``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sweeper.hparams import HparamsError, Prediction, load_hparams
+from sweeper.outcome import TrialOutcome
+from sweeper.plan import Cell, TrialSpec, cell_id_for, make_trial, trial_identity
+from sweeper.recipe import ModelShape, Recipe
+
+TARGET_SUMMARY_FILE = "target.json"
+
+
+class TargetError(RuntimeError):
+    """A target run that cannot start; one line for the user, ``exit_code`` for the CLI
+    (2: bad input, 3: the run folder is busy)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def family_shape(recipe: Recipe, n_params: float) -> ModelShape:
+    """The proxy family's shape with N nearest to ``n_params`` (rule in the module doc)."""
+    if not n_params > 0:
+        raise TargetError("--params must be positive")
+    template = max(recipe.models, key=lambda shape: shape.n_params_nonembedding)
+
+    def with_width(d_model: int) -> ModelShape:
+        return template.model_copy(update={"d_model": d_model})
+
+    step = template.n_heads
+    # N grows as L * (4 + 2 * mlp_ratio) * d^2 to leading order: start there, then look
+    # around, since the linear terms shift the best multiple at small widths.
+    per_width2 = template.n_layers * (4 + 2 * template.mlp_ratio)
+    guess = max(1, round(math.sqrt(n_params / per_width2) / step))
+    candidates = [with_width(k * step) for k in range(max(1, guess - 3), guess + 4)]
+    return min(candidates, key=lambda s: abs(math.log(s.n_params_nonembedding / n_params)))
+
+
+@dataclass
+class BracketPoint:
+    """One run of the target: the predicted point or a neighbour of it."""
+
+    label: str  # "predicted", "lr x1/2", "lr x2", "B x1/2", "B x2"
+    lr: float
+    batch_size: int  # sequences
+    spec: TrialSpec
+    outcome: TrialOutcome | None = None
+
+    @property
+    def loss(self) -> float:
+        if self.outcome is None or self.outcome.status not in ("target", "complete"):
+            return float("nan")
+        return self.outcome.final_val_loss
+
+
+@dataclass
+class TargetReport:
+    """What ``run_target`` did: the shape, the prediction for it, and each point's result."""
+
+    run_dir: Path
+    requested_params: float
+    shape: ModelShape
+    tokens: int
+    prediction: Prediction
+    points: list[BracketPoint] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    reused: int = 0  # points already recorded in the run folder, not run again
+
+    @property
+    def predicted(self) -> BracketPoint:
+        return self.points[0]
+
+    @property
+    def best(self) -> BracketPoint | None:
+        finished = [p for p in self.points if math.isfinite(p.loss)]
+        return min(finished, key=lambda p: p.loss) if finished else None
+
+    @property
+    def regret(self) -> float:
+        """Predicted point's loss minus the bracket's best (nats; 0 when it is the best)."""
+        best = self.best
+        return self.predicted.loss - best.loss if best is not None else float("nan")
+
+    def table(self) -> str:
+        """The regret table printed by ``sweeper target``."""
+        best = self.best
+        p = self.prediction
+        lines = [
+            f"target {self.shape.name}: N={self.shape.n_params_nonembedding:,} (asked {self.requested_params:.4g})"
+            f" D={self.tokens:,} seq_len={self.shape.seq_len}",
+            f"predicted lr {p.lr:.4g} (95% [{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]),"
+            f" batch {p.batch_size_sequences} sequences = {p.batch_size_sequences * self.shape.seq_len} tokens"
+            f" (law: {p.batch_size_tokens:.0f}); extrapolation N x{p.extrapolation_n_params:.3g}"
+            f" D x{p.extrapolation_tokens:.3g}",
+            f"{'point':<10} {'lr':>10} {'B (seq)':>8} {'B (tok)':>8} {'status':>9} {'loss':>8} {'vs best':>16}",
+        ]
+        for point in self.points:
+            status = point.outcome.status if point.outcome else "missing"
+            if math.isfinite(point.loss) and best is not None:
+                gap = point.loss - best.loss
+                versus = f"{gap:+.4f} ({gap / best.loss:+.2%})"
+                loss = f"{point.loss:.4f}"
+            else:
+                versus, loss = "", "-"
+            lines.append(f"{point.label:<10} {point.lr:>10.4g} {point.batch_size:>8d}"
+                         f" {point.batch_size * self.shape.seq_len:>8d} {status:>9} {loss:>8} {versus:>16}")
+        if best is not None and math.isfinite(self.predicted.loss):
+            lines.append(f"regret of the prediction: {self.regret:+.4f} nats ({self.regret / best.loss:+.2%})"
+                         f" against the best of the {len(self.points)} runs ({best.label})")
+        if p.loss is not None and math.isfinite(self.predicted.loss):
+            lines.append(f"loss law predicted {p.loss:.4f}, measured {self.predicted.loss:.4f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "requested_params": self.requested_params,
+            "shape": self.shape.model_dump(),
+            "n_params": self.shape.n_params_nonembedding,
+            "tokens": self.tokens,
+            "prediction": self.prediction.to_dict(),
+            "points": [{"label": p.label, "lr": p.lr, "batch_size": p.batch_size,
+                        "trial_id": p.spec.trial_id,
+                        "status": p.outcome.status if p.outcome else None,
+                        "loss": p.loss if math.isfinite(p.loss) else None} for p in self.points],
+            "regret": self.regret if math.isfinite(self.regret) else None,
+            "best": self.best.label if self.best else None,
+        }
+
+
+def _target_spec(recipe: Recipe, cell: Cell, lr: float, batch_size: int, identity: str) -> TrialSpec:
+    spec = make_trial(recipe, cell, lr, batch_size, recipe.seeds[0], identity)
+    return spec.model_copy(update={"trial_id": trial_identity({"role": "target", "proxy_trial": spec.trial_id})})
+
+
+def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Prediction, identity: str,
+                bracket: bool) -> list[BracketPoint]:
+    """The predicted point, then (with ``bracket``) its four axis neighbours, duplicates dropped
+    (B x1/2 of a one-sequence batch is the batch itself)."""
+    cell = Cell(f"target-{cell_id_for(shape, tokens)}", shape, tokens)
+    lr, batch = prediction.lr, prediction.batch_size_sequences
+    wanted = [("predicted", lr, batch)]
+    if bracket:
+        wanted += [("lr x1/2", lr / 2, batch), ("lr x2", lr * 2, batch),
+                   ("B x1/2", lr, max(1, round(batch / 2))), ("B x2", lr, batch * 2)]
+    points, seen = [], set()
+    for label, point_lr, point_batch in wanted:
+        if (point_lr, point_batch) in seen:
+            continue
+        seen.add((point_lr, point_batch))
+        points.append(BracketPoint(label, point_lr, point_batch,
+                                   _target_spec(recipe, cell, point_lr, point_batch, identity)))
+    return points
+
+
+def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
+    """Target rows already in ``run_dir`` (status target or diverged), as outcomes."""
+    from sweeper.results import read_trials
+
+    if not (run_dir / "trials").is_dir():
+        return {}
+    outcomes = {}
+    for row in read_trials(run_dir).table.to_pylist():
+        if row["status"] in ("target", "diverged"):
+            outcomes[row["trial_id"]] = TrialOutcome(
+                trial_id=row["trial_id"], status=row["status"], final_val_loss=row["loss"],
+                smoothed_train_loss=row["smoothed_train_loss"], steps_done=row["steps"],
+                tokens_done=row["tokens"], wall_seconds=row["wall_seconds"],
+                started_at=row["started_at"], ended_at=row["ended_at"],
+                diverged_step=row["diverged_step"], node_id=row["node_id"] or "")
+    return outcomes
+
+
+def run_target(
+    recipe: Recipe,
+    fit_json: str | Path,
+    n_params: float,
+    tokens: float,
+    run_dir: str | Path,
+    *,
+    bracket: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    on_point: Callable[[BracketPoint], None] | None = None,
+) -> TargetReport:
+    """Train the target (and its bracket) and record each run in ``run_dir`` under its lock.
+
+    Completed runs are written with status ``target`` (diverged and failed keep theirs).
+    Raises TargetError on bad input or a busy folder; training failures are rows, not errors.
+    """
+    # Imported here, as in sweep.run_sweep: building the plan must not pay for Ray or torch.
+    from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
+    from sweeper.results import ResultSink
+    from sweeper.sweep import RunFolderLock, SweepError, check_memory, write_json_atomic
+    from sweeper.train import data_identity
+
+    try:
+        hp = load_hparams(fit_json)
+    except HparamsError as error:
+        raise TargetError(str(error)) from None
+    if not tokens >= 1:
+        raise TargetError("--tokens must be at least 1")
+    shape = family_shape(recipe, n_params)
+    budget = int(round(tokens))
+    try:
+        prediction = hp.predict(shape.n_params_nonembedding, budget, shape.seq_len,
+                                flops_per_token=shape.flops_per_token_nonembedding)
+    except HparamsError as error:
+        raise TargetError(str(error)) from None
+    points = plan_points(recipe, shape, budget, prediction, data_identity(recipe.data), bracket)
+    report = TargetReport(Path(run_dir), float(n_params), shape, budget, prediction, points)
+    try:
+        check_memory([p.spec for p in points], recipe)
+    except SweepError as error:
+        raise TargetError(str(error), error.exit_code) from None
+
+    lock = RunFolderLock(report.run_dir)
+    try:
+        lock.acquire()
+    except SweepError as error:
+        raise TargetError(str(error), error.exit_code) from None
+    started, cluster = time.time(), None
+    try:
+        recorded = _recorded(report.run_dir)
+        by_id = {p.spec.trial_id: p for p in points}
+        for point in points:
+            if point.spec.trial_id in recorded:
+                point.outcome = recorded[point.spec.trial_id]
+                report.reused += 1
+                if on_point is not None:
+                    on_point(point)
+        pending = [p for p in points if p.outcome is None]
+        if pending:
+            cluster = connect(address, num_cpus=num_cpus)
+            try:
+                executor = TrialExecutor(recipe.resources)
+            except PlacementError as error:
+                raise TargetError(str(error)) from None
+            sink = ResultSink(report.run_dir)
+            queue = list(pending)
+            while queue or executor.in_flight:
+                while queue and len(executor.in_flight) < executor.capacity():
+                    # One spec per task: a group of one (fusing lrs would tie the bracket's
+                    # points to one process, and they are few).
+                    executor.submit([queue.pop(0).spec])
+                for spec, outcome in executor.wait(timeout=5.0):
+                    if outcome.status == "complete":
+                        outcome = dataclasses.replace(outcome, status="target")
+                    sink.record(spec, outcome)
+                    point = by_id[spec.trial_id]
+                    point.outcome = outcome
+                    if on_point is not None:
+                        on_point(point)
+        report.wall_seconds = time.time() - started
+        write_json_atomic(report.run_dir / TARGET_SUMMARY_FILE,
+                          {"fit": str(Path(fit_json)), "recipe": recipe.name, **report.to_dict()})
+        return report
+    finally:
+        if cluster is not None and cluster.started_here:
+            disconnect()
+        lock.release()
+
+
+__all__ = ["BracketPoint", "TargetError", "TargetReport", "family_shape", "plan_points", "run_target"]

@@ -1,0 +1,104 @@
+"""Cleaning real-world tables: rounding, diverged runs, thin cells, grid-edge optima."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sweeper.fit import FitError, build_report, clean_trials
+from sweeper.fit.select import near_optimal_mask, snap_grid_values
+from sweeper.results.schema import TRIALS_SCHEMA
+from tests.fit.synthetic import synthetic_rows
+
+
+def _table(rows):
+    return pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
+
+
+def test_snap_merges_roundings_of_one_grid_value():
+    values = np.array([1.726e-04, 1.7264e-04, 1.7264e-04, 2.441e-04, 3.4527e-04, 3.453e-04])
+    snapped, changed = snap_grid_values(values, 5e-3)
+    assert np.unique(snapped).tolist() == [1.7264e-04, 2.441e-04, 3.4527e-04]
+    assert changed == 2
+
+
+def test_snap_keeps_distinct_grid_values_apart():
+    values = np.array([1.0e-3, 1.1e-3, 1.2e-3])  # a 10% grid: three points
+    snapped, changed = snap_grid_values(values, 5e-3)
+    assert changed == 0 and np.unique(snapped).size == 3
+
+
+def test_near_optimal_is_within_a_quarter_percent():
+    loss = np.array([2.0, 2.004, 2.005, 2.0051, 2.5])
+    assert near_optimal_mask(loss, 0.0025).tolist() == [True, True, True, False, False]
+
+
+def test_rounded_replicates_become_one_grid_point():
+    rows = synthetic_rows(sizes=(1e6, 1e7), budgets=(1e8, 1e9), n_lr=5, n_b=3)
+    copy = dict(rows[0])
+    copy.update(trial_id="dup", lr=float(f"{rows[0]['lr']:.4g}"), loss=rows[0]["loss"] + 0.01)
+    sweep = clean_trials(_table(rows + [copy]))
+    first = sweep.cells[0]
+    assert first.loss.size == 15
+    assert first.replicates.max() == 2
+    assert sweep.snapped_values >= 1
+
+
+def test_diverged_runs_are_excluded_and_counted():
+    rows = synthetic_rows(sizes=(1e6, 1e7), budgets=(1e8, 1e9), n_lr=5, n_b=3)
+    rows[0]["loss"] = float("nan")  # says complete, but the loss is NaN
+    rows[1]["loss"] = rows[1]["loss"] * 3.0  # far above the cell's best
+    rows[2]["status"], rows[2]["loss"] = "diverged", None
+    rows[3]["status"], rows[3]["loss"] = "failed", None
+    sweep = clean_trials(_table(rows))
+    assert sweep.status_counts["diverged"] == 2
+    assert sweep.status_counts["failed"] == 1
+    assert sweep.n_diverged == 1
+    assert sweep.n_runs == len(rows) - 4
+
+
+def test_thin_cells_are_excluded_with_a_reason():
+    rows = synthetic_rows(sizes=(1e6, 1e7, 1e8), budgets=(1e8, 1e9), n_lr=5, n_b=3)
+    thin = [r for r in rows if r["n_params"] == int(1e8) and r["tokens_budget"] == int(1e9)]
+    rows = [r for r in rows if r not in thin] + thin[:3]
+    sweep = clean_trials(_table(rows))
+    assert len(sweep.cells) == 5
+    assert sweep.excluded_cells[0]["reason"].startswith("too few runs (3")
+
+
+def test_edge_of_grid_optimum_is_flagged_loudly():
+    # Grids shifted 3 steps up: every cell's best lr sits at the grid's low edge.
+    rows = synthetic_rows(sizes=(1e6, 1e7, 1e8), budgets=(1e8, 1e9), n_lr=5, n_b=5, offset=0.0,
+                          lr_shift=3.0)
+    sweep = clean_trials(_table(rows))
+    assert all(any("EDGE OF GRID" in f and "lr low" in f for f in c.flags) for c in sweep.cells)
+    report = build_report(sweep, estimator="plateau", n_bootstrap=20, evaluate=False, seed=0,
+                          loss_law=False)
+    text = report.summary()
+    assert "WARNINGS:" in text and text.count("EDGE OF GRID") == len(sweep.cells)
+    assert all(c["flags"] for c in report.document()["cells"])
+
+
+def test_mixed_schedules_are_reported():
+    rows = synthetic_rows(sizes=(1e6, 1e7), budgets=(1e8, 1e9), n_lr=5, n_b=3)
+    rows[0]["schedule"] = "wsd"
+    assert any("schedules are mixed" in w for w in clean_trials(_table(rows)).warnings)
+
+
+def test_no_complete_trials_is_a_fit_error():
+    rows = synthetic_rows(sizes=(1e6,), budgets=(1e8,), n_lr=3, n_b=2)
+    for row in rows:
+        row["status"] = "pruned"
+    with pytest.raises(FitError, match="no complete trials"):
+        clean_trials(_table(rows))
+
+
+def test_cells_are_keyed_by_n_d_and_seq_len():
+    rows = synthetic_rows(sizes=(1e6, 1e7), budgets=(1e8, 1e9), n_lr=5, n_b=3)
+    sweep = clean_trials(_table(rows))
+    assert [(c.n_params, c.tokens) for c in sweep.cells] == [
+        (1e6, 1e8), (1e6, 1e9), (1e7, 1e8), (1e7, 1e9)]
+    assert all(math.isclose(c.flops_per_token, 6 * c.n_params + 12 * 4 * 128 * 256) for c in sweep.cells)
