@@ -2,6 +2,7 @@
 machine's matmul peak, measured in one run.
 
     python benchmarks/trainer_throughput.py --quick      # < 2 min on 2 CPU cores
+    python benchmarks/trainer_throughput.py              # more steps and repetitions, all fused
 
 For each shape (2 layers, seq 64, batch 16, byte vocabulary; d_model 32..256) it measures
 
@@ -183,7 +184,7 @@ def vmap_vs_bmm(spec: TrialSpec, members: int, threads: int, device: str, steps:
 
 
 def run_device(args: argparse.Namespace, device: str) -> dict:
-    widths = [32, 64, 128] + ([256] if not args.quick or args.with_256 else [])
+    widths = [32, 64, 128, 256]
     peak = matmul_peak(args.threads, device, 1024 if args.quick else 2048, args.reps)
     rows = []
     clock = "wall" if device.startswith("cuda") else args.clock
@@ -192,14 +193,14 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     print(f"{'shape':>18} {'K':>2} {'bare tok/s':>11} {'single tok/s':>13} {'fused tok/s':>12} "
           f"{'single/bare':>11} {'fused/single':>12} {'single GF/s':>11} {'fused GF/s':>10} {'single %pk':>10} {'fused %pk':>9}")
     for width in widths:
-        steps = args.steps if width < 256 else max(4, args.steps // 2)
+        steps = args.steps if width < 256 else max(4, args.steps // 2)  # d256 steps are slow
         specs = make_specs(width, steps, args.members)
         fpt = flops_per_token(specs[0])
         bare_tps = single_tps = 0.0
         for _ in range(args.reps):  # interleaved, so drift in background load hits both alike
             bare_tps = max(bare_tps, bare_loop(specs[0], args.threads, device))
             single_tps = max(single_tps, single(specs[0], args.threads, device))
-        fused_tps = best(lambda: fused(specs, args.threads, device), args.reps) if width <= args.fuse_up_to else float("nan")
+        fused_tps = best(lambda: fused(specs, args.threads, device), args.fused_reps) if width <= args.fuse_up_to else float("nan")
         row = {
             "shape": specs[0].shape.name,
             "d_model": width,
@@ -230,7 +231,7 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     for spec in specs:
         single(spec, args.threads, device)
     sequential_tps = sum(s.tokens for s in specs) / (now(device) - start)
-    fused_tps = best(lambda: fused(specs, args.threads, device), args.reps)
+    fused_tps = best(lambda: fused(specs, args.threads, device), args.fused_reps)
     print(f"d_model 64, K={args.members}: sequential {sequential_tps:.0f} tok/s, fused {fused_tps:.0f} tok/s "
           f"-> fused_vs_sequential {fused_tps / sequential_tps:.2f}")
     # Where fusion pays on a CPU: small per-step work (few sequences), where per-operation
@@ -264,8 +265,7 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few steps, d_model 32..128 (add --with-256)")
-    parser.add_argument("--with-256", action="store_true", help="include d_model 256 in --quick")
+    parser.add_argument("--quick", action="store_true", help="few steps and repetitions; fuse up to d_model 128")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--members", type=int, default=8, help="K, members of a fused group")
     parser.add_argument("--small-batch", type=int, default=2, help="batch (sequences) of the small-batch rows")
@@ -280,7 +280,8 @@ def main() -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter
     args.steps = args.steps or (16 if args.quick else 60)
-    args.reps = args.reps or (2 if args.quick else 3)
+    args.reps = args.reps or 3
+    args.fused_reps = 2 if args.quick else args.reps  # fused groups are K times longer
     args.fuse_up_to = args.fuse_up_to or (128 if args.quick else 256)
     devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     started = time.perf_counter()

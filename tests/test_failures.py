@@ -65,8 +65,8 @@ def recorded(run_dir: Path) -> list[Path]:
 
 
 def trial_worker_pids() -> list[int]:
-    # Ray titles a worker process after the task it runs: "ray::trial <label>".
-    listing = subprocess.run(["pgrep", "-f", "^ray::trial "], capture_output=True, text=True)
+    # Ray titles a worker process after the task it runs: "ray::trial <label>" or "ray::fused x<K> ...".
+    listing = subprocess.run(["pgrep", "-f", "^ray::(trial|fused) "], capture_output=True, text=True)
     return [int(pid) for pid in listing.stdout.split()]
 
 
@@ -100,7 +100,8 @@ def test_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path: Path) ->
 
 
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path: Path) -> None:
-    recipe = {**SLOW_RECIPE, "learning_rates": {"values": [0.005, 0.01, 0.02]}}  # 6 trials
+    # 6 trials, unfused so that they finish two at a time over several rounds.
+    recipe = {**SLOW_RECIPE, "learning_rates": {"values": [0.005, 0.01, 0.02]}, "fuse": "off"}
     recipe_path = write_recipe(tmp_path, recipe)
     run_dir = tmp_path / "run"
     driver = start_driver("submit", str(recipe_path), "--out", str(run_dir))

@@ -332,8 +332,8 @@ def drive(recipe_file: Path, out: str, results: str | None, storage: str | None)
     return 0 if summary.ok else 1
 
 
-def main(argv: list[str]) -> int:
-    """``python -m sweeper.execute.jobs drive|pack ...``: what a job runs on the cluster."""
+def build_parser():  # noqa: ANN201 (argparse.ArgumentParser)
+    """The job-side command line (also used by tests to check cluster/ entrypoints)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m sweeper.execute.jobs")
@@ -345,7 +345,12 @@ def main(argv: list[str]) -> int:
     drive_parser.add_argument("--storage")
     pack_parser = commands.add_parser("pack", help="print a run folder as base64 tar.gz")
     pack_parser.add_argument("run_dir", type=Path)
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``python -m sweeper.execute.jobs drive|pack ...``: what a job runs on the cluster."""
+    arguments = build_parser().parse_args(argv)
     if arguments.command == "pack":
         pack(arguments.run_dir)
         return 0

@@ -86,6 +86,7 @@ class Sweep:
     excluded_cells: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     snapped_values: int = 0  # grid values rewritten to their canonical rounding
+    schedule: dict | None = None  # the runs' common lr schedule (kind, fractions), if one
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived, per sweep
 
     @property

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from sweeper.fit.data import Sweep
-from sweeper.fit.laws import PowerLawFit, batched_gls, batched_wls, resample_counts, fit_power_law
+from sweeper.fit.laws import PowerLawFit, batched_wls, fit_power_law, resample_counts
 from sweeper.fit.select import near_optimal_mask
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweeper.fit.data import FitError
+
 DETERMINANT_LIMIT = 1e-12
 
 
@@ -147,7 +149,7 @@ def fit_power_law(
     x = np.column_stack([np.ones(len(y)), features])
     coef, ok = batched_wls(x, y, weight[None, :])
     if not ok[0]:
-        raise ValueError("singular design")
+        raise FitError(f"the cells do not determine the {target} law (its design is singular)")
     coef = coef[0]
     fitted = x @ coef
     mean = np.average(y, weights=weight)

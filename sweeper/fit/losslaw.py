@@ -90,10 +90,10 @@ def batched_huber_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
         r[act] = np.where(better[:, None], trial_r, ra)
         cost[act] = np.where(better, trial_cost, cost[act])
         damping[act] = np.where(better, da / 3.0, da * 4.0)
-        small_step = np.max(np.abs(trial - t), axis=1) < 1e-9
+        small_step = np.max(np.abs(trial - t), axis=1) < 1e-8
         # Converged: an accepted step that no longer gains, a vanishing step, or no step
         # that improves at any damping (a minimum to machine precision).
-        converged[act] = (better & (gain < 1e-12)) | small_step | (damping[act] > 1e8)
+        converged[act] = (better & (gain < 1e-10)) | small_step | (damping[act] > 1e8)
     return theta, converged
 
 
@@ -127,6 +127,7 @@ class LossLawFit:
     bootstrap: np.ndarray  # (R, 5)
     n_cells: int
     rmse_log: float  # root mean square residual of log L on the cells
+    n_discarded: int = 0  # bootstrap replicates degenerate or not converged
 
     def coefficients(self, theta: np.ndarray | None = None) -> dict[str, float]:
         t = self.theta if theta is None else theta
@@ -156,12 +157,15 @@ class LossLawFit:
             "bootstrap_parameters": np.round(self.bootstrap, 10).tolist(),
             "n_cells": self.n_cells,
             "rmse_log_loss": self.rmse_log,
+            "n_bootstrap": int(len(self.bootstrap)),
+            "n_bootstrap_discarded": self.n_discarded,
         }
 
     def summary_lines(self) -> list[str]:
         entry = self.to_dict()
         lines = [f"loss law: {entry['formula']} (fitted on the {self.n_cells} cells' best losses,"
-                 f" rms log-residual {self.rmse_log:.2e})"]
+                 f" rms log-residual {self.rmse_log:.2e}; {len(self.bootstrap)} bootstrap fits over"
+                 f" cells, {self.n_discarded} discarded)"]
         for name, value in entry["coefficients"].items():
             interval = entry["intervals"].get(name)
             text = f"   95% interval [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
@@ -200,4 +204,5 @@ def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> Los
     if valid.any():
         boot, converged = batched_huber_lm(theta, log_n, log_d, log_loss, counts[valid])
         samples = boot[converged]
-    return LossLawFit(theta, samples, n, float(np.sqrt(np.mean(residual**2))))
+    return LossLawFit(theta, samples, n, float(np.sqrt(np.mean(residual**2))),
+                      n_discarded=n_bootstrap - len(samples))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sweeper.fit.data import Sweep
+from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict, write_json_atomic
 from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.estimators import EstimatorFit
@@ -123,6 +122,7 @@ class FitReport:
             "loss_law": self.loss_law.to_dict() if self.loss_law is not None else None,
             "flops_model": self.flops_model(),
             "data_range": sweep.data_range(),
+            "schedule": sweep.schedule,
             "counts": counts,
             "cells": self.cells_document(),
             "excluded_cells": sweep.excluded_cells,
@@ -168,7 +168,11 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
                 if reason:
                     skipped[name] = reason
                     continue
-                fits[name] = fit_sweep(sweep, candidate, n_bootstrap=n_bootstrap, seed=seed)
+                try:
+                    fits[name] = fit_sweep(sweep, candidate, n_bootstrap=n_bootstrap, seed=seed)
+                except FitError as error:  # another estimator's failure is not this fit's
+                    skipped[name] = str(error)
+                    continue
             evaluations[name] = evaluate_estimator(sweep, fits[name])
     loss_fit = None
     if loss_law:
@@ -179,8 +183,3 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
                      seed=seed, evaluations=evaluations, skipped_estimators=skipped,
                      loss_law=loss_fit)
 
-
-def format_number(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "nan"
-    return f"{value:.4g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.3e}"

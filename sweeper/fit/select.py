@@ -111,6 +111,7 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
 
     warnings: list[str] = []
     schedules = {s for s in sub.column("schedule").to_pylist() if s}
+    schedule = _common_schedule(sub)
     if len(schedules) > 1:
         warnings.append(
             f"runs from {len(schedules)} schedules are mixed in one fit ({', '.join(sorted(schedules))});"
@@ -153,7 +154,24 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
         reasons = "; ".join(f"{e['cell_id']}: {e['reason']}" for e in excluded[:4])
         raise FitError(f"no cell has enough runs to locate an optimum ({reasons})")
     return Sweep(name=name, cells=cells, status_counts=status_counts, excluded_cells=excluded,
-                 warnings=warnings, snapped_values=snapped_lr + snapped_b)
+                 warnings=warnings, snapped_values=snapped_lr + snapped_b, schedule=schedule)
+
+
+SCHEDULE_COLUMNS = {"schedule": "kind", "warmup_fraction": "warmup_fraction",
+                    "min_lr_ratio": "min_lr_ratio", "decay_fraction": "decay_fraction"}
+
+
+def _common_schedule(table: pa.Table) -> dict | None:
+    """The proxies' schedule when every fitted run shares one (kind and its known fractions),
+    so a target run can reuse it; None when they differ or nothing is recorded."""
+    settings = {tuple(row[c] for c in SCHEDULE_COLUMNS)
+                for row in table.select(list(SCHEDULE_COLUMNS)).to_pylist()}
+    if len(settings) != 1:
+        return None
+    values = dict(zip(SCHEDULE_COLUMNS.values(), settings.pop()))
+    if not values["kind"]:
+        return None
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _first_finite(values: np.ndarray) -> float | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweeper.fit.data import Sweep
+from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
 from sweeper.fit.laws import PowerLawFit, batched_gls, batched_wls, resample_counts
 from sweeper.fit.select import near_optimal_mask
@@ -109,7 +109,8 @@ class Smooth(Estimator):
             zc, hc, convex, clipped = quadratic_optima(cell.log_lr, cell.log_batch, cell.loss,
                                                        counts, self.width, self.min_points)
             z[:, c], h[:, c] = zc, hc
-            note = ("quadratic not convex near the minimum: best run used" if not convex[0] else
+            note = ("no convex quadratic fits near the minimum (too few distinct grid values,"
+                    " or a saddle): best run used" if not convex[0] else
                     "argmin beyond the grid: clipped to its edge" if clipped[0] else "")
             optima.append({"lr": float(np.exp(zc[0, 0])), "batch_size_tokens": float(np.exp(zc[0, 1])),
                            "near_optimal_runs": int(near_optimal_mask(cell.loss, 0.0025).sum()),
@@ -120,7 +121,8 @@ class Smooth(Estimator):
             multiplicity = np.vstack([multiplicity, cell_counts.astype(float)])
         coef, ok = batched_gls(design, h[: len(multiplicity)], z[: len(multiplicity)], multiplicity)
         if not ok[0]:
-            raise ValueError("singular design")
+            raise FitError("the cells' quadratic optima do not determine the laws (singular"
+                           " design; too few distinct lr or batch values per cell?)")
         lr, b = self._uncentre(coef, centre)
         features = cell_features(sweep)
         laws = []

@@ -72,8 +72,8 @@ def format_summary(report: "FitReport") -> str:
         for name, fit in report.fits.items():
             if name == report.estimator:
                 continue
-            lines += [f"  [{name}]"] + ["  " + l for l in format_law("lr", fit.lr_law)[:4]]
-            lines += ["  " + l for l in format_law("B", fit.batch_law)[:3]]
+            lines += [f"  [{name}] {fit.estimator.source}"]
+            lines += ["  " + line for line in format_law("lr", fit.lr_law) + format_law("B", fit.batch_law)]
         for name, reason in report.skipped_estimators.items():
             lines.append(f"  {name}: skipped ({reason})")
     loud = [f"  !! {c.cell_id} ({c.label}): {flag}" for c in sweep.cells for flag in c.flags]

@@ -72,6 +72,7 @@ class Node:
     name: str
     process: subprocess.Popen
     log: Path
+    metrics_port: int = 0  # the node's Prometheus endpoint (http://127.0.0.1:PORT/metrics)
 
     def ray_pids(self) -> dict[str, int]:
         """Process name -> pid of this node's Ray daemons (raylet, gcs_server, ...)."""
@@ -104,6 +105,8 @@ class LocalCluster:
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_timeout_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
+            # Export metrics every second, so a 20-second sweep shows up in them.
+            "RAY_metrics_report_interval_ms": "1000",
         })
         cluster = cls(root=root, env=env)
         try:
@@ -147,7 +150,7 @@ class LocalCluster:
             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,  # its own process group: killable as one, apart from pytest
         )
-        node = Node(name, process, log)
+        node = Node(name, process, log, metrics_port=int(ports[5].split("=")[1]))
         self.nodes.append(node)
         self._pids.add(process.pid)
         return node

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -60,10 +61,12 @@ def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_pat
     )
     # While it runs, `sweeper status` names the node of each running trial.
     placed: list[dict] = []
+    exported: list[str] = []
     while process.poll() is None:
         if (run_dir / "progress.json").is_file():
             report = json.loads(sweeper(cluster, "status", str(run_dir), "--json").stdout or "{}")
             placed += [item for item in report.get("running", []) if item.get("node_id")]
+            exported += [line for line in head_metrics(cluster) if line.startswith("ray_sweeper_trials{")]
         time.sleep(1.0)
     stdout, stderr = process.communicate()
     assert process.returncode == 0, stderr[-3000:]
@@ -71,6 +74,16 @@ def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_pat
     assert set(trials["node_id"]) == set(cluster.alive_node_ids()), "trials must run on both nodes"
     assert placed, "status never showed a running trial's node"
     assert {item["node_id"] for item in placed} <= set(trials["node_id"])
+    # Sweep progress reached the head's Prometheus endpoint (ray.util.metrics from the driver).
+    assert any('status="complete"' in line and 'sweep="smoke"' in line for line in exported), exported[-5:]
+
+
+def head_metrics(cluster: LocalCluster) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes[0].metrics_port}/metrics", timeout=5) as page:
+            return page.read().decode().splitlines()
+    except OSError:
+        return []
 
 
 def test_submit_job_runs_on_both_nodes_and_results_come_home(

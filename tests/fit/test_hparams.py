@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from sweeper.fit import fit_run
@@ -79,3 +77,21 @@ def test_hparams_alone_imports_only_numpy_and_json():
     code = ("import sweeper.hparams, sys; bad = [m for m in ('scipy', 'matplotlib', 'pyarrow',"
             " 'ray', 'torch', 'pandas') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compute_fit_predicts_with_given_or_estimated_flops(synthetic_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run / "trials", run / "trials")
+    fit_run(run, estimator="compute", n_bootstrap=50, plots=False, loss_law=False)
+    document = json.loads((run / "fit.json").read_text())
+    coefficients = document["lr_law"]["coefficients"]
+    hp = load_hparams(run)
+    n, d, m = 2e7, 2e9, 6 * 2e7 + 12 * 4 * 128 * 256
+    given = hp.predict(n, d, 256, flops_per_token=m)
+    assert given.lr == pytest.approx(coefficients["a"] * (m * d) ** coefficients["b"], rel=1e-9)
+    assert given.warnings == []
+    estimated = hp.predict(n, d, 256)
+    assert any("flops per token (M) not given" in w for w in estimated.warnings)
+    assert estimated.flops_per_token == pytest.approx(m, rel=0.05)

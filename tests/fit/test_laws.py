@@ -6,10 +6,12 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from sweeper.fit import DEFAULT_ESTIMATOR, FitError, fit_run, fit_sweep, load_sweep
+from sweeper.fit import DEFAULT_ESTIMATOR, FitError, clean_trials, fit_run, fit_sweep, load_sweep
 from sweeper.fit.laws import batched_wls
+from sweeper.results.schema import TRIALS_SCHEMA
 from tests.fit.synthetic import synthetic_rows, write_run
 
 
@@ -43,10 +45,13 @@ def test_batched_wls_flags_singular_designs():
     assert np.isnan(coef[0]).all()
 
 
-@pytest.mark.parametrize("estimator", ["plateau", "smooth"])
-def test_recovers_exponents_within_two_percent(synthetic_run, truth, estimator):
-    sweep, _ = load_sweep(synthetic_run)
-    fit = fit_sweep(sweep, estimator, n_bootstrap=200)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_estimator_recovers_exponents_within_two_percent(truth, seed):
+    """Issue 2's criterion, over several noise draws and grid placements. (Step Law's
+    ``plateau`` rule does not meet it reliably: its near-optimal set moves in grid steps, and
+    on seed 1 its gamma is 6% off; it is held to its intervals below instead.)"""
+    sweep = clean_trials(pa.Table.from_pylist(synthetic_rows(truth, seed=seed), schema=TRIALS_SCHEMA))
+    fit = fit_sweep(sweep, DEFAULT_ESTIMATOR, n_bootstrap=0)
     for name, value in _exponents(fit).items():
         expected = getattr(truth, name)
         assert abs(value - expected) <= 0.02 * abs(expected), (name, value, expected)
@@ -91,6 +96,7 @@ def test_fit_run_writes_fit_json_and_plots(synthetic_run):
     assert document["counts"]["fitted_runs"] == 2340
     assert document["data_range"]["n_params_max"] == 1e8
     assert len(document["cells"]) == 20
+    assert document["schedule"] == {"kind": "cosine"}  # the synthetic rows record no fractions
     for name in ("loss_vs_lr.png", "heatmaps.png", "laws.png"):
         assert (synthetic_run / "plots" / name).stat().st_size > 1000
     text = report.summary()
