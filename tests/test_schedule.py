@@ -44,7 +44,7 @@ def test_groups_hold_fusable_trials_and_optuna_sees_each(tmp_path: Path) -> None
     study = SweepStudy.open("s", SPECS, tmp_path)
     runnable = {s.trial_id for s in SPECS}
     groups = []
-    while group := study.next_group(runnable, 3, fusion_key):
+    while group := study.next_group(runnable, lambda spec: 3, fusion_key):
         groups.append(group)
         for asked in group:
             runnable.discard(asked.spec.trial_id)

@@ -142,17 +142,23 @@ class SweepStudy:
         chosen = next(s for s in self.specs_by_key.values() if s.trial_id in runnable)
         return self._ask_fixed(chosen)
 
-    def next_group(self, runnable: set[str], max_members: int, key: Callable[[TrialSpec], tuple]) -> list[Asked]:
-        """The sampler's next trial plus up to ``max_members - 1`` runnable trials with the
-        same ``key`` (trials that can train fused). Each member is its own Optuna trial, so
-        the study sees one trial per configuration whether or not it ran fused."""
+    def next_group(
+        self,
+        runnable: set[str],
+        max_members: Callable[[TrialSpec], int],
+        key: Callable[[TrialSpec], tuple],
+    ) -> list[Asked]:
+        """The sampler's next trial plus up to ``max_members(it) - 1`` runnable trials with
+        the same ``key`` (trials that can train fused). Each member is its own Optuna trial,
+        so the study sees one trial per configuration whether or not it ran fused."""
         first = self.next_trial(runnable)
         if first is None:
             return []
         group = [first]
         group_key = key(first.spec)
+        limit = max_members(first.spec)
         for spec in self.specs_by_key.values():
-            if len(group) >= max_members:
+            if len(group) >= limit:
                 break
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
                 group.append(self._ask_fixed(spec))

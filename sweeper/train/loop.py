@@ -47,7 +47,7 @@ def build_model(spec: TrialSpec, device: torch.device) -> GPT:
     return GPT(GPTConfig.from_shape(spec.shape)).to(device)
 
 
-def make_optimizer(model: torch.nn.Module, spec: TrialSpec, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, spec: TrialSpec) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on every matrix (linear weights and the embeddings,
     the tied embedding included, as nanoGPT and Megatron do) and none on the norm gains:
     decaying a gain pulls it towards zero, which shrinks the signal rather than regularising."""
@@ -100,7 +100,7 @@ def _train(spec: TrialSpec, monitor: TrialMonitor, threads: int, device: torch.d
     corpus = load_corpus(spec.data)
     check_vocab(corpus, spec.shape.vocab_size)
     model = build_model(spec, device)
-    optimizer = make_optimizer(model, spec, device)
+    optimizer = make_optimizer(model, spec)
     groups = optimizer.param_groups
     parameters = list(model.parameters())
     sampler = BatchSampler(corpus, spec.batch_size, spec.shape.seq_len, spec.seed, str(device))

@@ -67,6 +67,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class NodeStartError(RuntimeError):
+    """A ``ray start`` exited early (most often: a port taken between probe and bind)."""
+
+
 @dataclass
 class Node:
     name: str
@@ -108,22 +112,31 @@ class LocalCluster:
             # Export metrics every second, so a 20-second sweep shows up in them.
             "RAY_metrics_report_interval_ms": "1000",
         })
-        cluster = cls(root=root, env=env)
-        try:
-            port, dashboard_port = free_port(), free_port()
-            cluster._start_node("head", [
-                "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                f"--ray-client-server-port={free_port()}", '--resources={"head_node": 1}',
-            ])
-            cluster.gcs_address = f"127.0.0.1:{port}"
-            cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
-            cluster.wait_for_nodes(1, timeout)
-            cluster.add_worker(worker_resources, timeout)
-        except BaseException:
-            cluster.stop()
-            raise
-        return cluster
+        for attempt in range(3):
+            # A port probed free can be taken by another process before Ray binds it (other
+            # Ray clusters start here too): then ray start exits, and a fresh set of ports
+            # is tried.
+            cluster = cls(root=root / f"try{attempt}", env=env)
+            try:
+                port, dashboard_port = free_port(), free_port()
+                cluster._start_node("head", [
+                    "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                    f"--ray-client-server-port={free_port()}", '--resources={"head_node": 1}',
+                ])
+                cluster.gcs_address = f"127.0.0.1:{port}"
+                cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+                cluster.wait_for_nodes(1, timeout)
+                cluster.add_worker(worker_resources, timeout)
+                return cluster
+            except NodeStartError:
+                cluster.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                cluster.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def add_worker(self, resources: dict[str, float], timeout: float = 90) -> Node:
         node = self._start_node(f"worker{len(self.nodes)}", [
@@ -176,7 +189,7 @@ class LocalCluster:
             for node in self.nodes:
                 self._pids.update(descendants(node.process.pid))  # remember them for stop()
                 if node.process.poll() is not None:
-                    raise RuntimeError(f"ray start for {node.name} exited: {node.log.read_text()[-2000:]}")
+                    raise NodeStartError(f"ray start for {node.name} exited: {node.log.read_text()[-2000:]}")
             if self.dashboard_url and len(self.alive_node_ids()) >= count:
                 return
             time.sleep(1.0)

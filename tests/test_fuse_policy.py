@@ -1,0 +1,40 @@
+"""How many trials one fused task trains (recipe.fuse), per trial."""
+
+from __future__ import annotations
+
+from sweeper.plan import plan_trials
+from sweeper.recipe import parse_recipe
+from sweeper.sweep import CPU_AUTO_FUSE_MAX_BATCH_TOKENS, fused_group_size
+from tests.conftest import MINIMAL_RECIPE
+
+LRS = {"values": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256, 0.512]}
+
+
+def _sizes(**changes) -> dict[int, int]:
+    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": LRS, "batch_sizes": [4, 64], **changes})
+    members = fused_group_size(recipe, plan_trials(recipe, "d"))
+    return {spec.batch_size_tokens: members(spec) for spec in plan_trials(recipe, "d")}
+
+
+def test_auto_on_cpu_fuses_small_batches_only() -> None:
+    sizes = _sizes()
+    small, large = sorted(sizes)
+    assert small <= CPU_AUTO_FUSE_MAX_BATCH_TOKENS < large
+    assert sizes[small] == 8 and sizes[large] == 1
+
+
+def test_auto_on_gpu_fuses_every_batch() -> None:
+    assert set(_sizes(resources={"cpus": 1, "gpus": 0.5}).values()) == {8}
+
+
+def test_auto_respects_the_memory_budget() -> None:
+    # 0.4 GiB leaves ~10 MiB beyond the process: room for many small-batch members (~0.6 MiB
+    # each, estimated) but for one large-batch member (~6.7 MiB) only.
+    sizes = _sizes(resources={"cpus": 1, "gpus": 1, "memory_gb": 0.4})
+    small, large = sorted(sizes)
+    assert sizes[small] == 8 and sizes[large] == 1
+
+
+def test_off_and_explicit_k() -> None:
+    assert set(_sizes(fuse="off").values()) == {1}
+    assert set(_sizes(fuse=3).values()) == {3}
