@@ -230,7 +230,8 @@ def run_sweep(
             cluster = connect(address, num_cpus=num_cpus)
             summary.dashboard_url = cluster.dashboard_url
             try:
-                executor = TrialExecutor(recipe.resources)  # refuses trials no node can ever hold
+                # Refuses at once trials that no node can ever hold.
+                executor = TrialExecutor(recipe.resources, dashboard_url=cluster.dashboard_url)
             except PlacementError as error:
                 raise SweepError(str(error), exit_code=2) from None
         if on_start is not None:

@@ -84,22 +84,11 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
     node_id = ray.get_runtime_context().get_node_id()
     corpus = load_corpus(spec.data)
     if corpus.identity != spec.data_identity:
-        now = time.time()
-        return TrialOutcome(
-            trial_id=spec.trial_id,
-            status="failed",
-            final_val_loss=float("nan"),
-            smoothed_train_loss=float("nan"),
-            steps_done=0,
-            tokens_done=0,
-            wall_seconds=0.0,
-            started_at=now,
-            ended_at=now,
-            error=(
-                f"DataMismatch: this node's data hashes to {corpus.identity}, the plan's to "
-                f"{spec.data_identity}; every node must see the same data"
-            ),
-            node_id=node_id,
+        return failed_outcome(
+            spec,
+            f"DataMismatch: this node's data hashes to {corpus.identity}, the plan's to "
+            f"{spec.data_identity}; every node must see the same data",
+            node_id,
         )
     outcome = run_trial(spec, threads=threads)
     outcome.node_id = node_id
@@ -176,13 +165,15 @@ class TrialExecutor:
     (one model with K stacked members, train/fused.py). A task whose worker process dies
     is retried by Ray (``max_retries``); an exception inside training is already an
     outcome with status ``failed`` (the trainer never raises), so only infrastructure
-    failures reach ``_failed_outcome``.
+    failures reach ``failed_outcome``.
     """
 
-    def __init__(self, resources: Resources):
+    def __init__(self, resources: Resources, dashboard_url: str | None = None):
         check_fits(resources)  # refuse at once what no node can ever hold
         self.resources = resources
+        self.dashboard_url = dashboard_url  # where Ray's state API answers (for where())
         self.in_flight: dict[ray.ObjectRef, list[TrialSpec]] = {}
+        self._where: tuple[float, dict[str, dict]] = (0.0, {})
 
     def capacity(self) -> int:
         """How many tasks the cluster can run at once now (re-read: clusters scale)."""
@@ -225,12 +216,18 @@ class TrialExecutor:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
         state API (one call for all tasks). Empty when that API does not answer in time:
         it only feeds ``sweeper status``, so it must never hold the sweep up."""
-        if not self.in_flight:
+        if not self.in_flight or self.dashboard_url is None:
             return {}
+        asked_at, cached = self._where
+        if time.time() - asked_at < 3.0:  # at most one state-API call every 3 s
+            return cached
         try:
             from ray.util.state import list_tasks
 
+            # The dashboard's address, not auto-discovery: several clusters on one machine
+            # (or a remote one) make "auto" ambiguous or wrong.
             tasks = list_tasks(
+                address=self.dashboard_url,
                 filters=[("job_id", "=", ray.get_runtime_context().get_job_id())],
                 limit=10_000, timeout=2, raise_on_missing_output=False,
             )
@@ -247,6 +244,7 @@ class TrialExecutor:
             info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
             for spec in specs:
                 result[spec.trial_id] = info
+        self._where = (time.time(), result)
         return result
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
@@ -261,14 +259,14 @@ class TrialExecutor:
                 result = ray.get(ref)
                 outcomes = result if isinstance(result, list) else [result]
             except (RayError, TaskCancelledError) as error:
-                outcomes = [_failed_outcome(spec, error) for spec in specs]
+                outcomes = [failed_outcome(spec, _error_line(error)) for spec in specs]
             finished.extend(zip(specs, outcomes))
         return finished
 
 
-def _failed_outcome(spec: TrialSpec, error: Exception) -> TrialOutcome:
+def failed_outcome(spec: TrialSpec, error: str, node_id: str = "") -> TrialOutcome:
+    """The outcome of a trial that never trained (infrastructure or data problem)."""
     now = time.time()
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return TrialOutcome(
         trial_id=spec.trial_id,
         status="failed",
@@ -279,5 +277,11 @@ def _failed_outcome(spec: TrialSpec, error: Exception) -> TrialOutcome:
         wall_seconds=0.0,
         started_at=now,
         ended_at=now,
-        error=f"{type(error).__name__}: {message}"[:2000],
+        error=error[:2000],
+        node_id=node_id,
     )
+
+
+def _error_line(error: Exception) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message}"

@@ -79,8 +79,11 @@ def batched_huber_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
         jtj = np.einsum("rn,rnp,rnq->rpq", u, jac, jac)
         grad = np.einsum("rn,rnp,rn->rp", u, jac, ra)
         diagonal = np.einsum("rpp->rp", jtj)
-        system = jtj + da[:, None, None] * (diagonal[:, :, None] * np.eye(5) + 1e-12 * np.eye(5))
-        step = np.linalg.solve(system, -grad[..., None])[..., 0]
+        # A tiny ridge, relative to each row's scale, keeps the system invertible where a
+        # term's share underflows to zero (its column of the Jacobian vanishes).
+        ridge = 1e-10 * np.maximum(1.0, np.max(np.abs(diagonal), axis=1))
+        system = jtj + da[:, None, None] * diagonal[:, :, None] * np.eye(5) + ridge[:, None, None] * np.eye(5)
+        step = _solve_rows(system, -grad)
         trial = np.clip(t + step, lower, upper)
         trial_r = residual(trial)
         trial_cost = _huber(trial_r, wa)
@@ -95,6 +98,21 @@ def batched_huber_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
         # that improves at any damping (a minimum to machine precision).
         converged[act] = (better & (gain < 1e-10)) | small_step | (damping[act] > 1e8)
     return theta, converged
+
+
+def _solve_rows(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched solve of system @ x = rhs; rows that are singular or not finite get the
+    least-squares solution (or no step at all), instead of failing the whole batch."""
+    finite = np.isfinite(system).all(axis=(1, 2)) & np.isfinite(rhs).all(axis=1)
+    step = np.zeros_like(rhs)
+    if not finite.any():
+        return step
+    try:
+        step[finite] = np.linalg.solve(system[finite], rhs[finite][..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        for row in np.flatnonzero(finite):
+            step[row] = np.linalg.lstsq(system[row], rhs[row], rcond=None)[0]
+    return step
 
 
 def _predict_log_batched(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec
+from sweeper.plan import TrialSpec, fusion_key
 from sweeper.recipe import Optimizer
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, resolve_device
@@ -39,18 +39,8 @@ from sweeper.train.stacked import StackedGPT, stack_models
 # ---- grouping ---------------------------------------------------------------------------
 
 
-def fuse_key(spec: TrialSpec) -> tuple:
-    """Trials with equal keys can be trained as members of one fused group."""
-    return (
-        spec.shape,
-        spec.batch_size,
-        spec.steps,
-        spec.seed,
-        spec.data,
-        spec.data_identity,
-        spec.optimizer,
-        spec.evaluation,
-    )
+# The key lives in plan.py so that the driver can group trials without importing torch.
+fuse_key = fusion_key
 
 
 def can_fuse(a: TrialSpec, b: TrialSpec) -> bool:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,7 +98,7 @@ class LocalCluster:
     _pids: set[int] = field(default_factory=set)
 
     @classmethod
-    def start(cls, root: Path, worker_resources: dict[str, float], timeout: float = 90) -> "LocalCluster":
+    def start(cls, root: Path | None, worker_resources: dict[str, float], timeout: float = 90) -> "LocalCluster":
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
         env.update({
@@ -116,7 +118,10 @@ class LocalCluster:
             # A port probed free can be taken by another process before Ray binds it (other
             # Ray clusters start here too): then ray start exits, and a fresh set of ports
             # is tried.
-            cluster = cls(root=root / f"try{attempt}", env=env)
+            # Ray's unix sockets live under the temp dir and their paths may not exceed 107
+            # bytes: pytest's tmp_path is too deep, so the nodes get a short folder of /tmp.
+            short = Path(tempfile.mkdtemp(prefix="sw-", dir="/tmp"))
+            cluster = cls(root=short, env=env)
             try:
                 port, dashboard_port = free_port(), free_port()
                 cluster._start_node("head", [
@@ -232,3 +237,4 @@ class LocalCluster:
             if node.process.poll() is None:
                 node.process.kill()
             node.process.wait(timeout=5)
+        shutil.rmtree(self.root, ignore_errors=True)
