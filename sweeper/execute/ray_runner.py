@@ -30,8 +30,9 @@ class ClusterInfo:
 def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
     """Attach to ``address`` (or RAY_ADDRESS), else start an embedded local Ray.
 
-    The local cluster binds to 127.0.0.1 and so does its dashboard: nothing is reachable
-    from other machines unless the user starts Ray differently.
+    The local cluster's dashboard (and with it the Jobs API) listens on 127.0.0.1 only.
+    Ray's own gRPC ports listen on every interface whatever we ask; Ray's token
+    authentication (on by default since Ray 2.52) is what guards them.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -46,7 +47,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
-            _node_ip_address="127.0.0.1",
             log_to_driver=False,
             logging_level="ERROR",
         )

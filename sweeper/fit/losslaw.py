@@ -191,13 +191,26 @@ class LossLawFit:
         return lines
 
 
+MIN_DISTINCT = 3  # distinct N and distinct D values the loss law needs
+
+
+def loss_law_missing_reason(sweep: Sweep) -> str:
+    """Why ``fit_loss_law`` returned None, in words for the summary."""
+    n_values = len({c.n_params for c in sweep.cells})
+    d_values = len({c.tokens for c in sweep.cells})
+    return (f"loss law not fitted: it needs at least 6 cells with {MIN_DISTINCT} distinct N and "
+            f"{MIN_DISTINCT} distinct D; this sweep has {len(sweep.cells)} cells, {n_values} N, "
+            f"{d_values} D")
+
+
 def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> LossLawFit | None:
-    """Fit the loss law on the cells' best losses; None when the cells cannot determine it
-    (fewer than 6 cells, or fewer than 2 distinct N or D)."""
+    """Fit the loss law on the cells' best losses; None when the cells cannot determine it:
+    fewer than 6 cells, or fewer than 3 distinct N or D (with two values of D, the three
+    unknowns E, B and b of E + B/D^b rest on one difference: any b fits)."""
     log_n = np.log([c.n_params for c in sweep.cells])
     log_d = np.log([c.tokens for c in sweep.cells])
     log_loss = np.log([c.best_loss for c in sweep.cells])
-    if len(log_n) < 6 or np.unique(log_n).size < 2 or np.unique(log_d).size < 2:
+    if len(log_n) < 6 or np.unique(log_n).size < MIN_DISTINCT or np.unique(log_d).size < MIN_DISTINCT:
         return None
     floor = float(np.min(log_loss))
     starts = np.array([[floor + de, la, lb, a, b]

@@ -32,6 +32,7 @@ class FitReport:
     evaluations: dict[str, Any] | None = None  # name -> evaluate.Evaluation
     skipped_estimators: dict[str, str] = field(default_factory=dict)
     loss_law: Any = None  # losslaw.LossLawFit | None
+    loss_law_note: str = ""  # why there is no loss law, when there is none
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -174,12 +175,14 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
                     skipped[name] = str(error)
                     continue
             evaluations[name] = evaluate_estimator(sweep, fits[name])
-    loss_fit = None
+    loss_fit, loss_note = None, ""
     if loss_law:
-        from sweeper.fit.losslaw import fit_loss_law
+        from sweeper.fit.losslaw import fit_loss_law, loss_law_missing_reason
 
         loss_fit = fit_loss_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
+        if loss_fit is None:
+            loss_note = loss_law_missing_reason(sweep)
     return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
                      seed=seed, evaluations=evaluations, skipped_estimators=skipped,
-                     loss_law=loss_fit)
+                     loss_law=loss_fit, loss_law_note=loss_note)
 

@@ -61,6 +61,8 @@ def format_summary(report: "FitReport") -> str:
         )
     if report.loss_law is not None:
         lines += [""] + report.loss_law.summary_lines()
+    elif report.loss_law_note:
+        lines += ["", report.loss_law_note]
     if report.evaluations:
         lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                   " point / cell's best - 1):"]
