@@ -157,8 +157,8 @@ class Hparams:
             if factor > 1.0:
                 warnings.append(
                     f"{name} = {value:.3g} is {factor:.3g}x beyond the fitted range"
-                    f" [{low:.3g}, {high:.3g}]: the lr interval spans x{lr_iv[1] / lr_iv[0]:.2f}"
-                    f" (x{width_in_range:.2f} mid-range)"
+                    f" [{low:.3g}, {high:.3g}]: the lr interval spans a factor"
+                    f" {lr_iv[1] / lr_iv[0]:.3g} (mid-range: {width_in_range:.3g})"
                 )
         if not rng["seq_len_min"] <= seq_len <= rng["seq_len_max"]:
             warnings.append(f"seq_len {seq_len} is outside the fitted seq_len range"
