@@ -166,12 +166,19 @@ def torchtitan_overrides(record: dict[str, Any], world_size: int = 1,
     return [part for flag, value in flags for part in (flag, str(value))]
 
 
-def render_torchtitan(records: list[dict[str, Any]], world_size: int = 1, micro_batch: int | None = None) -> str:
-    lines = _comment_header(records, "torchtitan")
-    lines.append("# one line per target; append it to: torchrun ... -m torchtitan.train --module M --config C")
+def _render_command_lines(records: list[dict[str, Any]], trainer: str, usage: str,
+                          arguments: Any, world_size: int, micro_batch: int | None) -> str:
+    """A commented header, then per target a comment and one shell-quoted argument line."""
+    lines = _comment_header(records, trainer)
+    lines.append(f"# one line per target; append it to: {usage}")
     for record in records:
-        lines += [_target_comment(record), shlex.join(torchtitan_overrides(record, world_size, micro_batch))]
+        lines += [_target_comment(record), shlex.join(arguments(record, world_size, micro_batch))]
     return "\n".join(lines) + "\n"
+
+
+def render_torchtitan(records: list[dict[str, Any]], world_size: int = 1, micro_batch: int | None = None) -> str:
+    return _render_command_lines(records, "torchtitan", "torchrun ... -m torchtitan.train --module M --config C",
+                                 torchtitan_overrides, world_size, micro_batch)
 
 
 # --- Megatron-LM --------------------------------------------------------------------------
@@ -200,11 +207,8 @@ def megatron_arguments(record: dict[str, Any], world_size: int = 1, micro_batch:
 
 
 def render_megatron(records: list[dict[str, Any]], world_size: int = 1, micro_batch: int | None = None) -> str:
-    lines = _comment_header(records, "megatron")
-    lines.append("# one line per target; append it to: torchrun ... pretrain_gpt.py <model/data args>")
-    for record in records:
-        lines += [_target_comment(record), shlex.join(megatron_arguments(record, world_size, micro_batch))]
-    return "\n".join(lines) + "\n"
+    return _render_command_lines(records, "megatron", "torchrun ... pretrain_gpt.py <model/data args>",
+                                 megatron_arguments, world_size, micro_batch)
 
 
 # --- nanoGPT ------------------------------------------------------------------------------
