@@ -274,7 +274,8 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
                          counts=summary.counts, recorded=summary.already_recorded)
         _write_progress(sink.run_dir, summary, running=running, finished=False,
                         where=executor.where())
-        for spec, outcome in executor.wait(timeout=5.0):
+        # Short waits, so that progress.json (and `sweeper status`) follows running trials.
+        for spec, outcome in executor.wait(timeout=1.0):
             # Record first, then tell: the Parquet record is never behind the study.
             sink.record(spec, outcome)
             study.tell(asked_by_id.pop(spec.trial_id), outcome)
