@@ -291,6 +291,16 @@ class Recipe(_Strict):
             raise ValueError("batch sizes must be distinct")
         return sorted(values)
 
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse_yaml_words(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off`/`no` as False and `on`/`yes` as True.
+        if value is False:
+            return "off"
+        if value is True:
+            return "auto"
+        return value
+
     @field_validator("fuse")
     @classmethod
     def _fuse(cls, value: str | int) -> str | int:

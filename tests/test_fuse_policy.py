@@ -38,3 +38,13 @@ def test_auto_respects_the_memory_budget() -> None:
 def test_off_and_explicit_k() -> None:
     assert set(_sizes(fuse="off").values()) == {1}
     assert set(_sizes(fuse=3).values()) == {3}
+
+
+def test_yaml_off_is_read_as_off(tmp_path) -> None:
+    import yaml
+
+    from sweeper.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL_RECIPE) + "fuse: off\n")  # YAML 1.1: a bare off is False
+    assert load_recipe(path).fuse == "off"
