@@ -110,23 +110,27 @@ class RunFolderLock:
             self._handle = None
 
 
-def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], list[str]]:
-    """Trial id -> (status, loss) of the trials a run folder already holds as finished.
+def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[str, int], list[str]]:
+    """What a run folder already holds: trial id -> (status, loss) of its finished trials,
+    trial id -> attempts so far of its failed ones, and the reader's problems.
 
     Failed trials are not counted as finished: a failure may be transient, so a resumed
-    sweep runs them again.
+    sweep runs them again (as attempt n + 1).
     """
     read = read_trials(run_dir)
     table = read.table
-    finished = {}
-    for trial_id, status, loss in zip(
+    finished, failed_attempts = {}, {}
+    for trial_id, status, loss, attempt in zip(
         table.column("trial_id").to_pylist(),
         table.column("status").to_pylist(),
         table.column("loss").to_pylist(),
+        table.column("attempt").to_pylist(),
     ):
         if status in ("complete", "diverged"):
             finished[trial_id] = (status, float("nan") if loss is None else loss)
-    return finished, read.problems
+        elif status == "failed":
+            failed_attempts[trial_id] = attempt or 1
+    return finished, failed_attempts, read.problems
 
 
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -218,7 +222,7 @@ def run_sweep(
     cluster = None
     try:
         save_recipe(recipe, run_dir)
-        recorded, _problems = recorded_results(run_dir)
+        recorded, failed_attempts, _problems = recorded_results(run_dir)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,
@@ -240,7 +244,7 @@ def run_sweep(
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members)
+            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
@@ -254,7 +258,8 @@ def run_sweep(
 
 
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
-           on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int]) -> None:
+           on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
+           failed_attempts: dict[str, int]) -> None:
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(study.study.study_name)
@@ -277,7 +282,7 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
         # Short waits, so that progress.json (and `sweeper status`) follows running trials.
         for spec, outcome in executor.wait(timeout=1.0):
             # Record first, then tell: the Parquet record is never behind the study.
-            sink.record(spec, outcome)
+            sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
             study.tell(asked_by_id.pop(spec.trial_id), outcome)
             pending.discard(spec.trial_id)
             summary.counts[outcome.status] += 1

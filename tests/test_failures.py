@@ -170,6 +170,8 @@ def test_diverged_and_failed_trials_are_data_not_crashes(tmp_path: Path) -> None
     again = sweeper("submit", str(tolerant), "--out", str(run_dir))
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 to run" in again.stdout  # only the failed trials run again
+    rerun = pd.read_parquet(run_dir / "trials")
+    assert sorted(rerun["attempt"]) == [1, 1, 2, 2]  # the re-run failures are second attempts
     assert "Traceback" not in again.stderr and "GridSampler" not in again.stderr
 
 

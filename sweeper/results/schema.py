@@ -49,7 +49,7 @@ TRIALS_SCHEMA = pa.schema(
         ("diverged_step", pa.int64()),
         ("error", pa.string()),
         ("node_id", pa.string()),  # Ray node that ran the trial
-        ("attempt", pa.int32()),  # 1 for the first execution of the trial id
+        ("attempt", pa.int32()),  # driver-level runs of this trial id: 2 after a failed run re-ran
     ]
 )
 
