@@ -181,16 +181,23 @@ def render_torchtitan(records: list[dict[str, Any]], world_size: int = 1, micro_
                                  torchtitan_overrides, world_size, micro_batch)
 
 
+def _schedule_without_wsd(record: dict[str, Any], trainer: str, why: str) -> str:
+    """The record's schedule kind for a trainer that has no warmup-stable-decay: refused
+    (ExportError naming ``why``), never approximated."""
+    kind = _need_schedule(record, trainer)
+    if kind == "wsd":
+        raise ExportError(f"target {record['name']}: {why}")
+    return kind
+
+
 # --- Megatron-LM --------------------------------------------------------------------------
 
 def megatron_arguments(record: dict[str, Any], world_size: int = 1, micro_batch: int | None = None) -> list[str]:
     """Iteration-based arguments for pretrain_gpt.py. ``world_size`` is the data-parallel size
     (Megatron derives A = global / (micro x data-parallel) itself)."""
     split = layout(record, world_size, micro_batch)
-    kind = _need_schedule(record, "megatron")
-    if kind == "wsd":
-        raise ExportError(f"target {record['name']}: this Megatron-LM release has no WSD decay style"
-                          " (choices: constant, linear, cosine, inverse-square-root)")
+    kind = _schedule_without_wsd(record, "megatron", "this Megatron-LM release has no WSD decay style"
+                                 " (choices: constant, linear, cosine, inverse-square-root)")
     lr = float(record["lr"])
     flags = [
         ("--lr", repr(lr)),
@@ -217,10 +224,8 @@ def nanogpt_globals(record: dict[str, Any], world_size: int = 1, micro_batch: in
     """Globals of a nanoGPT config file. nanoGPT's gradient_accumulation_steps is the total
     over all ranks (train.py divides it by the world size), so it is A x W here."""
     split = layout(record, world_size, micro_batch)
-    kind = _need_schedule(record, "nanogpt")
-    if kind == "wsd":
-        raise ExportError(f"target {record['name']}: nanoGPT's get_lr is warmup + cosine only; it"
-                          " cannot express a WSD schedule")
+    kind = _schedule_without_wsd(record, "nanogpt", "nanoGPT's get_lr is warmup + cosine only; it"
+                                 " cannot express a WSD schedule")
     lr = float(record["lr"])
     return {
         "learning_rate": lr,
