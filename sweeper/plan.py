@@ -141,6 +141,15 @@ def make_trial(
     )
 
 
+PROCESS_BYTES = 400 * 2**20  # Python and torch in one worker, paid once per task
+
+
+def estimate_group_memory_bytes(spec: TrialSpec, members: int) -> int:
+    """Peak memory of one task training ``members`` fused copies of ``spec``: the process
+    once, the per-trial part (see estimate_trial_memory_bytes) per member."""
+    return PROCESS_BYTES + members * (estimate_trial_memory_bytes(spec) - PROCESS_BYTES)
+
+
 def estimate_trial_memory_bytes(spec: TrialSpec) -> int:
     """Peak memory of one fp32 trial, estimated: weights, gradients and AdamW's two moments
     (16 bytes per parameter), plus activations kept for the backward pass. Per layer and
@@ -153,7 +162,7 @@ def estimate_trial_memory_bytes(spec: TrialSpec) -> int:
     tokens_per_batch = spec.batch_size * shape.seq_len
     parameter_bytes = 16 * shape.n_params_total
     activation_floats = tokens_per_batch * (shape.n_layers * 34 * shape.d_model + 2 * shape.vocab_size)
-    return int(400 * 2**20 + 1.5 * (parameter_bytes + 4 * activation_floats))
+    return int(PROCESS_BYTES + 1.5 * (parameter_bytes + 4 * activation_floats))
 
 
 def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
@@ -172,6 +181,7 @@ __all__ = [
     "Cell",
     "TrialSpec",
     "cell_id_for",
+    "estimate_group_memory_bytes",
     "estimate_trial_memory_bytes",
     "fusion_key",
     "make_trial",

@@ -22,7 +22,13 @@ from typing import Callable
 import yaml
 
 from sweeper.outcome import STATUSES, TrialOutcome
-from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, fusion_key, plan_trials
+from sweeper.plan import (
+    TrialSpec,
+    estimate_group_memory_bytes,
+    estimate_trial_memory_bytes,
+    fusion_key,
+    plan_trials,
+)
 from sweeper.recipe import Recipe
 from sweeper.results import ResultSink, read_trials
 
@@ -181,16 +187,14 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
         fixed = recipe.fuse
         return lambda spec: fixed
     budget = recipe.resources.memory_gb * 2**30 if recipe.resources.memory_gb else AUTO_GROUP_MEMORY_BYTES
-    process = 400 * 2**20  # Python and torch, paid once per task however many members
     on_gpu = recipe.resources.gpus > 0
     lr_count = len(recipe.learning_rates.all())
 
     def members(spec: TrialSpec) -> int:
         if not on_gpu and spec.batch_size_tokens > CPU_AUTO_FUSE_MAX_BATCH_TOKENS:
             return 1
-        per_member = estimate_trial_memory_bytes(spec) - process
         count = min(MAX_AUTO_MEMBERS, lr_count)
-        while count > 1 and process + count * per_member > budget:
+        while count > 1 and estimate_group_memory_bytes(spec, count) > budget:
             count -= 1
         return count
 

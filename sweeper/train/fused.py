@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec, fusion_key
+from sweeper.plan import TrialSpec, estimate_group_memory_bytes, fusion_key
 from sweeper.recipe import Optimizer
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, resolve_device
@@ -65,16 +65,8 @@ def group_fusable(specs: Iterable[TrialSpec], max_members: int) -> list[list[Tri
     return groups
 
 
-def fused_memory_bytes(spec: TrialSpec, members: int) -> int:
-    """Rough upper estimate of the memory a fused group of ``members`` copies of ``spec``
-    needs (fp32): weights, gradients and two AdamW moments per member, plus the activations
-    autograd keeps for one step (about 40 floats per token, layer and width unit, plus the
-    logits and their gradient). For sizing K, not for accounting."""
-    shape = spec.shape
-    tokens = spec.batch_size * shape.seq_len
-    weights = 4 * shape.n_params_total
-    activations = tokens * (40 * shape.n_layers * shape.d_model + 3 * shape.vocab_size)
-    return 4 * members * (weights + activations)
+# One estimate for the planner, the driver's choice of K and this module (plan.py).
+fused_memory_bytes = estimate_group_memory_bytes
 
 
 # ---- optimizer --------------------------------------------------------------------------
