@@ -210,8 +210,10 @@ def run_sweep(
     num_cpus: int | None = None,
     on_start: Callable[[int, int, str | None], None] | None = None,
     on_trial: ProgressCallback | None = None,
+    on_problem: Callable[[str], None] | None = None,
 ) -> SweepSummary:
-    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts."""
+    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.schedule import SweepStudy
@@ -226,7 +228,10 @@ def run_sweep(
     cluster = None
     try:
         save_recipe(recipe, run_dir)
-        recorded, failed_attempts, _problems = recorded_results(run_dir)
+        recorded, failed_attempts, problems = recorded_results(run_dir)
+        if on_problem is not None:
+            for problem in problems:
+                on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,

@@ -193,6 +193,7 @@ def test_truncated_part_file_is_reported_and_resume_repairs_it(tmp_path: Path) -
     resumed = sweeper("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "1 to run" in resumed.stdout
+    assert str(victim) in resumed.stderr and "its trial runs again" in resumed.stderr
     assert len(pd.read_parquet(run_dir / "trials")) == 4
 
 

@@ -68,7 +68,8 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
-                            on_start=on_start, on_trial=on_trial)
+                            on_start=on_start, on_trial=on_trial,
+                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
     except SweepError as error:
         fail(str(error), code=error.exit_code)
         raise AssertionError("unreachable")

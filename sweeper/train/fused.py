@@ -20,7 +20,6 @@ data order), data, optimizer settings and evaluation.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -34,7 +33,7 @@ from sweeper.train.loop import autocast_for, resolve_device
 from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
-from sweeper.train.stacked import StackedGPT, stack_models
+from sweeper.train.stacked import StackedGPT, StackedParameters
 
 # ---- grouping ---------------------------------------------------------------------------
 
@@ -73,77 +72,61 @@ fused_memory_bytes = estimate_group_memory_bytes
 
 
 class StackedAdamW:
-    """AdamW over stacked (K, ...) tensors with a learning rate per member.
+    """AdamW over ``StackedParameters`` with a learning rate per member.
 
-    Written by hand because ``torch.optim.AdamW`` takes one scalar learning rate per param
-    group, and a group per member would split the stacked tensors apart. The arithmetic is
-    torch's foreach AdamW (decoupled decay ``p *= 1 - lr*wd``, bias-corrected moments,
-    ``eps`` added after the square root), with every scalar that depends on the learning
-    rate broadcast as a (K, 1, ...) tensor. Weight decay applies to the matrices only, as in
-    ``loop.make_optimizer``.
+    torch's AdamW takes one learning rate per param group, so this drives torch's own fused
+    AdamW kernel (``torch._fused_adamw_``, what ``torch.optim.AdamW(fused=True)`` and so
+    ``loop.make_optimizer`` run) once per member row: element by element the arithmetic of
+    the member's single run. The op is called directly rather than through
+    ``torch.optim.adamw.adamw`` because that wrapper's Python costs ~65 us a call, and a
+    group calls it every step for every member (measured: a third of the update's time at
+    K = 8, d_model 32). The decoupled weight decay (matrices only, columns
+    ``[0, n_decayed)``, as in ``loop.make_optimizer``) is one multiply for all members
+    before the kernels, which then run with no decay: the same order of operations as the
+    kernel's own decay. tests/train/test_fused.py holds it to run_trial's curves.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], settings: Optimizer):
+    def __init__(self, params: StackedParameters, settings: Optimizer):
         self.params = params
         self.settings = settings
-        self.exp_avg = {name: torch.zeros_like(p) for name, p in params.items()}
-        self.exp_avg_sq = {name: torch.zeros_like(p) for name, p in params.items()}
-        self.steps = 0
+        self.exp_avg = torch.zeros_like(params.flat, requires_grad=False)
+        self.exp_avg_sq = torch.zeros_like(params.flat, requires_grad=False)
+        # The kernel reads each row's step count (float32, on the device) for bias correction.
+        self.step_counts = torch.zeros(params.members, device=params.flat.device)
 
     def keep(self, index: torch.Tensor) -> None:
-        """Keep only the members at ``index`` (params, their gradients and the moments)."""
-        for name, param in list(self.params.items()):
-            kept = param.detach()[index].requires_grad_(True)
-            if param.grad is not None:
-                kept.grad = param.grad[index]
-            self.params[name] = kept
-            self.exp_avg[name] = self.exp_avg[name][index]
-            self.exp_avg_sq[name] = self.exp_avg_sq[name][index]
+        """Keep only the members at ``index`` (weights, their gradients and the moments)."""
+        self.params.keep(index)
+        self.exp_avg = self.exp_avg[index]
+        self.exp_avg_sq = self.exp_avg_sq[index]
+        self.step_counts = self.step_counts[index]
 
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """Scale each member's gradients so that its own global norm is at most ``max_norm``
-        (torch's ``clip_grad_norm_`` formula, per member). Returns the (K,) norms."""
-        grads = [p.grad for p in self.params.values()]
-        members = grads[0].shape[0]
-        per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in grads], dim=1)
-        norms = torch.linalg.vector_norm(per_tensor, dim=1)
-        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(grads, [scale.view(-1, *[1] * (g.dim() - 1)) for g in grads])
+        """Scale each member's gradient so that its own global norm is at most ``max_norm``
+        (torch's ``clip_grad_norm_`` formula, per member row). Returns the (K,) norms."""
+        grad = self.params.flat.grad
+        norms = torch.linalg.vector_norm(grad, dim=1)
+        grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1))
         return norms
 
     @torch.no_grad()
-    def step(self, lrs: torch.Tensor) -> None:
-        """One AdamW update; ``lrs`` is the (K,) learning rate of each member."""
+    def step(self, lrs: list[float]) -> None:
+        """One AdamW update; ``lrs[k]`` is the learning rate of member row k."""
         opt = self.settings
-        self.steps += 1
-        names = list(self.params)
-        params = [self.params[n] for n in names]
-        grads = [p.grad for p in params]
-        exp_avg = [self.exp_avg[n] for n in names]
-        exp_avg_sq = [self.exp_avg_sq[n] for n in names]
-        lr_views = [lrs.view(-1, *[1] * (p.dim() - 1)) for p in params]
-
+        flat, grad = self.params.flat.detach(), self.params.flat.grad
         if opt.weight_decay:
-            matrices = [i for i, p in enumerate(params) if p.dim() >= 3]
-            torch._foreach_mul_(
-                [params[i] for i in matrices], [1.0 - lr_views[i] * opt.weight_decay for i in matrices]
+            keep_fraction = 1.0 - torch.tensor(lrs, dtype=flat.dtype, device=flat.device) * opt.weight_decay
+            flat[:, : self.params.n_decayed].mul_(keep_fraction.unsqueeze(1))
+        self.step_counts += 1
+        for row, lr in enumerate(lrs):
+            torch._fused_adamw_(
+                [flat[row]], [grad[row]], [self.exp_avg[row]], [self.exp_avg_sq[row]], [], [self.step_counts[row]],
+                lr=lr, beta1=opt.beta1, beta2=opt.beta2, weight_decay=0.0, eps=opt.eps, amsgrad=False, maximize=False,
             )
-        torch._foreach_lerp_(exp_avg, grads, 1.0 - opt.beta1)
-        torch._foreach_mul_(exp_avg_sq, opt.beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1.0 - opt.beta2)
-        bias_correction1 = 1.0 - opt.beta1**self.steps
-        bias_correction2 = 1.0 - opt.beta2**self.steps
-        denom = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(denom, math.sqrt(bias_correction2))
-        torch._foreach_add_(denom, opt.eps)
-        update = torch._foreach_div(exp_avg, denom)
-        torch._foreach_mul_(update, [lr / bias_correction1 for lr in lr_views])
-        torch._foreach_sub_(params, update)
 
     def zero_grad(self) -> None:
-        for param in self.params.values():
-            param.grad = None
+        self.params.flat.grad = None
 
 
 # ---- training ---------------------------------------------------------------------------
@@ -174,7 +157,7 @@ def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _build_params(specs: list[TrialSpec], device: torch.device) -> dict[str, torch.Tensor]:
+def _build_params(specs: list[TrialSpec], device: torch.device) -> StackedParameters:
     """Member k's weights are exactly ``loop.build_model(specs[k])``'s (one GPT per seed)."""
     config = GPTConfig.from_shape(specs[0].shape)
     by_seed: dict[int, GPT] = {}
@@ -182,8 +165,7 @@ def _build_params(specs: list[TrialSpec], device: torch.device) -> dict[str, tor
         if spec.seed not in by_seed:
             torch.manual_seed(spec.seed)
             by_seed[spec.seed] = GPT(config)
-    params = stack_models([by_seed[spec.seed] for spec in specs])
-    return {name: p.detach().to(device).requires_grad_(True) for name, p in params.items()}
+    return StackedParameters([by_seed[spec.seed] for spec in specs], device)
 
 
 def _train_fused(
@@ -203,23 +185,23 @@ def _train_fused(
     optimizer = StackedAdamW(_build_params(specs, device), first.optimizer)
     sampler = BatchSampler(corpus, first.batch_size, first.shape.seq_len, first.seed, str(device))
     val_batches = validation_batches(corpus, first.shape.seq_len, first.evaluation.val_batches, str(device))
-    lr_rows = torch.tensor([lr_table(s.steps, s.lr, s.schedule) for s in specs], dtype=torch.float64)
-    lr_rows_f32 = lr_rows.to(device=device, dtype=torch.float32)
+    lr_rows = [lr_table(s.steps, s.lr, s.schedule) for s in specs]  # Python floats, as run_trial's
     active = list(range(len(specs)))  # member index of each row of the stack
     clip = first.optimizer.grad_clip
     every = first.evaluation.every_steps
 
     def evaluate() -> list[float]:
         with torch.no_grad(), autocast_for(device):
-            total = sum(model.member_losses(optimizer.params, x, y) for x, y in val_batches)
+            params = optimizer.params.views()
+            total = sum(model.member_losses(params, x, y) for x, y in val_batches)
         return (total / len(val_batches)).tolist()
 
     # ---- training ----------------------------------------------------------------------
     for step in range(1, first.steps + 1):
         inputs, targets = sampler.next()
         with autocast_for(device):
-            losses = model.member_losses(optimizer.params, inputs, targets)
-        step_lrs = lr_rows[:, step - 1].tolist()
+            losses = model.member_losses(optimizer.params.views(), inputs, targets)
+        step_lrs = [row[step - 1] for row in lr_rows]
         died = [
             row for row, (member, loss) in enumerate(zip(active, losses.tolist()))
             if monitors[member].observe(step, step_lrs[row], loss)
@@ -235,11 +217,11 @@ def _train_fused(
         losses.sum().backward()  # members are independent: d(sum)/d(member k) = d(loss k)
         if died:
             optimizer.keep(index)
-            lr_rows, lr_rows_f32 = lr_rows[index.cpu()], lr_rows_f32[index]
+            lr_rows = [lr_rows[row] for row in keep]
             active = [active[row] for row in keep]
         if clip > 0:
             optimizer.clip_grad_norm_(clip)
-        optimizer.step(lr_rows_f32[:, step - 1])
+        optimizer.step([row[step - 1] for row in lr_rows])
         optimizer.zero_grad()
         for member in active:
             monitors[member].stepped(step)

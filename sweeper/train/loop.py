@@ -62,8 +62,9 @@ def make_optimizer(model: torch.nn.Module, spec: TrialSpec) -> torch.optim.AdamW
         lr=spec.lr,
         betas=(opt.beta1, opt.beta2),
         eps=opt.eps,
-        # foreach: a handful of multi-tensor kernels instead of a Python loop over tensors.
-        foreach=True,
+        # fused: one kernel per parameter tensor doing the whole update in one pass over
+        # memory (foreach makes ~10 passes); the fused trainer runs the same kernel per member.
+        fused=True,
     )
 
 

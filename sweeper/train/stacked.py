@@ -4,8 +4,9 @@ overhead of one.
 
 This is ``model.GPT``'s forward written over stacked tensors (same parameter names, same
 math; members never mix: every op is either batched over the member dimension or
-row-wise). ``stack_models`` builds the stacked weights from ordinary ``GPT`` modules, which
-is how a fused member gets exactly the initial weights its single run would have.
+row-wise). ``StackedParameters`` builds the stacked weights from ordinary ``GPT`` modules,
+which is how a fused member gets exactly the initial weights its single run would have;
+``stack_models`` does the same as separate tensors (the benchmark's vmap comparison).
 
 Why bmm and not ``torch.func.vmap(functional_call)``: vmap has no batching rule for the
 CPU flash-attention kernel (it loops over members) and adds tracing overhead; measured by
@@ -13,12 +14,17 @@ CPU flash-attention kernel (it loops over members) and adds tracing overhead; me
 vmap took 7-20% longer than this hand-written bmm forward.
 
 Where it pays: fusing removes per-operation overhead, not arithmetic. On a CPU at 16x64
-tokens per step the single-trial path is already matmul-bound (about half the matmul peak
-at d_model 64), so fusion gains ~nothing there; it pays at small per-step work (2.4x at
-2 sequences per step, d_model 32) and on GPUs, where a tiny model cannot fill the device.
+tokens per step the single-trial path is already compute-bound (about half the matmul peak
+at d_model 64), so fusion gains ~1.2x there; at 2 sequences per step it gains 2-2.4x at
+d_model 32 and 1.3-1.8x at d_model 64, where a K=8 group reaches about the efficiency of
+one run at 8x the batch and no more: the batched matmuls are as fast as the single ones,
+and layer norm, GELU, attention and the softmax remain per-element work. On GPUs, where a
+tiny model cannot fill the device, it should pay far more (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +40,49 @@ def stack_models(models: list[GPT]) -> dict[str, torch.Tensor]:
         name: torch.stack([params[name].detach() for params in per_model]).requires_grad_(True)
         for name in names
     }
+
+
+class StackedParameters:
+    """The K members' weights as one (K, P) leaf tensor ``flat``: row k is member k, the
+    weight matrices first (columns ``[0, n_decayed)``, the ones weight decay applies to),
+    then the norm gains.
+
+    Why one tensor: per-member gradient clipping is one norm over ``flat.grad``'s rows and
+    the optimizer runs one fused kernel per member row instead of a multi-tensor loop over
+    every (member, tensor). ``views()`` hands the forward named (K, *shape) views made with
+    ``torch.split``, whose backward is a single concatenation into ``flat.grad`` (slicing
+    each view separately would allocate and sum a (K, P) zero buffer per tensor).
+    """
+
+    def __init__(self, models: list[GPT], device: torch.device | str = "cpu"):
+        named = list(models[0].named_parameters())
+        self.names = [name for name, _ in named]
+        # Matrices (embeddings included, as loop.make_optimizer decays them) before vectors.
+        self.layout = [name for name, p in named if p.dim() >= 2] + [name for name, p in named if p.dim() < 2]
+        shapes = {name: tuple(p.shape) for name, p in named}
+        self.shapes = [shapes[name] for name in self.layout]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.n_decayed = sum(size for name, size in zip(self.layout, self.sizes) if len(shapes[name]) >= 2)
+        per_model = [dict(m.named_parameters()) for m in models]
+        rows = [torch.cat([params[name].detach().reshape(-1) for name in self.layout]) for params in per_model]
+        self.flat = torch.stack(rows).to(device).requires_grad_(True)
+
+    @property
+    def members(self) -> int:
+        return self.flat.shape[0]
+
+    def views(self) -> dict[str, torch.Tensor]:
+        """``{name: (K, *shape)}`` views of ``flat`` in ``GPT.named_parameters`` order."""
+        pieces = torch.split(self.flat, self.sizes, dim=1)
+        by_name = {name: piece.unflatten(1, shape) for name, piece, shape in zip(self.layout, pieces, self.shapes)}
+        return {name: by_name[name] for name in self.names}
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the member rows at ``index`` (and their gradient)."""
+        grad = self.flat.grad
+        self.flat = self.flat.detach()[index].requires_grad_(True)
+        if grad is not None:
+            self.flat.grad = grad[index]
 
 
 class StackedGPT:
@@ -84,4 +133,4 @@ def _normed_matmul(x: torch.Tensor, gain: torch.Tensor, weight: torch.Tensor) ->
     return torch.bmm(normed, (weight * gain.unsqueeze(1)).transpose(1, 2))
 
 
-__all__ = ["StackedGPT", "stack_models"]
+__all__ = ["StackedGPT", "StackedParameters", "stack_models"]

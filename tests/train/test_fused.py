@@ -59,7 +59,7 @@ def test_per_member_clipping_and_schedules_match_single_runs():
 
 def test_member_weights_start_where_run_trial_starts():
     specs = build_specs(lrs=[1e-3, 1e-2], steps=2, n_layers=1)
-    stacked = _build_params(specs, torch.device("cpu"))
+    stacked = _build_params(specs, torch.device("cpu")).views()
     single = dict(build_model(specs[1], torch.device("cpu")).named_parameters())
     assert list(stacked) == list(single)
     for name, tensor in stacked.items():
