@@ -57,12 +57,12 @@ class TrialSpec(BaseModel):
 
 def fusion_key(spec: TrialSpec) -> tuple:
     """Trials with equal keys can train as members of one fused group (train/fused.py): the
-    same model shape, batch, step count, data order and optimizer settings, differing only
-    in learning rate (and schedule). Pure, so the driver can group without importing torch."""
+    same model shape, batch, data order and optimizer settings, differing only in learning
+    rate, schedule and token budget (a shorter member leaves the group after its last step).
+    Pure, so the driver can group without importing torch."""
     return (
         spec.shape,
         spec.batch_size,
-        spec.steps,
         spec.seed,
         spec.data,
         spec.data_identity,

@@ -274,8 +274,9 @@ class Recipe(_Strict):
     output: str | None = Field(None, description="Run folder (default runs/<name>).")
     fuse: Literal["auto", "off"] | int = Field(
         "auto",
-        description="Train trials that differ only in learning rate as one fused model of K "
-        "members in one task: 'auto' (K from the lr grid, capped by memory), 'off', or K >= 1.",
+        description="Train trials that differ only in learning rate or token budget as one fused "
+        "model of K members in one task: 'auto' (K up to 8 of one model size and batch, capped by "
+        "memory), 'off', or K >= 1.",
     )
     max_failed_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failed trials (exceptions, dead workers) the sweep "

@@ -168,18 +168,19 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
 MAX_AUTO_MEMBERS = 8  # the issue's benchmark point; larger K gains little more
 AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
 # On a CPU, fusing pays only where per-operation overhead dominates a step, i.e. for small
-# batches: benchmarks/trainer_throughput.py measured K=8 fused at 1.87x (d32) and 1.36x
-# (d64) the sequential rate with 128-token batches, but only 1.05x with 1024-token batches.
+# batches: benchmarks/trainer_throughput.py measured K=8 fused at 2.0-2.4x (d32) and
+# 1.3-1.8x (d64) the sequential rate with 128-token batches, but 1.2x with 1024-token ones.
 CPU_AUTO_FUSE_MAX_BATCH_TOKENS = 256
 
 
 def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
     """For each trial, K: the most trials its fused task may train, from ``recipe.fuse``.
 
-    'auto' fuses the learning rates of one (cell, batch, seed), up to MAX_AUTO_MEMBERS while
-    the group fits ``resources.memory_gb`` (or AUTO_GROUP_MEMORY_BYTES) — on GPUs always, on
-    CPUs only for batches of at most CPU_AUTO_FUSE_MAX_BATCH_TOKENS, where it measured
-    faster. An explicit K is taken as given; 'off' is K = 1.
+    'auto' fuses the trials of one ``fusion_key`` (shape, batch, seed: the learning rates
+    and token budgets of one model size), up to MAX_AUTO_MEMBERS while the group fits
+    ``resources.memory_gb`` (or AUTO_GROUP_MEMORY_BYTES) — on GPUs always, on CPUs only for
+    batches of at most CPU_AUTO_FUSE_MAX_BATCH_TOKENS, where it measured faster. An explicit
+    K is taken as given; 'off' is K = 1.
     """
     if recipe.fuse == "off" or not specs:
         return lambda spec: 1
@@ -188,12 +189,12 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
         return lambda spec: fixed
     budget = recipe.resources.memory_gb * 2**30 if recipe.resources.memory_gb else AUTO_GROUP_MEMORY_BYTES
     on_gpu = recipe.resources.gpus > 0
-    lr_count = len(recipe.learning_rates.all())
+    siblings = Counter(fusion_key(spec) for spec in specs)
 
     def members(spec: TrialSpec) -> int:
         if not on_gpu and spec.batch_size_tokens > CPU_AUTO_FUSE_MAX_BATCH_TOKENS:
             return 1
-        count = min(MAX_AUTO_MEMBERS, lr_count)
+        count = min(MAX_AUTO_MEMBERS, siblings[fusion_key(spec)])
         while count > 1 and estimate_group_memory_bytes(spec, count) > budget:
             count -= 1
         return count

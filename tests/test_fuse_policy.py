@@ -35,6 +35,16 @@ def test_auto_respects_the_memory_budget() -> None:
     assert sizes[small] == 8 and sizes[large] == 1
 
 
+def test_auto_counts_the_token_budgets_of_a_model_size_as_siblings() -> None:
+    # 3 learning rates x 2 budgets of one shape and batch: one fusable family of 6.
+    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3, 2e-3, 4e-3]},
+                           "tokens": {"absolute": [4096, 8192]}})
+    specs = plan_trials(recipe, "d")
+    assert len({spec.cell_id for spec in specs}) == 2
+    members = fused_group_size(recipe, specs)
+    assert {members(spec) for spec in specs} == {6}
+
+
 def test_off_and_explicit_k() -> None:
     assert set(_sizes(fuse="off").values()) == {1}
     assert set(_sizes(fuse=3).values()) == {3}

@@ -161,8 +161,8 @@ def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
 class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
-    A task runs one trial, or a fused group of trials that differ only in learning rate
-    (one model with K stacked members, train/fused.py). A task whose worker process dies
+    A task runs one trial, or a fused group of trials that differ only in learning rate or
+    token budget (one model with K stacked members, train/fused.py). A task whose worker process dies
     is retried by Ray (``max_retries``); an exception inside training is already an
     outcome with status ``failed`` (the trainer never raises), so only infrastructure
     failures reach ``failed_outcome``.
@@ -202,7 +202,10 @@ class TrialExecutor:
             ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(specs[0], threads)
         else:
             lrs = ",".join(f"{s.lr:.3g}" for s in specs)
-            name = f"fused x{len(specs)} {specs[0].cell_id} B={specs[0].batch_size} lr={lrs}"
+            cells = sorted({s.cell_id for s in specs})
+            budgets = ",".join(f"{d:.0e}" for d in sorted({s.tokens_budget for s in specs}))
+            where = cells[0] if len(cells) == 1 else f"{specs[0].shape.name} D={budgets}"
+            name = f"fused x{len(specs)} {where} B={specs[0].batch_size} lr={lrs}"
             ref = _run_group_task.options(**self._options(name)).remote(specs, threads)
         self.in_flight[ref] = list(specs)
 

@@ -11,11 +11,14 @@ member ended, since members share every second).
 
 A member that diverges is frozen: it is removed from the stack at the step it diverged
 (before that step's update; its loss is excluded from the backward pass), so it neither
-updates nor costs compute afterwards, and the others continue untouched.
+updates nor costs compute afterwards, and the others continue untouched. A member with a
+smaller token budget (fewer steps) ends the same way after its last update: its final
+validation, then out of the stack. Its batches are the first ones of the shared sequence,
+exactly those its single run draws (one seed, one data order).
 
-What may differ inside a group (``fuse_key``): learning rate and schedule. Everything else
-that shapes the computation must be equal: model shape, batch size, steps, seed (init and
-data order), data, optimizer settings and evaluation.
+What may differ inside a group (``fuse_key``): learning rate, schedule and length (the
+token budget). Everything else that shapes the computation must be equal: model shape,
+batch size, seed (init and data order), data, optimizer settings and evaluation.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ fuse_key = fusion_key
 
 def can_fuse(a: TrialSpec, b: TrialSpec) -> bool:
     """True when ``a`` and ``b`` may be members of one fused group (they differ at most in
-    learning rate and schedule)."""
+    learning rate, schedule and token budget)."""
     return fuse_key(a) == fuse_key(b)
 
 
@@ -190,14 +193,28 @@ def _train_fused(
     clip = first.optimizer.grad_clip
     every = first.evaluation.every_steps
 
-    def evaluate() -> list[float]:
+    def evaluate(rows: list[int]) -> list[float]:
+        """Mean validation loss of the member rows ``rows`` (all rows: no copy)."""
         with torch.no_grad(), autocast_for(device):
             params = optimizer.params.views()
+            if len(rows) < len(active):
+                index = torch.tensor(rows, device=device)
+                params = {name: tensor[index] for name, tensor in params.items()}
             total = sum(model.member_losses(params, x, y) for x, y in val_batches)
         return (total / len(val_batches)).tolist()
 
+    def drop(rows: list[int]) -> bool:
+        """Take the member rows ``rows`` out of the stack; False when none is left."""
+        nonlocal active, lr_rows
+        keep = [row for row in range(len(active)) if row not in rows]
+        if keep:
+            optimizer.keep(torch.tensor(keep, device=device))
+        lr_rows = [lr_rows[row] for row in keep]
+        active = [active[row] for row in keep]
+        return bool(active)
+
     # ---- training ----------------------------------------------------------------------
-    for step in range(1, first.steps + 1):
+    for step in range(1, max(s.steps for s in specs) + 1):
         inputs, targets = sampler.next()
         with autocast_for(device):
             losses = model.member_losses(optimizer.params.views(), inputs, targets)
@@ -209,30 +226,33 @@ def _train_fused(
         if died:
             for row in died:
                 outcomes[active[row]] = monitors[active[row]].outcome(time.perf_counter() - clock)
-            keep = [row for row in range(len(active)) if row not in died]
-            if not keep:
+            survivors = [row for row in range(len(active)) if row not in died]
+            if not survivors:
                 return
-            index = torch.tensor(keep, device=device)
-            losses = losses[index]
+            losses = losses[torch.tensor(survivors, device=device)]
         losses.sum().backward()  # members are independent: d(sum)/d(member k) = d(loss k)
         if died:
-            optimizer.keep(index)
-            lr_rows = [lr_rows[row] for row in keep]
-            active = [active[row] for row in keep]
+            drop(died)  # the gradient rows of the survivors go with them
         if clip > 0:
             optimizer.clip_grad_norm_(clip)
         optimizer.step([row[step - 1] for row in lr_rows])
         optimizer.zero_grad()
         for member in active:
             monitors[member].stepped(step)
-        if every and step % every == 0 and step != first.steps:
-            for member, val_loss in zip(active, evaluate()):
-                monitors[member].record_val(step, val_loss)
-
-    # ---- final measurement -------------------------------------------------------------
-    for member, val_loss in zip(active, evaluate()):
-        monitors[member].record_val(first.steps, val_loss)
-        outcomes[member] = monitors[member].outcome(time.perf_counter() - clock, final_val_loss=val_loss)
+        # As run_trial: a validation every ``every`` steps, and the final one after the
+        # member's last update (instead of a periodic one at that step).
+        ending = [row for row, member in enumerate(active) if specs[member].steps == step]
+        periodic = bool(every) and step % every == 0
+        if not ending and not periodic:
+            continue
+        rows = list(range(len(active))) if periodic else ending
+        for row, val_loss in zip(rows, evaluate(rows)):
+            member = active[row]
+            monitors[member].record_val(step, val_loss)
+            if row in ending:
+                outcomes[member] = monitors[member].outcome(time.perf_counter() - clock, final_val_loss=val_loss)
+        if ending and not drop(ending):
+            return
 
 
 __all__ = ["StackedAdamW", "can_fuse", "fuse_key", "fused_memory_bytes", "group_fusable", "run_fused"]

@@ -57,6 +57,20 @@ def test_per_member_clipping_and_schedules_match_single_runs():
         assert_same_run(outcome, run_trial(spec))
 
 
+def test_members_with_smaller_token_budgets_end_at_their_own_step_as_they_would_alone():
+    # 7 steps: ends between validations; 10: ends on a validation step; 15: the longest.
+    seven, ten, fifteen = (build_specs(lrs=[1e-2, 3e-3], steps=n, evaluation={"every_steps": 5}) for n in (7, 10, 15))
+    specs = [fifteen[0], seven[0], ten[1], fifteen[1], seven[1]]
+    assert all(can_fuse(specs[0], spec) for spec in specs)
+    fused = run_fused(specs)
+    assert [o.steps_done for o in fused] == [15, 7, 10, 15, 7]
+    assert [o.status for o in fused] == ["complete"] * 5
+    assert [p.step for p in fused[1].curve if p.val_loss is not None] == [5, 7]
+    assert [p.step for p in fused[2].curve if p.val_loss is not None] == [5, 10]
+    for spec, outcome in zip(specs, fused):
+        assert_same_run(outcome, run_trial(spec))
+
+
 def test_member_weights_start_where_run_trial_starts():
     specs = build_specs(lrs=[1e-3, 1e-2], steps=2, n_layers=1)
     stacked = _build_params(specs, torch.device("cpu")).views()
@@ -74,6 +88,7 @@ def test_grouping_respects_what_must_be_shared():
     assert can_fuse(by_seed[0][0], by_seed[0][1])
     assert not can_fuse(by_seed[0][0], by_seed[1][0])  # another seed: other init and data order
     assert not can_fuse(specs[0], build_specs(lrs=lrs, batch_size=8)[0])
+    assert can_fuse(specs[0], build_specs(lrs=lrs, steps=7)[0])  # another token budget: fine
     groups = group_fusable(specs, max_members=3)
     assert [len(g) for g in groups] == [3, 3, 2, 2]  # plan order interleaves the seeds
     assert all(all(can_fuse(g[0], s) for s in g) for g in groups)
