@@ -167,8 +167,12 @@ def test_killing_the_worker_node_mid_sweep_still_completes(cluster: LocalCluster
     run_dir = tmp_path / "survivor"
     worker = cluster.nodes[1]
     head_id, worker_id = None, None
+    # One trial per task, so that work is still waiting when the node dies (fused, the smoke
+    # sweep is 4 tasks, which can all be in flight by then).
+    recipe_file = tmp_path / "smoke-unfused.yaml"
+    recipe_file.write_text(yaml.safe_dump(yaml.safe_load(SMOKE.read_text()) | {"fuse": "off"}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(SMOKE), "--out", str(run_dir),
+        [sys.executable, "-m", "sweeper", "submit", str(recipe_file), "--out", str(run_dir),
          "--address", cluster.gcs_address],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
     )
