@@ -47,7 +47,7 @@ from sweeper.recipe import parse_recipe  # noqa: E402
 from sweeper.train import data_identity, load_corpus, run_trial  # noqa: E402
 from sweeper.train.fused import run_fused  # noqa: E402
 from sweeper.train.model import GPT, GPTConfig  # noqa: E402
-from sweeper.train.stacked import StackedGPT, stack_models  # noqa: E402
+from sweeper.train.stacked import StackedGPT, StackedParameters  # noqa: E402
 
 SEQ_LEN, BATCH, LAYERS = 64, 16, 2
 
@@ -160,14 +160,14 @@ def vmap_vs_bmm(spec: TrialSpec, members: int, threads: int, device: str, steps:
     config = GPTConfig.from_shape(spec.shape)
     torch.manual_seed(0)
     models = [GPT(config).to(device) for _ in range(members)]
-    params = stack_models(models)
+    stacked_params = StackedParameters(models, device)
     idx = torch.randint(0, config.vocab_size, (BATCH, SEQ_LEN), device=device)
     targets = torch.randint(0, config.vocab_size, (BATCH, SEQ_LEN), device=device)
     stacked = StackedGPT(config)
     base = models[0]
 
     def bmm_step() -> None:
-        stacked.member_losses(params, idx, targets).sum().backward()
+        stacked.member_losses(stacked_params.views(), idx, targets).sum().backward()
 
     def member_loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = torch.func.functional_call(base, p, (x,))
@@ -176,7 +176,7 @@ def vmap_vs_bmm(spec: TrialSpec, members: int, threads: int, device: str, steps:
     batched = torch.func.vmap(member_loss, in_dims=(0, None, None))
 
     def vmap_step() -> None:
-        batched(params, idx, targets).sum().backward()
+        batched(stacked_params.views(), idx, targets).sum().backward()
 
     result = {}
     for name, step in (("bmm", bmm_step), ("vmap", vmap_step)):

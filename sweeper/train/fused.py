@@ -1,7 +1,7 @@
 """The fused trainer: K compatible trials trained in one process as one stacked model.
 
 ``run_fused(specs)`` is, member by member, the same computation as ``run_trial(spec)``: the
-same initial weights (each member's ``GPT`` is built from its seed, then stacked), the same
+same initial weights (the group's seed builds one ``GPT``, stacked K times), the same
 batches (members share a seed, hence a data order, and the batch is drawn once), the same
 AdamW with that member's learning-rate schedule, gradient clipping by that member's own
 gradient norm, the same divergence rule and the same validation batches. Only the float
@@ -161,14 +161,11 @@ def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str
 
 
 def _build_params(specs: list[TrialSpec], device: torch.device) -> StackedParameters:
-    """Member k's weights are exactly ``loop.build_model(specs[k])``'s (one GPT per seed)."""
-    config = GPTConfig.from_shape(specs[0].shape)
-    by_seed: dict[int, GPT] = {}
-    for spec in specs:
-        if spec.seed not in by_seed:
-            torch.manual_seed(spec.seed)
-            by_seed[spec.seed] = GPT(config)
-    return StackedParameters([by_seed[spec.seed] for spec in specs], device)
+    """Every member starts from ``loop.build_model(specs[k])``'s weights: one GPT built from
+    the group's seed (members share it, see ``fuse_key``), stacked K times."""
+    torch.manual_seed(specs[0].seed)
+    model = GPT(GPTConfig.from_shape(specs[0].shape))
+    return StackedParameters([model] * len(specs), device)
 
 
 def _train_fused(

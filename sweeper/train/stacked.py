@@ -5,8 +5,7 @@ overhead of one.
 This is ``model.GPT``'s forward written over stacked tensors (same parameter names, same
 math; members never mix: every op is either batched over the member dimension or
 row-wise). ``StackedParameters`` builds the stacked weights from ordinary ``GPT`` modules,
-which is how a fused member gets exactly the initial weights its single run would have;
-``stack_models`` does the same as separate tensors (the benchmark's vmap comparison).
+which is how a fused member gets exactly the initial weights its single run would have.
 
 Why bmm and not ``torch.func.vmap(functional_call)``: vmap has no batching rule for the
 CPU flash-attention kernel (it loops over members) and adds tracing overhead; measured by
@@ -30,16 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from sweeper.train.model import GPT, NORM_EPS, GPTConfig
-
-
-def stack_models(models: list[GPT]) -> dict[str, torch.Tensor]:
-    """``{name: (K, *shape)}`` leaf tensors (requiring grad), member k = ``models[k]``."""
-    names = [name for name, _ in models[0].named_parameters()]
-    per_model = [dict(m.named_parameters()) for m in models]
-    return {
-        name: torch.stack([params[name].detach() for params in per_model]).requires_grad_(True)
-        for name in names
-    }
 
 
 class StackedParameters:
@@ -133,4 +122,4 @@ def _normed_matmul(x: torch.Tensor, gain: torch.Tensor, weight: torch.Tensor) ->
     return torch.bmm(normed, (weight * gain.unsqueeze(1)).transpose(1, 2))
 
 
-__all__ = ["StackedGPT", "StackedParameters", "stack_models"]
+__all__ = ["StackedGPT", "StackedParameters"]
