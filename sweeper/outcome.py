@@ -7,10 +7,27 @@ only. The trainer fills them; results/ turns them into Parquet rows; nothing els
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import Enum
 
-TrialStatus = Literal["complete", "diverged", "failed", "pruned", "target"]
-STATUSES: tuple[str, ...] = ("complete", "diverged", "failed", "pruned", "target")
+
+class TrialStatus(str, Enum):
+    """How a trial ended; the value is what the trials table's ``status`` column holds.
+
+    A ``str`` enum, so a status compares equal to its column value and pickles across Ray."""
+
+    COMPLETE = "complete"  # trained to the end; final_val_loss is the headline
+    DIVERGED = "diverged"  # loss NaN/inf or far above its start; data, not a failure
+    FAILED = "failed"  # an exception or a dead worker; re-run on resume
+    PRUNED = "pruned"  # stopped early by a pruner
+    TARGET = "target"  # a target-scale run (sweeper target), not part of the sweep's fit
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES: tuple[str, ...] = tuple(status.value for status in TrialStatus)
+# Ended for good: a resumed sweep does not run these again (failures may be transient).
+FINISHED_STATUSES: frozenset[str] = frozenset({TrialStatus.COMPLETE.value, TrialStatus.DIVERGED.value})
 
 
 @dataclass
@@ -33,7 +50,7 @@ class TrialOutcome:
     """
 
     trial_id: str
-    status: TrialStatus
+    status: str  # a TrialStatus value
     final_val_loss: float
     smoothed_train_loss: float
     steps_done: int
