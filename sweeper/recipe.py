@@ -168,8 +168,14 @@ class Schedule(_Strict):
         description="cosine: linear warmup then cosine decay to min_lr_ratio*peak; constant: "
         "linear warmup then flat; wsd: warmup, stable at peak, linear decay over decay_fraction.",
     )
-    warmup_fraction: float = Field(
-        0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1)."
+    warmup_fraction: float | None = Field(
+        0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
+        "null when warmup_steps is given."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warmup as a fixed number of optimizer steps, the same for "
+        "every batch size and token budget (a run shorter than this warms up over all its steps); "
+        "replaces warmup_fraction."
     )
     min_lr_ratio: float = Field(
         0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine, wsd)."
@@ -178,9 +184,21 @@ class Schedule(_Strict):
         0.2, gt=0, le=1, description="Share of the run's steps spent decaying (wsd only)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_warmup(cls, data: object) -> object:
+        # A count replaces the default fraction; both given is ambiguous, so it is refused.
+        if isinstance(data, dict) and data.get("warmup_steps") is not None:
+            if data.get("warmup_fraction") is not None:
+                raise ValueError("give one of warmup_steps or warmup_fraction, not both")
+            data = {**data, "warmup_fraction": None}
+        return data
+
     @model_validator(mode="after")
     def _fits(self) -> "Schedule":
-        if self.kind == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+        if self.warmup_steps is None and self.warmup_fraction is None:
+            raise ValueError("give one of warmup_steps or warmup_fraction")
+        if self.kind == "wsd" and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
             raise ValueError("warmup_fraction + decay_fraction must not exceed 1")
         return self
 

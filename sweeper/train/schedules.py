@@ -1,8 +1,8 @@
 """Learning-rate schedules as pure functions of the step.
 
 Steps are 1-based: ``lr_at(s, ...)`` is the learning rate used by the s-th optimizer step.
-Warmup is linear over ``round(warmup_fraction * total_steps)`` steps and reaches the peak on
-its last step (so step 1 already trains, at peak / warmup_steps). Decaying schedules reach
+Warmup is linear over ``warmup_steps`` steps (or ``round(warmup_fraction * total_steps)``)
+and reaches the peak on its last step (so step 1 already trains, at peak / warmup_steps). Decaying schedules reach
 exactly ``min_lr_ratio * peak`` on the last step.
 
 - cosine: warmup, then half a cosine from the peak down to the floor.
@@ -19,7 +19,11 @@ from sweeper.recipe import Schedule
 
 
 def warmup_steps(total_steps: int, schedule: Schedule) -> int:
-    return int(round(schedule.warmup_fraction * total_steps))
+    """Warmup length of a ``total_steps`` run: the schedule's fixed count (capped at the run),
+    else its fraction of the run."""
+    if schedule.warmup_steps is not None:
+        return min(schedule.warmup_steps, total_steps)
+    return int(round((schedule.warmup_fraction or 0.0) * total_steps))
 
 
 def decay_steps(total_steps: int, schedule: Schedule) -> int:
