@@ -35,6 +35,11 @@ class TrialSpec(BaseModel):
     data: DataSource
     data_identity: str  # hash of the token stream (see train.data)
     evaluation: Evaluation
+    mup_base_width: int | None = None  # None: standard parametrization; else μP's base width
+
+    @property
+    def parametrization(self) -> str:
+        return "standard" if self.mup_base_width is None else "mup"
 
     @property
     def batch_size_tokens(self) -> int:
@@ -62,6 +67,7 @@ def fusion_key(spec: TrialSpec) -> tuple:
     Pure, so the driver can group without importing torch."""
     return (
         spec.shape,
+        spec.mup_base_width,
         spec.batch_size,
         spec.seed,
         spec.data,
@@ -123,6 +129,9 @@ def make_trial(
         "val_fraction": recipe.data.val_fraction,
         "evaluation": recipe.evaluation.model_dump(),
     }
+    if recipe.mup_base_width is not None:
+        # Only when set, so that standard trials keep the ids they always had.
+        determining["mup_base_width"] = recipe.mup_base_width
     return TrialSpec(
         trial_id=trial_identity(determining),
         sweep=recipe.name,
@@ -138,6 +147,7 @@ def make_trial(
         data=recipe.data,
         data_identity=data_identity,
         evaluation=recipe.evaluation,
+        mup_base_width=recipe.mup_base_width,
     )
 
 

@@ -203,6 +203,35 @@ class Schedule(_Strict):
         return self
 
 
+class Parametrization(_Strict):
+    """How weights are initialised and how their learning rates scale with width."""
+
+    kind: Literal["standard", "mup"] = Field(
+        "standard",
+        description="standard: GPT-2/nanoGPT initialisation, one learning rate for every weight; "
+        "mup: the maximal update parametrization for Adam (hidden matrices' init variance and "
+        "learning rate divided by the width multiplier d_model / base_width, readout logits "
+        "multiplied by 1 / multiplier, attention scaled by 1 / head_dim), under which the "
+        "optimal learning rate is meant to stay put as the width grows.",
+    )
+    base_width: int | None = Field(
+        None, gt=0, description="mup only: the width at which mup equals the standard "
+        "parametrization (default: the smallest d_model of the ladder).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, data: object) -> object:
+        # `parametrization: mup` is the short form of `parametrization: {kind: mup}`.
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _base_width_for_mup(self) -> "Parametrization":
+        if self.kind == "standard" and self.base_width is not None:
+            raise ValueError("base_width is only for kind 'mup'")
+        return self
+
+
 class Optimizer(_Strict):
     """AdamW settings shared by every trial."""
 
@@ -285,6 +314,9 @@ class Recipe(_Strict):
     )
     schedule: Schedule = Field(default_factory=Schedule, description="Learning-rate schedule.")
     optimizer: Optimizer = Field(default_factory=Optimizer, description="AdamW settings.")
+    parametrization: Parametrization = Field(
+        default_factory=Parametrization, description="standard or mup (with its base width)."
+    )
     data: DataSource = Field(default_factory=DataSource, description="Training data.")
     seeds: list[int] = Field([0], min_length=1, description="Seeds; each is a separate trial.")
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
@@ -341,6 +373,13 @@ class Recipe(_Strict):
             if small:
                 raise ValueError(f"byte-level data needs vocab_size >= 256 (shapes {', '.join(small)})")
         return self
+
+    @property
+    def mup_base_width(self) -> int | None:
+        """The μP base width every trial uses (None in the standard parametrization)."""
+        if self.parametrization.kind != "mup":
+            return None
+        return self.parametrization.base_width or min(shape.d_model for shape in self.models)
 
     def run_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.output or Path("runs") / self.name)
