@@ -122,7 +122,8 @@ def make_trial(
         "steps": steps,
         "lr": float(lr),
         "batch_size": batch_size,
-        "schedule": recipe.schedule.model_dump(),
+        # exclude_none: a field added later at its neutral default (None) keeps old ids.
+        "schedule": recipe.schedule.model_dump(exclude_none=True),
         "optimizer": recipe.optimizer.model_dump(),
         "seed": seed,
         "data_identity": data_identity,

@@ -163,10 +163,19 @@ class LearningRates(_Strict):
 class Schedule(_Strict):
     """Learning-rate schedule. The learning rate of the sweep is the schedule's peak."""
 
-    kind: Literal["cosine", "constant", "wsd"] = Field(
+    kind: Literal["cosine", "constant", "wsd", "power"] = Field(
         "cosine",
         description="cosine: linear warmup then cosine decay to min_lr_ratio*peak; constant: "
-        "linear warmup then flat; wsd: warmup, stable at peak, linear decay over decay_fraction.",
+        "linear warmup then flat; wsd: warmup, stable at peak, linear decay over decay_fraction; "
+        "power (the Power scheduler): lr(n) = min(peak, B * a * n^b) with B the batch in tokens "
+        "and n the tokens seen, after a linear warmup, then the wsd decay.",
+    )
+    a: float | None = Field(
+        None, gt=0, description="power only: the prefactor a of lr = B * a * n^b (B in tokens, "
+        "n in tokens), as `sweeper fit` reports it for a WSD sweep.",
+    )
+    b: float | None = Field(
+        None, lt=0, description="power only: the (negative) exponent b of lr = B * a * n^b.",
     )
     warmup_fraction: float | None = Field(
         0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
@@ -181,7 +190,7 @@ class Schedule(_Strict):
         0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine, wsd)."
     )
     decay_fraction: float = Field(
-        0.2, gt=0, le=1, description="Share of the run's steps spent decaying (wsd only)."
+        0.2, gt=0, le=1, description="Share of the run's steps spent decaying (wsd and power)."
     )
 
     @model_validator(mode="before")
@@ -198,7 +207,11 @@ class Schedule(_Strict):
     def _fits(self) -> "Schedule":
         if self.warmup_steps is None and self.warmup_fraction is None:
             raise ValueError("give one of warmup_steps or warmup_fraction")
-        if self.kind == "wsd" and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
+        if self.kind == "power" and (self.a is None or self.b is None):
+            raise ValueError("kind 'power' needs its law's a and b")
+        if self.kind != "power" and (self.a is not None or self.b is not None):
+            raise ValueError("a and b are only for kind 'power'")
+        if self.kind in ("wsd", "power") and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
             raise ValueError("warmup_fraction + decay_fraction must not exceed 1")
         return self
 

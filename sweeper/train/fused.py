@@ -201,7 +201,7 @@ def _train_fused(
     optimizer = StackedAdamW(_build_params(specs, device), first.optimizer, hidden_lr_mult=1.0 / config.width_mult)
     sampler = BatchSampler(corpus, first.batch_size, first.shape.seq_len, first.seed, str(device))
     val_batches = validation_batches(corpus, first.shape.seq_len, first.evaluation.val_batches, str(device))
-    lr_rows = [lr_table(s.steps, s.lr, s.schedule) for s in specs]  # Python floats, as run_trial's
+    lr_rows = [lr_table(s.steps, s.lr, s.schedule, s.batch_size_tokens) for s in specs]  # Python floats, as run_trial's
     active = list(range(len(specs)))  # member index of each row of the stack
     clip = first.optimizer.grad_clip
     every = first.evaluation.every_steps

@@ -119,7 +119,7 @@ def _train(spec: TrialSpec, monitor: TrialMonitor, threads: int, device: torch.d
     parameters = list(model.parameters())
     sampler = BatchSampler(corpus, spec.batch_size, spec.shape.seq_len, spec.seed, str(device))
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
-    lrs = lr_table(spec.steps, spec.lr, spec.schedule)
+    lrs = lr_table(spec.steps, spec.lr, spec.schedule, spec.batch_size_tokens)
     clip = spec.optimizer.grad_clip
     every = spec.evaluation.every_steps
     vocab = spec.shape.vocab_size
