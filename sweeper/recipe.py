@@ -175,7 +175,8 @@ class Schedule(_Strict):
         "n in tokens), as `sweeper fit` reports it for a WSD sweep.",
     )
     b: float | None = Field(
-        None, lt=0, description="power only: the (negative) exponent b of lr = B * a * n^b.",
+        None, allow_inf_nan=False, description="power only: the exponent b of lr = B * a * n^b "
+        "(negative for a decaying law).",
     )
     warmup_fraction: float | None = Field(
         0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "

@@ -33,6 +33,8 @@ class FitReport:
     skipped_estimators: dict[str, str] = field(default_factory=dict)
     loss_law: Any = None  # losslaw.LossLawFit | None
     loss_law_note: str = ""  # why there is no loss law, when there is none
+    power_law: Any = None  # power.PowerLawFit | None: the Power scheduler's law (WSD sweeps)
+    power_law_note: str = ""  # why there is none, when there is none
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -121,6 +123,7 @@ class FitReport:
             "lr_law": law_to_dict(self.lr_law, with_samples=True),
             "batch_law": law_to_dict(self.batch_law, with_samples=True),
             "loss_law": self.loss_law.to_dict() if self.loss_law is not None else None,
+            "power_scheduler": self.power_law.to_dict() if self.power_law is not None else None,
             "flops_model": self.flops_model(),
             "data_range": sweep.data_range(),
             "schedule": sweep.schedule,
@@ -182,7 +185,11 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
         loss_fit = fit_loss_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
         if loss_fit is None:
             loss_note = loss_law_missing_reason(sweep)
+    from sweeper.fit.power import fit_power_law, power_law_missing_reason
+
+    power_fit = fit_power_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
     return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
                      seed=seed, evaluations=evaluations, skipped_estimators=skipped,
-                     loss_law=loss_fit, loss_law_note=loss_note)
+                     loss_law=loss_fit, loss_law_note=loss_note, power_law=power_fit,
+                     power_law_note="" if power_fit is not None else power_law_missing_reason(sweep))
 

@@ -63,6 +63,10 @@ def format_summary(report: "FitReport") -> str:
         lines += [""] + report.loss_law.summary_lines()
     elif report.loss_law_note:
         lines += ["", report.loss_law_note]
+    if report.power_law is not None:
+        lines += [""] + report.power_law.summary_lines()
+    elif (sweep.schedule or {}).get("kind") == "wsd" and report.power_law_note:
+        lines += ["", report.power_law_note]
     if report.evaluations:
         lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                   " point / cell's best - 1):"]
