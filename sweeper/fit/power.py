@@ -46,7 +46,7 @@ class PowerPoint:
 
 
 @dataclass
-class PowerLawFit:
+class PowerSchedulerFit:
     """lr_opt = B * a * D^b, with the free batch exponent as a check."""
 
     log_a: float
@@ -99,8 +99,10 @@ class PowerLawFit:
 
     def summary_lines(self) -> list[str]:
         iv = self.interval()
+
         def span(name: str, fmt: str) -> str:
-            return "undetermined" if iv[name] is None else f"[{iv[name][0]:{fmt}}, {iv[name][1]:{fmt}}]"
+            bounds = iv[name]
+            return "UNDETERMINED" if bounds is None else f"[{bounds[0]:{fmt}}, {bounds[1]:{fmt}}]"
         free = ("" if self.free_batch_exponent is None
                 else f"; batch exponent fitted freely: {self.free_batch_exponent:.2f} (the law assumes 1)")
         return [
@@ -167,7 +169,7 @@ def _free_batch_exponent(points: list[PowerPoint]) -> float | None:
     return float(coef[1])
 
 
-def power_law_missing_reason(sweep: Sweep) -> str:
+def power_scheduler_missing_reason(sweep: Sweep) -> str:
     kind = (sweep.schedule or {}).get("kind")
     if kind != "wsd":
         return (f"no Power scheduler law: it is fitted on WSD sweeps (this sweep's schedule is"
@@ -176,9 +178,9 @@ def power_law_missing_reason(sweep: Sweep) -> str:
             " batch size) at 2 or more token budgets")
 
 
-def fit_power_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> PowerLawFit | None:
+def fit_power_scheduler(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> PowerSchedulerFit | None:
     """The Power scheduler's law on a WSD sweep; None where it cannot be fitted (see
-    ``power_law_missing_reason``)."""
+    ``power_scheduler_missing_reason``)."""
     if (sweep.schedule or {}).get("kind") != "wsd":
         return None
     points, edges = batch_optima(sweep)
@@ -199,8 +201,8 @@ def fit_power_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> Po
             discarded += 1
         else:
             replicates.append(fit[:2])
-    return PowerLawFit(log_a=log_a, b=b, bootstrap=np.array(replicates).reshape(-1, 2), n_discarded=discarded,
+    return PowerSchedulerFit(log_a=log_a, b=b, bootstrap=np.array(replicates).reshape(-1, 2), n_discarded=discarded,
                        points=points, edge_points=edges, free_batch_exponent=_free_batch_exponent(points), r2=r2)
 
 
-__all__ = ["PowerLawFit", "batch_optima", "fit_power_law", "power_law_missing_reason"]
+__all__ = ["PowerSchedulerFit", "batch_optima", "fit_power_scheduler", "power_scheduler_missing_reason"]

@@ -1,6 +1,6 @@
 """The proxy model: a nanoGPT-style decoder-only transformer, and nothing else.
 
-Shape contract (must match ``ModelShape.n_params_nonembedding`` exactly, it is the N of the
+Shape contract (must match ``recipe.ModelShape.n_params_nonembedding`` exactly, it is the N of the
 fitted laws): per block, a bias-free LayerNorm before attention and before the MLP (2*d),
 a fused qkv projection and an output projection without biases (4*d*d), and a two-layer
 MLP without biases (2*d*mlp_ratio*d); one final bias-free LayerNorm (d). Token and learned
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.recipe import ModelShape
+from sweeper.trainspec import Shape
 
 INIT_STD = 0.02  # GPT-2's initialiser range
 NORM_EPS = 1e-5
@@ -51,7 +51,7 @@ class GPTConfig:
     mup_base_width: int | None = None  # None: standard parametrization; else μP from this width
 
     @classmethod
-    def from_shape(cls, shape: ModelShape, mup_base_width: int | None = None) -> "GPTConfig":
+    def from_shape(cls, shape: Shape, mup_base_width: int | None = None) -> GPTConfig:
         return cls(
             vocab_size=shape.vocab_size,
             seq_len=shape.seq_len,
@@ -90,7 +90,7 @@ def hidden_parameter_names(config: GPTConfig) -> set[str]:
     """The "hidden" matrices of μP (both dimensions grow with width): attention and MLP
     weights. Their Adam learning rate is lr / m; every other parameter (the embeddings, whose
     one dimension is the vocabulary or the context, and the norm gains) learns at lr."""
-    names = set()
+    names: set[str] = set()
     for layer in range(config.n_layers):
         prefix = f"blocks.{layer}."
         names.update(prefix + name for name in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sweeper.fit.data import Cell, Sweep
-from sweeper.fit.power import batch_optima, fit_power_law, power_law_missing_reason
+from sweeper.fit.power import batch_optima, fit_power_scheduler, power_scheduler_missing_reason
 
 TRUE_A, TRUE_B = 2e-5, -0.4
 
@@ -36,7 +36,7 @@ def synthetic_sweep(noise: float = 0.0, seed: int = 0, kind: str = "wsd") -> Swe
 
 
 def test_noise_free_landscape_gives_back_the_true_law():
-    fit = fit_power_law(synthetic_sweep(), n_bootstrap=200)
+    fit = fit_power_scheduler(synthetic_sweep(), n_bootstrap=200)
     assert fit is not None
     assert fit.b == pytest.approx(TRUE_B, abs=0.02)
     assert fit.a == pytest.approx(TRUE_A, rel=0.15)
@@ -46,7 +46,7 @@ def test_noise_free_landscape_gives_back_the_true_law():
 
 def test_noisy_landscape_keeps_the_truth_inside_its_intervals():
     for seed in range(3):
-        fit = fit_power_law(synthetic_sweep(noise=0.002, seed=seed), n_bootstrap=300, seed=seed)
+        fit = fit_power_scheduler(synthetic_sweep(noise=0.002, seed=seed), n_bootstrap=300, seed=seed)
         assert fit is not None
         interval = fit.interval()
         assert interval["b"][0] <= TRUE_B <= interval["b"][1]
@@ -57,8 +57,8 @@ def test_noisy_landscape_keeps_the_truth_inside_its_intervals():
 
 def test_only_wsd_sweeps_are_fitted_and_the_reason_is_said():
     cosine = synthetic_sweep(kind="cosine")
-    assert fit_power_law(cosine) is None
-    assert "WSD" in power_law_missing_reason(cosine) and "cosine" in power_law_missing_reason(cosine)
+    assert fit_power_scheduler(cosine) is None
+    assert "WSD" in power_scheduler_missing_reason(cosine) and "cosine" in power_scheduler_missing_reason(cosine)
 
 
 def test_optima_on_the_lr_grid_edge_are_left_out():
