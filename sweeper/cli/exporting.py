@@ -51,8 +51,11 @@ _FORMATS = ("json", "yaml", "csv", "parquet", "hf", "torchtitan", "megatron", "n
               help="Sequences per rank per forward pass [default: batch / world size].")
 @click.option("--only", "only", multiple=True, metavar="NAME",
               help="Export only these targets (repeat); nanogpt needs exactly one.")
+@click.option("--force", is_flag=True,
+              help="Export numbers that would be refused (undetermined law, extrapolation past the"
+                   " limit, batch rounding > 2x), each reason as a FORCED warning in the output.")
 def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, round_to: int | None,
-                   world_size: int, micro_batch: int | None, only: tuple[str, ...]) -> None:
+                   world_size: int, micro_batch: int | None, only: tuple[str, ...], force: bool) -> None:
     """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
     from sweeper.export import ExportError, export, load_targets
 
@@ -64,7 +67,7 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
                 raise ExportError(f"--only names no target in {targets_path}: {', '.join(unknown)}")
             targets = [t for t in targets if t.name in only]
         payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size,
-                         micro_batch=micro_batch)
+                         micro_batch=micro_batch, force=force)
     except ExportError as error:
         _fail(str(error))
     _write_atomic(out, payload)

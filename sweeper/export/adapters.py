@@ -76,7 +76,7 @@ def _provenance(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("fit_sha256", "sweep", "estimator", "fit_created_at", "fitted_params_min",
             "fitted_params_max", "fitted_tokens_min", "fitted_tokens_max", "extrapolation_params",
             "extrapolation_tokens", "lr_low", "lr_high", "batch_size_tokens", "batch_rounding_change",
-            "loss", "warnings")
+            "loss", "warnings", "forced")
     return {key: record.get(key) for key in keys}
 
 
@@ -89,8 +89,10 @@ def _comment_header(records: list[dict[str, Any]], trainer: str) -> list[str]:
 
 
 def _target_comment(record: dict[str, Any]) -> str:
+    interval = ("UNDETERMINED" if record["lr_low"] is None else
+                f"[{record['lr_low']:.4g}, {record['lr_high']:.4g}]")
     return (f"# target {record['name']}: N={record['params']:.4g} D={record['tokens']:.4g}"
-            f" seq_len={record['seq_len']} lr 95% [{record['lr_low']:.4g}, {record['lr_high']:.4g}]"
+            f" seq_len={record['seq_len']} lr 95% {interval}"
             f" extrapolation N x{record['extrapolation_params']:.3g} D x{record['extrapolation_tokens']:.3g}"
             + (f"; {record['warnings']}" if record["warnings"] else ""))
 

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from sweeper.hparams import Hparams, HparamsError, load_hparams
+from sweeper.uncertainty import refusal_message, rounding_refusal
 
 SCHEMA_NAME = "sweeper.hparams"
 SCHEMA_VERSION = 1
@@ -125,18 +126,27 @@ def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1) -> dict[str, Any]:
-    """One table record for ``target`` (see the module docstring for the contract)."""
+def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1,
+                 force: bool = False) -> dict[str, Any]:
+    """One table record for ``target`` (see the module docstring for the contract).
+    Refused (ExportError) as ``Hparams.predict`` refuses, and when rounding to ``round_to``
+    moves the batch more than 2x; ``force`` carries each reason as a FORCED warning."""
     if round_to < 1:
         raise ExportError("--round-to must be a positive integer")
     try:
-        p = hp.predict(target.params, target.tokens, target.seq_len)
+        p = hp.predict(target.params, target.tokens, target.seq_len, force=force)
     except HparamsError as error:
         raise ExportError(f"target {target.name}: {error}") from None
     schedule = proxy_schedule(hp)
     exact = p.batch_size_tokens / target.seq_len
     sequences = _round_to_multiple(exact, round_to)
     tokens_used = sequences * target.seq_len
+    rounding = rounding_refusal(p.batch_size_tokens, sequences, target.seq_len) if round_to > 1 else None
+    if rounding and not force:
+        raise ExportError(f"target {target.name}: {refusal_message([rounding])}")
+    if rounding:
+        p.warnings.insert(0, f"FORCED: {rounding}")
+    lr_iv, b_iv, s_iv = p.lr_interval, p.batch_size_tokens_interval, p.batch_size_sequences_interval
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
     warmup = (int(round(schedule["warmup_fraction"] * steps))
@@ -149,14 +159,14 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "tokens": target.tokens,
         "seq_len": target.seq_len,
         "lr": p.lr,
-        "lr_low": p.lr_interval[0],
-        "lr_high": p.lr_interval[1],
+        "lr_low": lr_iv[0] if lr_iv else None,  # null: the law's interval is undetermined
+        "lr_high": lr_iv[1] if lr_iv else None,
         "batch_size_tokens": p.batch_size_tokens,
-        "batch_size_tokens_low": p.batch_size_tokens_interval[0],
-        "batch_size_tokens_high": p.batch_size_tokens_interval[1],
+        "batch_size_tokens_low": b_iv[0] if b_iv else None,
+        "batch_size_tokens_high": b_iv[1] if b_iv else None,
         "batch_size_sequences": sequences,
-        "batch_size_sequences_low": p.batch_size_sequences_interval[0],
-        "batch_size_sequences_high": p.batch_size_sequences_interval[1],
+        "batch_size_sequences_low": s_iv[0] if s_iv else None,
+        "batch_size_sequences_high": s_iv[1] if s_iv else None,
         "batch_size_sequences_exact": exact,
         "batch_round_to": round_to,
         "batch_size_tokens_used": tokens_used,
@@ -175,6 +185,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "extrapolation_params": p.extrapolation_n_params,
         "extrapolation_tokens": p.extrapolation_tokens,
         "warnings": "; ".join(p.warnings),
+        "forced": bool(p.forced) or bool(rounding),
         "fit_sha256": fit_sha256,
         "fit_created_at": hp.document.get("created_at"),
         "sweep": hp.document.get("sweep"),
@@ -190,14 +201,15 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     }
 
 
-def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1) -> list[dict[str, Any]]:
+def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1,
+                  force: bool = False) -> list[dict[str, Any]]:
     """Records for every target, from the fit at ``fit_json`` (a fit.json or its folder)."""
     try:
         hp = load_hparams(fit_json)
     except HparamsError as error:
         raise ExportError(str(error)) from None
     digest = sha256_of(Path(hp.path))
-    return [build_record(hp, target, digest, round_to) for target in targets]
+    return [build_record(hp, target, digest, round_to, force) for target in targets]
 
 
 # Column types of the Parquet table: explicit, so an all-null column (no loss law) keeps its
@@ -237,7 +249,8 @@ def render_table(records: list[dict[str, Any]], fmt: str) -> str | bytes:
         import pyarrow.parquet as pq
 
         fields = [pa.field(k, pa.string() if k in _STRING_COLUMNS else
-                           pa.int64() if k in _INT_COLUMNS else pa.float64())
+                           pa.int64() if k in _INT_COLUMNS else
+                           pa.bool_() if k == "forced" else pa.float64())
                   for k in records[0]]
         schema = pa.schema(fields, metadata={"kind": SCHEMA_NAME, "schema_version": str(SCHEMA_VERSION)})
         table = pa.Table.from_pylist(records, schema=schema)

@@ -23,13 +23,18 @@ def format_law(title: str, law: PowerLawFit) -> list[str]:
     entry = law_to_dict(law, with_samples=False)
     lines = [f"{title}: {entry['formula']}"]
     for name, value in entry["coefficients"].items():
-        lo, hi = entry["intervals"][name]
-        lines.append(f"  {name:<6} = {_num(value):>10}   95% interval [{_num(lo)}, {_num(hi)}]")
+        interval = entry["intervals"][name]
+        shown = "UNDETERMINED" if interval is None else f"[{_num(interval[0])}, {_num(interval[1])}]"
+        lines.append(f"  {name:<6} = {_num(value):>10}   95% interval {shown}")
+    r2 = f"{law.r2:.3f}" if math.isfinite(law.r2) else "undefined"
     lines.append(
-        f"  R^2 = {law.r2:.3f} on {law.n_observations} points from {law.n_cells} cells;"
-        f" {len(law.bootstrap)} bootstrap fits"
-        + (f" ({law.n_degenerate} degenerate resamples discarded)" if law.n_degenerate else "")
+        f"  R^2 = {r2} on {law.n_observations} points from {law.n_cells} cells;"
+        f" {len(law.bootstrap)} bootstrap fits kept, {law.n_degenerate} singular discarded"
+        f" ({entry['discarded_share']:.0%})"
     )
+    if entry["undetermined"]:
+        lines.append("  !! interval UNDETERMINED: " + "; ".join(entry["undetermined"])
+                     + " -- predict and export refuse this law unless forced")
     return lines
 
 

@@ -149,5 +149,5 @@ def test_wsd_schedule(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None
 def test_uneven_split_is_refused(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
                                        "--format", "hf", "--out", str(tmp_path / "h.json"),
-                                       "--round-to", "1", "--world-size", "3"])
-    assert result.exit_code == 2 and "--round-to 3" in result.stderr
+                                       "--round-to", "1", "--world-size", "5"])
+    assert result.exit_code == 2 and "--round-to 5" in result.stderr
