@@ -78,14 +78,20 @@ def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootst
     Raises FitError on bad input, before anything is written."""
     from sweeper.fit.report import FitReport, build_report
 
-    if estimator not in ESTIMATORS:
-        raise FitError(f"unknown estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
+    from sweeper.fit.auto import AUTO, build_auto_report
+
+    if estimator not in ESTIMATORS and estimator != AUTO:
+        raise FitError(f"unknown estimator '{estimator}' (choose from {AUTO}, {', '.join(ESTIMATORS)})")
     if n_bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
     run_dir = Path(run_dir)
     sweep, problems = load_sweep(run_dir, options)
-    report: FitReport = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
-                                     evaluate=evaluate, seed=seed, loss_law=loss_law)
+    if estimator == AUTO:
+        report: FitReport = build_auto_report(sweep, n_bootstrap=n_bootstrap, seed=seed,
+                                              evaluate=evaluate, loss_law=loss_law)
+    else:
+        report = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
+                              evaluate=evaluate, seed=seed, loss_law=loss_law)
     report.problems = problems
     report.write(run_dir, plots=plots)
     return report

@@ -36,6 +36,7 @@ class FitReport:
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    choice: Any = None  # auto.Choice when --estimator auto chose the estimator
 
     @property
     def estimator(self) -> str:
@@ -116,6 +117,8 @@ class FitReport:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "estimator": self.estimator,
             "estimator_source": self.selected.estimator.source,
+            "estimator_choice": (self.choice.to_dict() if self.choice is not None
+                                 else {"requested": self.estimator, "chosen": self.estimator}),
             "bootstrap": {"n_requested": self.n_bootstrap, "scheme": BOOTSTRAP_SCHEME,
                           "seed": self.seed, "interval": "percentile, 95%"},
             "lr_law": law_to_dict(self.lr_law, with_samples=True),

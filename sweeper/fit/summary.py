@@ -47,8 +47,10 @@ def format_summary(report: "FitReport") -> str:
         f" {sweep.n_diverged} runs excluded as diverged (loss far above the cell's best)"
         + (f"; {sweep.snapped_values} grid values re-rounded" if sweep.snapped_values else ""),
         f"estimator: {report.estimator} -- {report.selected.estimator.source}",
-        "",
     ]
+    if report.choice is not None:
+        lines.append(f"  chosen by --estimator auto: {report.choice.reason}")
+    lines.append("")
     lines += format_law("learning rate", report.lr_law)
     lines += format_law("batch size (tokens)", report.batch_law)
     if report.n_bootstrap:
@@ -72,10 +74,22 @@ def format_summary(report: "FitReport") -> str:
         lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                   " point / cell's best - 1):"]
         lines.append(f"  {'estimator':<10} {'mean':>9} {'median':>9} {'worst':>9}  cells")
+        lowest = min(report.evaluations, key=lambda n: report.evaluations[n].mean)
         for name, ev in report.evaluations.items():
-            marker = "  <- selected" if name == report.estimator else ""
+            if name != report.estimator:
+                marker = ""
+            elif report.choice is not None:
+                marker = "  <- used (chosen by auto)"
+            elif name == lowest:
+                marker = "  <- used (--estimator; also the lowest mean)"
+            else:
+                marker = f"  <- used (--estimator; {lowest} has the lowest mean: try --estimator auto)"
+            clipped = f", {ev.n_clipped_at_zero} clipped at 0" if ev.n_clipped_at_zero else ""
             lines.append(f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
-                         f"  {ev.n_evaluated}{marker}")
+                         f"  {ev.n_evaluated}{clipped}{marker}")
+        if any(ev.n_clipped_at_zero for ev in report.evaluations.values()):
+            lines.append("  (clipped at 0: the interpolated loss at the prediction was below the"
+                         " cell's best run, which the measurement cannot tell apart; counted as 0)")
         for name, fit in report.fits.items():
             if name == report.estimator:
                 continue
