@@ -96,12 +96,14 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def proxy_schedule(hp: Hparams) -> dict[str, Any]:
+def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """The schedule the proxies trained with: fit.json's ``schedule`` when present, else the
-    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it).
-    Returns kind, warmup_fraction, min_lr_ratio, decay_fraction and ``source``."""
-    unknown = {"kind": "unknown", "warmup_fraction": None, "min_lr_ratio": None,
-               "decay_fraction": None, "source": None}
+    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it),
+    else ``given`` (the user's ``export --schedule ...``, for fits that recorded none; refused
+    when the fit records one, since the lr was fitted under that one).
+    Returns kind, warmup_fraction, warmup_steps, min_lr_ratio, decay_fraction and ``source``."""
+    unknown = {"kind": "unknown", "warmup_fraction": None, "warmup_steps": None,
+               "min_lr_ratio": None, "decay_fraction": None, "source": None}
     schedule, source = hp.document.get("schedule"), "fit.json"
     if not isinstance(schedule, dict) and hp.path is not None:
         recipe_path = Path(hp.path).parent / "recipe.yaml"
@@ -110,11 +112,29 @@ def proxy_schedule(hp: Hparams) -> dict[str, Any]:
             source = str(recipe_path)
         except (OSError, yaml.YAMLError, AttributeError):
             schedule = None
+    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
+
+    if given:
+        needed = ["--warmup-steps or --warmup-fraction"] if given.get("warmup_steps") is None and \
+            given.get("warmup_fraction") is None else []
+        needed += [f"--{key.replace('_', '-')}" for key in
+                   {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}
+                   .get(given.get("kind"), []) if given.get(key) is None]
+        if needed:  # no silent defaults: the target's schedule must be the proxies', stated
+            raise ExportError(f"--schedule {given.get('kind')} needs {', '.join(needed)}")
+        if isinstance(schedule, dict):
+            raise ExportError(f"the fit records the proxies' schedule ({source}: {schedule}); the lr"
+                              " was fitted under it, so --schedule and its options are refused")
+        try:
+            parsed = Schedule.model_validate(given)
+        except ValueError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}"
+                                 for e in error.errors())  # type: ignore[attr-defined]
+            raise ExportError(f"--schedule options: {problems}") from None
+        return {**parsed.model_dump(), "source": "export options"}
     if not isinstance(schedule, dict):
         return unknown
     # Fill the recipe's defaults (sweeper.recipe.Schedule) for keys a hand-written file omits.
-    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
-
     try:
         parsed = Schedule.model_validate(schedule)
     except ValueError:
@@ -127,7 +147,7 @@ def _round_to_multiple(value: float, multiple: int) -> int:
 
 
 def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1,
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, schedule: dict[str, Any] | None = None) -> dict[str, Any]:
     """One table record for ``target`` (see the module docstring for the contract).
     Refused (ExportError) as ``Hparams.predict`` refuses, and when rounding to ``round_to``
     moves the batch more than 2x; ``force`` carries each reason as a FORCED warning."""
@@ -137,7 +157,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         p = hp.predict(target.params, target.tokens, target.seq_len, force=force)
     except HparamsError as error:
         raise ExportError(f"target {target.name}: {error}") from None
-    schedule = proxy_schedule(hp)
+    schedule = proxy_schedule(hp, schedule)
     exact = p.batch_size_tokens / target.seq_len
     sequences = _round_to_multiple(exact, round_to)
     tokens_used = sequences * target.seq_len
@@ -149,7 +169,9 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     lr_iv, b_iv, s_iv = p.lr_interval, p.batch_size_tokens_interval, p.batch_size_sequences_interval
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
-    warmup = (int(round(schedule["warmup_fraction"] * steps))
+    # A fixed warmup count is used as is (the same for every run, as the proxies did).
+    warmup = (schedule["warmup_steps"] if schedule.get("warmup_steps") is not None else
+              int(round(schedule["warmup_fraction"] * steps))
               if schedule["warmup_fraction"] is not None else None)
     rng = hp.range
     return {
@@ -202,14 +224,14 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
 
 
 def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1,
-                  force: bool = False) -> list[dict[str, Any]]:
+                  force: bool = False, schedule: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Records for every target, from the fit at ``fit_json`` (a fit.json or its folder)."""
     try:
         hp = load_hparams(fit_json)
     except HparamsError as error:
         raise ExportError(str(error)) from None
     digest = sha256_of(Path(hp.path))
-    return [build_record(hp, target, digest, round_to, force) for target in targets]
+    return [build_record(hp, target, digest, round_to, force, schedule) for target in targets]
 
 
 # Column types of the Parquet table: explicit, so an all-null column (no loss law) keeps its
