@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from sweeper.errors import SweeperError
 from sweeper.uncertainty import (EXTRAPOLATION_LIMIT, refusal_message, rounding_refusal,
                                  undetermined_reasons)
 
@@ -31,7 +32,7 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95
 
 
-class HparamsError(ValueError):
+class HparamsError(SweeperError):
     """fit.json missing, unreadable or of an unknown schema version; or a bad target."""
 
 
@@ -250,8 +251,6 @@ def load_hparams(path: str | Path) -> Hparams:
     try:
         return Hparams(document, path)
     except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, HparamsError):
-            raise
         raise HparamsError(f"{path}: malformed fit.json ({error})") from None
 
 

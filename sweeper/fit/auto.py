@@ -81,7 +81,7 @@ def build_auto_report(sweep: Sweep, *, n_bootstrap: int, seed: int, evaluate: bo
                       loss_law: bool = True):
     """A FitReport whose laws come from the estimator ``choose`` picks (every estimator's
     evaluation is in it, as with --evaluate)."""
-    from sweeper.fit.report import build_report
+    from sweeper.fit.pipeline import build_report
 
     enough = len(sweep.cells) >= MIN_CELLS
     report = build_report(sweep, estimator=FALLBACK, n_bootstrap=n_bootstrap, evaluate=enough or evaluate,
