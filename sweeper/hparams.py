@@ -99,7 +99,7 @@ class Law:
     undetermined: list[str] = field(default_factory=list)  # why its interval is unknown
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "Law":
+    def from_dict(cls, entry: dict[str, Any]) -> Law:
         samples = np.asarray(entry.get("bootstrap_log_coefficients") or [], dtype=float)
         coef = np.asarray(entry["log_coefficients"], dtype=float)
         samples = samples.reshape(-1, coef.size)
