@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from sweeper.errors import SweeperError
-from sweeper.uncertainty import (EXTRAPOLATION_LIMIT, refusal_message, rounding_refusal,
-                                 undetermined_reasons)
+from sweeper.uncertainty import EXTRAPOLATION_LIMIT, refusal_message, rounding_refusal, undetermined_reasons
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95

@@ -120,7 +120,7 @@ def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str
             given.get("warmup_fraction") is None else []
         needed += [f"--{key.replace('_', '-')}" for key in
                    {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}
-                   .get(given.get("kind"), []) if given.get(key) is None]
+                   .get(str(given.get("kind")), []) if given.get(key) is None]
         if needed:  # no silent defaults: the target's schedule must be the proxies', stated
             raise ExportError(f"--schedule {given.get('kind')} needs {', '.join(needed)}")
         if isinstance(schedule, dict):

@@ -17,11 +17,14 @@ mislead), and the output says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sweeper.fit.data import Sweep
+
+if TYPE_CHECKING:
+    from sweeper.fit.report import FitReport
 
 AUTO = "auto"
 SIMPLICITY = ("plateau", "compute", "smooth", "surface")  # simplest first
@@ -78,7 +81,7 @@ def choose(sweep: Sweep, evaluations: dict[str, Any]) -> Choice:
 
 
 def build_auto_report(sweep: Sweep, *, n_bootstrap: int, seed: int, evaluate: bool = False,
-                      loss_law: bool = True):
+                      loss_law: bool = True) -> FitReport:
     """A FitReport whose laws come from the estimator ``choose`` picks (every estimator's
     evaluation is in it, as with --evaluate)."""
     from sweeper.fit.pipeline import build_report

@@ -4,7 +4,6 @@ whole summary is ``report.FitReport.summary``)."""
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from sweeper.fit.fitjson import law_to_dict
