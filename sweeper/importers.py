@@ -26,6 +26,7 @@ from sweeper.results.schema import TRIALS_SCHEMA
 
 SCHEMA_COLUMNS = TRIALS_SCHEMA.names
 REQUIRED = ("lr", "loss", "n_params", "tokens_budget")
+STEPLAW_MIN_LR = 1e-5  # absolute floor of Step Law's cosine schedule
 
 
 class ImportError_(SweeperError):
@@ -152,9 +153,15 @@ def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
         "batch_size": frame["bs"],
         "seq_len": seq_len,
         "loss": frame[loss_column],
-        "schedule": "steplaw-cosine",  # their runs: warmup then cosine to 1e-5
+        # What the released table says of the schedule: cosine decay to an absolute floor of
+        # 1e-5 (the "mlr1e-5" in every exp_name), i.e. min_lr_ratio = 1e-5 / lr per run. The
+        # warmup is not in the table: it stays unknown, and an export asks for it.
+        "schedule": "cosine",
+        "min_lr_ratio": STEPLAW_MIN_LR / frame["lr"].astype(float),
     })
-    optional = {"N": "n_params_total", "M": "flops_per_token", "h": "d_model", "numl": "n_layers",
+    # Step Law's N is a non-embedding count (total for MoE experts, but without embeddings):
+    # the table has no total with embeddings, so n_params_total stays null rather than wrong.
+    optional = {"M": "flops_per_token", "h": "d_model", "numl": "n_layers",
                 "numh": "n_heads", "smooth loss": "smoothed_train_loss", "ti": "steps",
                 "total_time": "wall_seconds", "exp_name": "shape"}
     for column, target in optional.items():

@@ -106,10 +106,12 @@ class TargetReport:
         """The regret table printed by ``sweeper target``."""
         best = self.best
         p = self.prediction
+        interval = ("undetermined" if p.lr_interval is None
+                    else f"[{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]")
         lines = [
             f"target {self.shape.name}: N={self.shape.n_params_nonembedding:,} (asked {self.requested_params:.4g})"
             f" D={self.tokens:,} seq_len={self.shape.seq_len}",
-            f"predicted lr {p.lr:.4g} (95% [{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]),"
+            f"predicted lr {p.lr:.4g} (95% {interval}),"
             f" batch {p.batch_size_sequences} sequences = {p.batch_size_sequences * self.shape.seq_len} tokens"
             f" (law: {p.batch_size_tokens:.0f}); extrapolation N x{p.extrapolation_n_params:.3g}"
             f" D x{p.extrapolation_tokens:.3g}",

@@ -126,13 +126,27 @@ def test_fit_then_predict(smoke_run: SweepRun) -> None:
     assert fit
     assert any(p.suffix == ".png" for p in (smoke_run.run_dir / "plots").iterdir())
     assert "near-optimal" in fitted.stdout and "R" in fitted.stdout
-    predicted = sweeper("predict", str(fit_json), "--params", "5e6", "--tokens", "1e8", "--seq-len", "256", "--json")
+    # 5e6 parameters on 1e8 tokens is hundreds of times beyond the smoke ladder (N <= 1.3e4,
+    # D <= 3.2e4): past the extrapolation limit, so predict refuses and says how to force it.
+    args = ("predict", str(fit_json), "--params", "5e6", "--tokens", "1e8", "--seq-len", "256", "--json")
+    refused = sweeper(*args)
+    assert refused.returncode == 2 and "extrapolation limit" in refused.stderr and "--force" in refused.stderr
+    assert refused.stdout == ""
+    predicted = sweeper(*args, "--force")
     assert predicted.returncode == 0, predicted.stderr
     prediction = json.loads(predicted.stdout)
     for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval", "batch_size_tokens_interval"):
         assert key in prediction
-    low, high = prediction["lr_interval"]
-    assert low <= prediction["lr"] <= high
+    assert prediction["forced"] and "FORCED" in predicted.stderr and "beyond" in predicted.stderr
+    # What the method guarantees: an interval is either stored as undetermined (null, with the
+    # law saying why) or is a range of positive width; never a zero-width "precise" one.
+    for law_name, key in (("lr_law", "lr_interval"), ("batch_law", "batch_size_tokens_interval")):
+        law = fit[law_name]
+        if law["determined"]:
+            low, high = prediction[key]
+            assert 0 < low < high
+        else:
+            assert prediction[key] is None and law["undetermined"]
+            assert all(interval is None for interval in law["intervals"].values())
+    assert prediction["lr"] > 0
     assert prediction["batch_size_sequences"] == max(1, round(prediction["batch_size_tokens"] / 256))
-    # 5e6 parameters is far beyond the smoke ladder: the user must be told.
-    assert "beyond" in predicted.stderr or "outside" in predicted.stderr

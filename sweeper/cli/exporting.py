@@ -32,18 +32,36 @@ _FORMATS = ("json", "yaml", "csv", "parquet", "hf", "torchtitan", "megatron", "n
               help="Sequences per rank per forward pass [default: batch / world size].")
 @click.option("--only", "only", multiple=True, metavar="NAME",
               help="Export only these targets (repeat); nanogpt needs exactly one.")
+@click.option("--force", is_flag=True,
+              help="Export numbers that would be refused (undetermined law, extrapolation past the"
+                   " limit, batch rounding > 2x), each reason as a FORCED warning in the output.")
+@click.option("--schedule", "schedule_kind", type=click.Choice(["cosine", "constant", "wsd"]), default=None,
+              help="The proxies' lr schedule, for a fit that recorded none (an imported table).")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="With --schedule: warmup steps.")
+@click.option("--warmup-fraction", type=float, default=None, help="With --schedule: warmup share of the steps.")
+@click.option("--min-lr-ratio", type=float, default=None, help="With --schedule: final lr / peak lr.")
+@click.option("--decay-fraction", type=float, default=None, help="With --schedule wsd: decay share of the steps.")
 def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, round_to: int | None,
-                   world_size: int, micro_batch: int | None, only: tuple[str, ...]) -> None:
+                   world_size: int, micro_batch: int | None, only: tuple[str, ...], force: bool,
+                   schedule_kind: str | None, warmup_steps: int | None, warmup_fraction: float | None,
+                   min_lr_ratio: float | None, decay_fraction: float | None) -> None:
     """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
     from sweeper.export import ExportError, export, load_targets
 
+    options = {"warmup_steps": warmup_steps, "warmup_fraction": warmup_fraction,
+               "min_lr_ratio": min_lr_ratio, "decay_fraction": decay_fraction}
+    given = {key: value for key, value in options.items() if value is not None}
+    if given and schedule_kind is None:
+        raise ExportError(f"--{next(iter(given)).replace('_', '-')} needs --schedule (cosine, constant or wsd)")
+    schedule = {"kind": schedule_kind, **given} if schedule_kind else None
     targets = load_targets(targets_path)
     if only:
         unknown = sorted(set(only) - {t.name for t in targets})
         if unknown:
             raise ExportError(f"--only names no target in {targets_path}: {', '.join(unknown)}")
         targets = [t for t in targets if t.name in only]
-    payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size, micro_batch=micro_batch)
+    payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size,
+                     micro_batch=micro_batch, force=force, schedule=schedule)
     atomic_write(out, payload)
     click.echo(f"wrote {len(targets)} target(s) as {fmt} to {out}")
 

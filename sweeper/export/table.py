@@ -36,6 +36,7 @@ import yaml
 
 from sweeper.errors import SweeperError
 from sweeper.hparams import Hparams, HparamsError, load_hparams
+from sweeper.uncertainty import refusal_message, rounding_refusal
 
 SCHEMA_NAME = "sweeper.hparams"
 SCHEMA_VERSION = 1
@@ -96,12 +97,14 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def proxy_schedule(hp: Hparams) -> dict[str, Any]:
+def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """The schedule the proxies trained with: fit.json's ``schedule`` when present, else the
-    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it).
-    Returns kind, warmup_fraction, min_lr_ratio, decay_fraction and ``source``."""
-    unknown = {"kind": "unknown", "warmup_fraction": None, "min_lr_ratio": None,
-               "decay_fraction": None, "source": None}
+    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it),
+    else ``given`` (the user's ``export --schedule ...``, for fits that recorded none; refused
+    when the fit records one, since the lr was fitted under that one).
+    Returns kind, warmup_fraction, warmup_steps, min_lr_ratio, decay_fraction and ``source``."""
+    unknown = {"kind": "unknown", "warmup_fraction": None, "warmup_steps": None,
+               "min_lr_ratio": None, "decay_fraction": None, "source": None}
     schedule, source = hp.document.get("schedule"), "fit.json"
     if not isinstance(schedule, dict) and hp.path is not None:
         recipe_path = Path(hp.path).parent / "recipe.yaml"
@@ -110,11 +113,29 @@ def proxy_schedule(hp: Hparams) -> dict[str, Any]:
             source = str(recipe_path)
         except (OSError, yaml.YAMLError, AttributeError):
             schedule = None
+    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
+
+    if given:
+        needed = ["--warmup-steps or --warmup-fraction"] if given.get("warmup_steps") is None and \
+            given.get("warmup_fraction") is None else []
+        needed += [f"--{key.replace('_', '-')}" for key in
+                   {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}
+                   .get(str(given.get("kind")), []) if given.get(key) is None]
+        if needed:  # no silent defaults: the target's schedule must be the proxies', stated
+            raise ExportError(f"--schedule {given.get('kind')} needs {', '.join(needed)}")
+        if isinstance(schedule, dict):
+            raise ExportError(f"the fit records the proxies' schedule ({source}: {schedule}); the lr"
+                              " was fitted under it, so --schedule and its options are refused")
+        try:
+            parsed = Schedule.model_validate(given)
+        except ValueError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}"
+                                 for e in error.errors())  # type: ignore[attr-defined]
+            raise ExportError(f"--schedule options: {problems}") from None
+        return {**parsed.model_dump(), "source": "export options"}
     if not isinstance(schedule, dict):
         return unknown
     # Fill the recipe's defaults (sweeper.recipe.Schedule) for keys a hand-written file omits.
-    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
-
     try:
         parsed = Schedule.model_validate(schedule)
     except ValueError:
@@ -126,21 +147,32 @@ def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1) -> dict[str, Any]:
-    """One table record for ``target`` (see the module docstring for the contract)."""
+def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1,
+                 force: bool = False, schedule: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One table record for ``target`` (see the module docstring for the contract).
+    Refused (ExportError) as ``Hparams.predict`` refuses, and when rounding to ``round_to``
+    moves the batch more than 2x; ``force`` carries each reason as a FORCED warning."""
     if round_to < 1:
         raise ExportError("--round-to must be a positive integer")
     try:
-        p = hp.predict(target.params, target.tokens, target.seq_len)
+        p = hp.predict(target.params, target.tokens, target.seq_len, force=force)
     except HparamsError as error:
         raise ExportError(f"target {target.name}: {error}") from None
-    schedule = proxy_schedule(hp)
+    schedule = proxy_schedule(hp, schedule)
     exact = p.batch_size_tokens / target.seq_len
     sequences = _round_to_multiple(exact, round_to)
     tokens_used = sequences * target.seq_len
+    rounding = rounding_refusal(p.batch_size_tokens, sequences, target.seq_len) if round_to > 1 else None
+    if rounding and not force:
+        raise ExportError(f"target {target.name}: {refusal_message([rounding])}")
+    if rounding:
+        p.warnings.insert(0, f"FORCED: {rounding}")
+    lr_iv, b_iv, s_iv = p.lr_interval, p.batch_size_tokens_interval, p.batch_size_sequences_interval
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
-    warmup = (int(round(schedule["warmup_fraction"] * steps))
+    # A fixed warmup count is used as is (the same for every run, as the proxies did).
+    warmup = (schedule["warmup_steps"] if schedule.get("warmup_steps") is not None else
+              int(round(schedule["warmup_fraction"] * steps))
               if schedule["warmup_fraction"] is not None else None)
     rng = hp.range
     return {
@@ -150,14 +182,14 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "tokens": target.tokens,
         "seq_len": target.seq_len,
         "lr": p.lr,
-        "lr_low": p.lr_interval[0],
-        "lr_high": p.lr_interval[1],
+        "lr_low": lr_iv[0] if lr_iv else None,  # null: the law's interval is undetermined
+        "lr_high": lr_iv[1] if lr_iv else None,
         "batch_size_tokens": p.batch_size_tokens,
-        "batch_size_tokens_low": p.batch_size_tokens_interval[0],
-        "batch_size_tokens_high": p.batch_size_tokens_interval[1],
+        "batch_size_tokens_low": b_iv[0] if b_iv else None,
+        "batch_size_tokens_high": b_iv[1] if b_iv else None,
         "batch_size_sequences": sequences,
-        "batch_size_sequences_low": p.batch_size_sequences_interval[0],
-        "batch_size_sequences_high": p.batch_size_sequences_interval[1],
+        "batch_size_sequences_low": s_iv[0] if s_iv else None,
+        "batch_size_sequences_high": s_iv[1] if s_iv else None,
         "batch_size_sequences_exact": exact,
         "batch_round_to": round_to,
         "batch_size_tokens_used": tokens_used,
@@ -176,6 +208,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "extrapolation_params": p.extrapolation_n_params,
         "extrapolation_tokens": p.extrapolation_tokens,
         "warnings": "; ".join(p.warnings),
+        "forced": bool(p.forced) or bool(rounding),
         "fit_sha256": fit_sha256,
         "fit_created_at": hp.document.get("created_at"),
         "sweep": hp.document.get("sweep"),
@@ -196,7 +229,8 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     }
 
 
-def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1) -> list[dict[str, Any]]:
+def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1,
+                  force: bool = False, schedule: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Records for every target, from the fit at ``fit_json`` (a fit.json or its folder)."""
     try:
         hp = load_hparams(fit_json)
@@ -204,7 +238,7 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
         raise ExportError(str(error)) from None
     assert hp.path is not None  # load_hparams records the file it read
     digest = sha256_of(Path(hp.path))
-    return [build_record(hp, target, digest, round_to) for target in targets]
+    return [build_record(hp, target, digest, round_to, force, schedule) for target in targets]
 
 
 # Column types of the Parquet table: explicit, so an all-null column (no loss law) keeps its
@@ -244,7 +278,8 @@ def render_table(records: list[dict[str, Any]], fmt: str) -> str | bytes:
         import pyarrow.parquet as pq
 
         fields = [pa.field(k, pa.string() if k in _STRING_COLUMNS else
-                           pa.int64() if k in _INT_COLUMNS else pa.float64())
+                           pa.int64() if k in _INT_COLUMNS else
+                           pa.bool_() if k == "forced" else pa.float64())
                   for k in records[0]]
         schema = pa.schema(fields, metadata={"kind": SCHEMA_NAME, "schema_version": str(SCHEMA_VERSION)})
         table = pa.Table.from_pylist(records, schema=schema)

@@ -19,7 +19,7 @@ from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict
 from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.losslaw import LossLawFit
 from sweeper.fit.power import PowerSchedulerFit
-from sweeper.fit.summary import format_law
+from sweeper.fit.summary import evaluation_lines, format_law
 
 BOOTSTRAP_SCHEME = (
     "two-stage: cells drawn with replacement, then each drawn cell's runs resampled"
@@ -43,6 +43,7 @@ class FitReport:
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    choice: Any = None  # auto.Choice when --estimator auto chose the estimator
 
     @property
     def estimator(self) -> str:
@@ -123,6 +124,8 @@ class FitReport:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "estimator": self.estimator,
             "estimator_source": self.selected.estimator.source,
+            "estimator_choice": (self.choice.to_dict() if self.choice is not None
+                                 else {"requested": self.estimator, "chosen": self.estimator}),
             "bootstrap": {"n_requested": self.n_bootstrap, "scheme": BOOTSTRAP_SCHEME,
                           "seed": self.seed, "interval": "percentile, 95%"},
             "lr_law": law_to_dict(self.lr_law, with_samples=True),
@@ -155,8 +158,10 @@ class FitReport:
             f" {sweep.n_diverged} runs excluded as diverged (loss far above the cell's best)"
             + (f"; {sweep.snapped_values} grid values re-rounded" if sweep.snapped_values else ""),
             f"estimator: {self.estimator} -- {self.selected.estimator.source}",
-            "",
         ]
+        if self.choice is not None:
+            lines.append(f"  chosen by --estimator auto: {self.choice.reason}")
+        lines.append("")
         lines += format_law("learning rate", self.lr_law)
         lines += format_law("batch size (tokens)", self.batch_law)
         if self.n_bootstrap:
@@ -183,11 +188,7 @@ class FitReport:
         if self.evaluations:
             lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                       " point / cell's best - 1):"]
-            lines.append(f"  {'estimator':<10} {'mean':>9} {'median':>9} {'worst':>9}  cells")
-            for name, ev in self.evaluations.items():
-                marker = "  <- selected" if name == self.estimator else ""
-                lines.append(f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
-                             f"  {ev.n_evaluated}{marker}")
+            lines += evaluation_lines(self.evaluations, self.estimator, chosen=self.choice is not None)
             for name, fit in self.fits.items():
                 if name == self.estimator:
                     continue
