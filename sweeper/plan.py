@@ -71,6 +71,12 @@ def fusion_key(spec: TrialSpec) -> tuple:
     )
 
 
+def budget_line_key(spec: TrialSpec) -> tuple:
+    """Trials with equal keys differ only in token budget: the budgets of one run (shape,
+    lr, batch, seed, schedule), which WSD branching trains as one (train/branching.py)."""
+    return (*fusion_key(spec), spec.lr, spec.schedule)
+
+
 def trial_identity(fields: dict) -> str:
     """sha256 of the canonical JSON of the fields that determine a run, first 16 hex digits."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=float)
@@ -180,6 +186,7 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
 __all__ = [
     "Cell",
     "TrialSpec",
+    "budget_line_key",
     "cell_id_for",
     "estimate_group_memory_bytes",
     "estimate_trial_memory_bytes",

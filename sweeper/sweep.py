@@ -24,6 +24,7 @@ import yaml
 from sweeper.outcome import STATUSES, TrialOutcome
 from sweeper.plan import (
     TrialSpec,
+    budget_line_key,
     estimate_group_memory_bytes,
     estimate_trial_memory_bytes,
     fusion_key,
@@ -56,6 +57,7 @@ class SweepSummary:
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     max_failed_fraction: float = 0.0
+    training: dict = field(default_factory=dict)  # budgets, tokens and saving (branching.BranchingPlan)
 
     @property
     def failed_fraction(self) -> float:
@@ -146,13 +148,17 @@ def save_recipe(recipe: Recipe, run_dir: Path) -> None:
     os.replace(temporary, path)
 
 
-def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
+def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: list[tuple[TrialSpec, int]] = ()) -> None:
     """Refuse a sweep whose largest trial cannot fit the memory it may use: the recipe's
-    ``resources.memory_gb`` when given, else this machine's physical memory."""
+    ``resources.memory_gb`` when given, else this machine's physical memory. ``branches``:
+    (trunk, model copies at once) of each WSD run whose budgets branch in one task."""
     if not specs:
         return
     largest = max(specs, key=estimate_trial_memory_bytes)
     need = estimate_trial_memory_bytes(largest)
+    for trunk, copies in branches:
+        if estimate_group_memory_bytes(trunk, copies) > need:
+            largest, need = trunk, estimate_group_memory_bytes(trunk, copies)
     if recipe.resources.memory_gb is not None:
         limit, what = recipe.resources.memory_gb * 2**30, f"resources.memory_gb = {recipe.resources.memory_gb:g}"
     else:
@@ -160,7 +166,8 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
     if need > limit:
         raise SweepError(
             f"trial {largest.label} needs about {need / 2**30:.1f} GiB (estimated: weights, AdamW "
-            f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}) but "
+            f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}"
+            f"{', with its wsd branch copies' if need > estimate_trial_memory_bytes(largest) else ''}) but "
             f"{what} is {limit / 2**30:.1f} GiB; use smaller shapes or batches, or more memory"
         )
 
@@ -202,6 +209,13 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
     return members
 
 
+def whole_runs(members: Callable[[TrialSpec], int], specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
+    """``members`` raised to the number of token budgets of each trial's run, so that WSD
+    budgets that branch from one run always share its task (train/branching.py)."""
+    budgets = Counter(map(budget_line_key, specs))
+    return lambda spec: max(members(spec), budgets[budget_line_key(spec)])
+
+
 def run_sweep(
     recipe: Recipe,
     run_dir: Path,
@@ -212,17 +226,24 @@ def run_sweep(
     on_start: Callable[[int, int, str | None], None] | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
+    on_plan: Callable[[str], None] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs);
+    ``on_plan`` hears one line on budgets, tokens to train and WSD branching."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.schedule import SweepStudy
     from sweeper.train import data_identity
+    from sweeper.train.branching import branch_groups, plan_branching
 
     run_dir = Path(run_dir)
     specs = plan_trials(recipe, data_identity(recipe.data))
-    check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    # Before the run folder exists: a refused sweep writes nothing.
+    check_memory(specs, recipe, branch_groups(specs))
+    branching = plan_branching(specs)
+    if on_plan is not None:
+        on_plan(branching.note)
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
@@ -239,6 +260,7 @@ def run_sweep(
             planned=len(specs),
             already_recorded=len(specs) - len(pending),
             max_failed_fraction=recipe.max_failed_fraction,
+            training=branching.as_dict(),
         )
         if pending:  # nothing to run: no cluster to start
             cluster = connect(address, num_cpus=num_cpus)
@@ -254,7 +276,10 @@ def run_sweep(
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
+            line = budget_line_key if branching.branched else None
+            if line is not None:
+                members = whole_runs(members, specs)
+            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts, line)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
@@ -269,7 +294,7 @@ def run_sweep(
 
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
-           failed_attempts: dict[str, int]) -> None:
+           failed_attempts: dict[str, int], line: Callable[[TrialSpec], tuple] | None = None) -> None:
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(study.study.study_name)
@@ -277,7 +302,7 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
     while pending:
         runnable = pending - executor.running_ids()
         while runnable and len(executor.in_flight) < executor.capacity():
-            group = study.next_group(runnable, max_members, fusion_key)
+            group = study.next_group(runnable, max_members, fusion_key, line)
             if not group:
                 break
             executor.submit([asked.spec for asked in group])
@@ -317,6 +342,7 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
             "already_recorded": summary.already_recorded,
             "counts": {status: summary.counts.get(status, 0) for status in STATUSES},
             "dashboard_url": summary.dashboard_url,
+            "training": summary.training,
             "running": [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {})} for s in running],
         },
     )

@@ -69,7 +69,8 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
+                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True),
+                            on_plan=click.echo)
     except SweepError as error:
         fail(str(error), code=error.exit_code)
         raise AssertionError("unreachable")
@@ -190,6 +191,7 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         "best_per_cell": best,
         "problems": read.problems,
         "dashboard_url": progress.get("dashboard_url"),
+        "training": progress.get("training") or None,
     }
     for problem in read.problems:
         click.echo(f"warning: {problem}", err=True)
@@ -203,6 +205,8 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         + (f", {len(running)} running" if running else "")
         + (f", {pending} pending" if pending else "")
     )
+    if report["training"]:
+        click.echo(f"plan: {report['training']['note']}")
     for item in running:
         click.echo(f"  {item.get('state', 'running')}: {item['label']}{_node_words(item)}")
     if best:

@@ -147,21 +147,30 @@ class SweepStudy:
         runnable: set[str],
         max_members: Callable[[TrialSpec], int],
         key: Callable[[TrialSpec], tuple],
+        line: Callable[[TrialSpec], tuple] | None = None,
     ) -> list[Asked]:
         """The sampler's next trial plus up to ``max_members(it) - 1`` runnable trials with
         the same ``key`` (trials that can train fused). Each member is its own Optuna trial,
-        so the study sees one trial per configuration whether or not it ran fused."""
+        so the study sees one trial per configuration whether or not it ran fused.
+
+        With ``line``, trials of one ``line`` value go together or not at all (WSD budgets of
+        one run, which branch from one trunk): first the chosen trial's line-mates, then
+        whole lines in plan order while they fit."""
         first = self.next_trial(runnable)
         if first is None:
             return []
         group = [first]
         group_key = key(first.spec)
         limit = max_members(first.spec)
+        together = line or (lambda spec: spec.trial_id)
+        lines: dict[tuple, list[TrialSpec]] = {}
         for spec in self.specs_by_key.values():
-            if len(group) >= limit:
-                break
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
-                group.append(self._ask_fixed(spec))
+                lines.setdefault(together(spec), []).append(spec)
+        own = lines.pop(together(first.spec), [])
+        for mates in [own, *lines.values()]:
+            if len(group) + len(mates) <= limit:
+                group.extend(self._ask_fixed(spec) for spec in mates)
         return group
 
     def _ask_fixed(self, spec: TrialSpec) -> Asked:
