@@ -8,7 +8,8 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import fusion_key, plan_trials
+from sweeper.plan import plan_trials
+from sweeper.trainspec import fusion_key
 from sweeper.recipe import parse_recipe
 from sweeper.schedule import STUDY_FILE, SweepStudy
 from tests.conftest import MINIMAL_RECIPE
@@ -86,8 +87,8 @@ def test_a_dead_drivers_trials_are_closed_and_asked_again(tmp_path: Path) -> Non
 
 
 def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None:
-    from sweeper.plan import budget_line_key
-    from sweeper.sweep import whole_runs
+    from sweeper.plan import whole_runs
+    from sweeper.trainspec import budget_line_key
 
     recipe = parse_recipe({
         **MINIMAL_RECIPE,
@@ -97,11 +98,11 @@ def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None
     })
     specs = plan_trials(recipe, "data0")
     for fused in (1, 7):  # K = 1 ('off') is raised to a run's 3 budgets; K = 7 holds 2 runs
-        study = SweepStudy.open(f"k{fused}", specs, tmp_path)
+        study = SweepStudy.open(f"k{fused}", specs, tmp_path, line=budget_line_key)
         members = whole_runs(lambda spec: fused, specs)
         runnable = {s.trial_id for s in specs}
         sizes = []
-        while group := study.next_group(runnable, members, fusion_key, budget_line_key):
+        while group := study.next_group(runnable, members, fusion_key):
             lines = {budget_line_key(a.spec) for a in group}
             assert sorted(len([a for a in group if budget_line_key(a.spec) == line]) for line in lines) == [3] * len(lines)
             sizes.append(len(group))

@@ -14,7 +14,8 @@ import pytest
 
 from sweeper.plan import estimate_group_memory_bytes, estimate_trial_memory_bytes, plan_trials
 from sweeper.recipe import parse_recipe
-from sweeper.sweep import SweepError, check_memory
+from sweeper.errors import SweeperError
+from sweeper.sweep import check_memory
 from sweeper.train.branching import branch_groups, fork_points
 from tests.conftest import MINIMAL_RECIPE
 from tests.test_failures import kill_session, start_driver, sweeper, trial_worker_pids, wait_for, write_recipe
@@ -47,7 +48,7 @@ def test_the_memory_check_counts_the_branch_copies() -> None:
     alone, with_branch = estimate_trial_memory_bytes(specs[0]), estimate_group_memory_bytes(specs[0], 2)
     between = parse_recipe({**recipe.model_dump(), "resources": {"memory_gb": (alone + with_branch) / 2 / 2**30}})
     check_memory(specs, between)  # each trial alone fits
-    with pytest.raises(SweepError, match="wsd branch copies"):
+    with pytest.raises(SweeperError, match="wsd branch copies"):
         check_memory(specs, between, groups)
 
 

@@ -23,14 +23,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from sweeper.outcome import TrialOutcome
+from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 
 STUDY_FILE = "optuna.journal"
-
-# ERROR, not WARNING: the sampler warns when it re-proposes a visited point, which this loop
-# expects after a restart and handles (see next_trial).
-optuna.logging.set_verbosity(logging.ERROR)
 
 
 def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
@@ -77,8 +73,11 @@ class Asked:
 class SweepStudy:
     """The ask/tell side of a sweep over a fixed plan of trial specs."""
 
-    def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec],
+                 line: Callable[[TrialSpec], tuple] | None = None):
         self.study = study
+        # Trials of one ``line`` value are handed out together or not at all (next_group).
+        self.line = line
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
         self.distributions = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
@@ -95,7 +94,13 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
+        line: Callable[[TrialSpec], tuple] | None = None,
     ) -> "SweepStudy":
+        # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
+        # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
+        # next_trial). Set when a driver opens its study, not at import, so that importing
+        # sweeper leaves the user's Optuna logging alone.
+        optuna.logging.set_verbosity(logging.ERROR)
         with warnings.catch_warnings():
             # BruteForceSampler is marked experimental; its contract is all this loop uses.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -107,7 +112,7 @@ class SweepStudy:
             direction="minimize",
             load_if_exists=True,
         )
-        return cls(study, specs)
+        return cls(study, specs, line)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
         """Close trials a dead driver left RUNNING: told with the recorded result where the
@@ -147,22 +152,21 @@ class SweepStudy:
         runnable: set[str],
         max_members: Callable[[TrialSpec], int],
         key: Callable[[TrialSpec], tuple],
-        line: Callable[[TrialSpec], tuple] | None = None,
     ) -> list[Asked]:
         """The sampler's next trial plus up to ``max_members(it) - 1`` runnable trials with
         the same ``key`` (trials that can train fused). Each member is its own Optuna trial,
         so the study sees one trial per configuration whether or not it ran fused.
 
-        With ``line``, trials of one ``line`` value go together or not at all (WSD budgets of
-        one run, which branch from one trunk): first the chosen trial's line-mates, then
-        whole lines in plan order while they fit."""
+        With the study's ``line``, trials of one line value go together or not at all (the
+        WSD budgets of one run, which branch from one trunk): first the chosen trial's
+        line-mates, then whole lines in plan order while they fit."""
         first = self.next_trial(runnable)
         if first is None:
             return []
         group = [first]
         group_key = key(first.spec)
         limit = max_members(first.spec)
-        together = line or (lambda spec: spec.trial_id)
+        together = self.line or (lambda spec: spec.trial_id)
         lines: dict[tuple, list[TrialSpec]] = {}
         for spec in self.specs_by_key.values():
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
@@ -186,7 +190,7 @@ class SweepStudy:
         self._close(asked.trial.number, outcome.status, outcome.final_val_loss)
 
     def _close(self, number: int, status: str, loss: float) -> None:
-        if status == "complete" and math.isfinite(loss):
+        if status == TrialStatus.COMPLETE and math.isfinite(loss):
             self.study.tell(number, loss)
         else:
             # Diverged and failed runs have no loss to compare; FAIL keeps them out of

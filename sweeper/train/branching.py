@@ -25,16 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec, budget_line_key
 from sweeper.train.fused import run_fused
 from sweeper.train.schedules import decay_steps, lr_table
+from sweeper.trainspec import TrainSpec, as_train_spec, budget_line_key
 
 Fork = tuple[int, int]  # (parent member, the step after whose update the member forks)
+# The planning functions take TrainSpecs or planned TrialSpecs (the driver counts with these
+# without reading them into TrainSpecs); they read steps, lr, schedule and batch tokens only.
+Spec = Any
 
 
-def budget_lines(specs: Sequence[TrialSpec]) -> list[list[int]]:
+def budget_lines(specs: Sequence[Spec]) -> list[list[int]]:
     """Indices of ``specs`` grouped by ``plan.budget_line_key`` (trials differing only in
     token budget), in order of first appearance."""
     lines: dict[tuple, list[int]] = {}
@@ -43,7 +47,7 @@ def budget_lines(specs: Sequence[TrialSpec]) -> list[list[int]]:
     return list(lines.values())
 
 
-def fork_points(specs: Sequence[TrialSpec]) -> dict[int, Fork]:
+def fork_points(specs: Sequence[Spec]) -> dict[int, Fork]:
     """member -> (trunk, decay start) for every member of ``specs`` that can branch from the
     longest budget of its line; members not listed train from the initial weights."""
     forks: dict[int, Fork] = {}
@@ -51,16 +55,21 @@ def fork_points(specs: Sequence[TrialSpec]) -> dict[int, Fork]:
         if len(line) < 2 or specs[line[0]].schedule.kind != "wsd":
             continue
         trunk = max(line, key=lambda member: specs[member].steps)  # the first of the longest
-        trunk_lrs = lr_table(specs[trunk].steps, specs[trunk].lr, specs[trunk].schedule)
+        trunk_lrs = _lrs(specs[trunk])
         for member in line:
-            spec = specs[member]
+            spec = as_train_spec(specs[member])
             start = spec.steps - decay_steps(spec.steps, spec.schedule)
-            if member != trunk and start >= 1 and lr_table(spec.steps, spec.lr, spec.schedule)[:start] == trunk_lrs[:start]:
+            if member != trunk and start >= 1 and _lrs(spec)[:start] == trunk_lrs[:start]:
                 forks[member] = (trunk, start)
     return forks
 
 
-def tokens_trained(specs: Sequence[TrialSpec], forks: dict[int, Fork]) -> int:
+def _lrs(spec: Spec) -> list[float]:
+    spec = as_train_spec(spec)
+    return lr_table(spec.steps, spec.lr, spec.schedule)
+
+
+def tokens_trained(specs: Sequence[Spec], forks: dict[int, Fork]) -> int:
     """Tokens the stack trains on: a forked member only from its fork on."""
     return sum(
         (spec.steps - (forks[member][1] if member in forks else 0)) * spec.batch_size_tokens
@@ -68,7 +77,7 @@ def tokens_trained(specs: Sequence[TrialSpec], forks: dict[int, Fork]) -> int:
     )
 
 
-def peak_rows(specs: Sequence[TrialSpec], forks: dict[int, Fork]) -> int:
+def peak_rows(specs: Sequence[Spec], forks: dict[int, Fork]) -> int:
     """Most stack rows (model copies with their AdamW state) alive at once: a member holds a
     row from its start (0, or its fork) to its last step; at one step, members that end leave
     before the forks arrive."""
@@ -83,7 +92,7 @@ def peak_rows(specs: Sequence[TrialSpec], forks: dict[int, Fork]) -> int:
     return peak
 
 
-def branch_groups(specs: Sequence[TrialSpec]) -> list[tuple[TrialSpec, int]]:
+def branch_groups(specs: Sequence[Spec]) -> list[tuple[Spec, int]]:
     """(trunk, peak rows) of every line that branches: what one of its tasks holds at once,
     for the memory check."""
     groups = []
@@ -116,7 +125,7 @@ class BranchingPlan:
         return {**asdict(self), "saving": self.saving}
 
 
-def plan_branching(specs: Sequence[TrialSpec]) -> BranchingPlan:
+def plan_branching(specs: Sequence[Spec]) -> BranchingPlan:
     """Budgets, tokens and the saving of ``specs`` when each line trains in one task (the
     driver keeps lines whole when any member branches)."""
     forks = fork_points(specs)
@@ -147,7 +156,8 @@ def plan_branching(specs: Sequence[TrialSpec]) -> BranchingPlan:
     return BranchingPlan(budgets, len(specs), len(forks), planned, to_train, note)
 
 
-def run_branched(specs: list[TrialSpec], *, threads: int | None = None, device: str | None = None) -> list[TrialOutcome]:
+def run_branched(specs: list[TrainSpec] | list[Any], *, threads: int | None = None,
+                 device: str | None = None) -> list[TrialOutcome]:
     """``fused.run_fused(specs)`` with every member that can branch forked from its trunk;
     outcome ``i`` belongs to ``specs[i]``, as if it had run alone."""
     return run_fused(specs, threads=threads, device=device, forks=fork_points(specs))
