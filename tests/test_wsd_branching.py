@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sweeper.errors import SweeperError
 from sweeper.sweep import check_memory
 from sweeper.train.branching import branch_groups, fork_points
 from tests.conftest import MINIMAL_RECIPE
-from tests.test_failures import kill_session, start_driver, sweeper, trial_worker_pids, wait_for, write_recipe
+from tests.test_failures import kill_session, start_driver, sweeper, wait_for, write_recipe
 
 # One run of 4 budgets (50, 100, 200, 400 steps of 8 x 64 tokens), unfused: the budgets go
 # to one task all the same, and it lasts a few seconds, so a worker can be killed in it.
@@ -52,14 +53,22 @@ def test_the_memory_check_counts_the_branch_copies() -> None:
         check_memory(specs, between, groups)
 
 
+def task_workers(driver: subprocess.Popen) -> list[int]:
+    """Ray workers running a trial task for ``driver``'s own cluster: its session only (the
+    driver starts a session of its own), never another Ray on the same machine."""
+    listing = subprocess.run(["pgrep", "-s", str(driver.pid), "-f", "^ray::(trial|fused) "],
+                             capture_output=True, text=True)
+    return [int(pid) for pid in listing.stdout.split()]
+
+
 @pytest.mark.slow
 def test_a_branching_sweep_records_every_budget_once_even_when_its_worker_dies(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     driver = start_driver("submit", str(write_recipe(tmp_path, WSD_RECIPE)), "--out", str(run_dir))
     try:
-        wait_for(lambda: trial_worker_pids(), 90, "the branching task to start on a Ray worker")
+        wait_for(lambda: task_workers(driver), 90, "the branching task to start on a Ray worker")
         time.sleep(1.0)
-        for pid in trial_worker_pids()[:1]:  # none left if the task already ended
+        for pid in task_workers(driver)[:1]:  # none left if the task already ended
             os.kill(pid, signal.SIGKILL)  # Ray re-runs the whole task
         stdout, stderr = driver.communicate(timeout=240)
     finally:
