@@ -63,7 +63,7 @@ class UpdateCounter:
         self.rows = 0
         self._step = fused_module.StackedAdamW.step
 
-    def __enter__(self) -> "UpdateCounter":
+    def __enter__(self) -> UpdateCounter:
         original, counter = self._step, self
 
         def counting(optimizer, lrs):  # noqa: ANN001

@@ -99,7 +99,7 @@ def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None
     specs = plan_trials(recipe, "data0")
     for fused in (1, 7):  # K = 1 ('off') is raised to a run's 3 budgets; K = 7 holds 2 runs
         study = SweepStudy.open(f"k{fused}", specs, tmp_path, line=budget_line_key)
-        members = whole_runs(lambda spec: fused, specs)
+        members = whole_runs(lambda spec, k=fused: k, specs)
         runnable = {s.trial_id for s in specs}
         sizes = []
         while group := study.next_group(runnable, members, fusion_key):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sweeper.errors import SweeperError
 from sweeper.plan import estimate_group_memory_bytes, estimate_trial_memory_bytes, plan_trials
 from sweeper.recipe import parse_recipe
-from sweeper.errors import SweeperError
 from sweeper.sweep import check_memory
 from sweeper.train.branching import branch_groups, fork_points
 from tests.conftest import MINIMAL_RECIPE

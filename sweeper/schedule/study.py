@@ -166,7 +166,7 @@ class SweepStudy:
         group = [first]
         group_key = key(first.spec)
         limit = max_members(first.spec)
-        together = self.line or (lambda spec: spec.trial_id)
+        together = self.line or (lambda spec: (spec.trial_id,))
         lines: dict[tuple, list[TrialSpec]] = {}
         for spec in self.specs_by_key.values():
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:

@@ -61,7 +61,7 @@ class TrialMonitor:
         """The update of ``step`` was applied."""
         self.steps_done = step
 
-    def adopt(self, parent: "TrialMonitor") -> None:
+    def adopt(self, parent: TrialMonitor) -> None:
         """Take over ``parent``'s history so far: this trial's run was ``parent``'s up to now
         (a WSD branch at its decay start, see branching.py)."""
         self.curve = [replace(point) for point in parent.curve]
