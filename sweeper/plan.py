@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from sweeper.recipe import DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
-from sweeper.trainspec import fusion_key
+from sweeper.trainspec import budget_line_key, fusion_key
 
 
 class TrialSpec(BaseModel):
@@ -216,6 +216,14 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
     return members
 
 
+def whole_runs(members: Callable[[TrialSpec], int], specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
+    """``members`` raised to the number of token budgets of each trial's run, so that WSD
+    budgets that branch from one run always share its task (train/branching.py); the
+    schedule hands such runs out whole (schedule.SweepStudy's ``line``)."""
+    budgets = Counter(map(budget_line_key, specs))
+    return lambda spec: max(members(spec), budgets[budget_line_key(spec)])
+
+
 def task_name(specs: list[TrialSpec]) -> str:
     """The Ray task name of a single trial or a fused group (shown in the dashboard)."""
     if len(specs) == 1:
@@ -230,6 +238,7 @@ def task_name(specs: list[TrialSpec]) -> str:
 __all__ = [
     "Cell",
     "TrialSpec",
+    "budget_line_key",
     "cell_id_for",
     "estimate_group_memory_bytes",
     "estimate_trial_memory_bytes",
@@ -239,4 +248,5 @@ __all__ = [
     "plan_trials",
     "task_name",
     "trial_identity",
+    "whole_runs",
 ]

@@ -22,11 +22,18 @@ from typing import Any, Protocol
 
 from sweeper.errors import SweeperError
 from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
-from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, fused_group_size, plan_trials
+from sweeper.plan import (
+    TrialSpec,
+    estimate_group_memory_bytes,
+    estimate_trial_memory_bytes,
+    fused_group_size,
+    plan_trials,
+    whole_runs,
+)
 from sweeper.recipe import Recipe
 from sweeper.results import ResultSink, read_trials
 from sweeper.runfolder import RunFolderLock, save_recipe, write_progress
-from sweeper.trainspec import fusion_key
+from sweeper.trainspec import budget_line_key, fusion_key
 
 # Rows a driver does not run again: a sweep's finished trials and a target's finished points.
 RECORDED_STATUSES = FINISHED_STATUSES | {TrialStatus.TARGET.value}
@@ -42,6 +49,7 @@ class SweepSummary:
     wall_seconds: float = 0.0
     dashboard_url: str | None = None
     max_failed_fraction: float = 0.0
+    training: dict = field(default_factory=dict)  # budgets, tokens and saving (train/branching.py)
 
     @property
     def failed_fraction(self) -> float:
@@ -117,13 +125,17 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
     return finished, failed_attempts, read.problems
 
 
-def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
+def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tuple[TrialSpec, int]] = ()) -> None:
     """Refuse a sweep whose largest trial cannot fit the memory it may use: the recipe's
-    ``resources.memory_gb`` when given, else this machine's physical memory."""
+    ``resources.memory_gb`` when given, else this machine's physical memory. ``branches``:
+    (trunk, model copies at once) of each WSD run whose budgets branch in one task."""
     if not specs:
         return
     largest = max(specs, key=estimate_trial_memory_bytes)
     need = estimate_trial_memory_bytes(largest)
+    for trunk, copies in branches:
+        if estimate_group_memory_bytes(trunk, copies) > need:
+            largest, need = trunk, estimate_group_memory_bytes(trunk, copies)
     if recipe.resources.memory_gb is not None:
         limit, what = recipe.resources.memory_gb * 2**30, f"resources.memory_gb = {recipe.resources.memory_gb:g}"
     else:
@@ -131,7 +143,8 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
     if need > limit:
         raise SweeperError(
             f"trial {largest.label} needs about {need / 2**30:.1f} GiB (estimated: weights, AdamW "
-            f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}) but "
+            f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}"
+            f"{', with its wsd branch copies' if need > estimate_trial_memory_bytes(largest) else ''}) but "
             f"{what} is {limit / 2**30:.1f} GiB; use smaller shapes or batches, or more memory"
         )
 
@@ -146,23 +159,35 @@ def run_sweep(
     on_start: StartCallback | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
+    on_plan: Callable[[str], None] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs);
+    ``on_plan`` hears one line on budgets, tokens to train and WSD branching."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
+    from sweeper.train.branching import branch_groups, plan_branching
     from sweeper.train.data import data_identity
 
     specs = plan_trials(recipe, data_identity(recipe.data))
+    # With its WSD branch copies; before the run folder exists: a refused sweep writes nothing.
+    check_memory(specs, recipe, branch_groups(specs))
+    branching = plan_branching(specs)
+    if on_plan is not None:
+        on_plan(branching.note)
+    members = fused_group_size(recipe, specs)
+    if branching.branched:  # a run's budgets go to one task, whatever K says
+        members = whole_runs(members, specs)
 
     def open_study(recorded: dict[str, tuple[str, float]]) -> Schedule:
         from sweeper.schedule import SweepStudy
 
-        study = SweepStudy.open(recipe.name, specs, Path(run_dir), storage_url)
+        line = budget_line_key if branching.branched else None
+        study = SweepStudy.open(recipe.name, specs, Path(run_dir), storage_url, line=line)
         study.reconcile(recorded)
         return study
 
     return run_trials(recipe, Path(run_dir), specs, open_study, address=address, num_cpus=num_cpus,
-                      save=True, members=fused_group_size(recipe, specs), on_start=on_start,
+                      save=True, members=members, training=branching.as_dict(), on_start=on_start,
                       on_trial=on_trial, on_problem=on_problem)
 
 
@@ -177,6 +202,7 @@ def run_trials(
     save: bool = False,
     members: Callable[[TrialSpec], int] = lambda spec: 1,
     complete_as: TrialStatus = TrialStatus.COMPLETE,
+    training: dict[str, Any] | None = None,
     on_start: StartCallback | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
@@ -186,7 +212,8 @@ def run_trials(
 
     ``save`` writes the recipe into the folder (a sweep's, for ``sweeper resume``);
     ``complete_as`` is the status a complete trial is recorded with (``target`` for a target
-    run). Raises SweeperError before anything runs: exit code 2 when the trials cannot run
+    run); ``training`` what the plan trains (budgets, tokens: ``progress.json``'s "training").
+    Raises SweeperError before anything runs: exit code 2 when the trials cannot run
     here (memory, placement), 3 when another driver holds the folder.
     """
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
@@ -209,6 +236,7 @@ def run_trials(
             planned=len(specs),
             already_recorded=len(specs) - len(pending),
             max_failed_fraction=recipe.max_failed_fraction,
+            training=training or {},
         )
         if pending:  # nothing to run: no cluster to start
             cluster = connect(address, num_cpus=num_cpus)
@@ -289,6 +317,7 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
             "already_recorded": summary.already_recorded,
             "counts": {status: summary.counts.get(status, 0) for status in STATUSES},
             "dashboard_url": summary.dashboard_url,
+            "training": summary.training,
             "running": [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {})} for s in running],
         },
     )

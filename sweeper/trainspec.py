@@ -156,6 +156,13 @@ def fusion_key(spec: Any) -> tuple[Any, ...]:
     )
 
 
+def budget_line_key(spec: Any) -> tuple[Any, ...]:
+    """Trials (TrialSpec or TrainSpec) with equal keys differ only in token budget: the
+    budgets of one run (fusion_key plus learning rate and schedule), which WSD branching
+    trains as one (train/branching.py; plan.whole_runs keeps them in one task)."""
+    return (*fusion_key(spec), float(spec.lr), _read(ScheduleSettings, spec.schedule))
+
+
 __all__ = [
     "DataSettings",
     "EvaluationSettings",
@@ -165,5 +172,6 @@ __all__ = [
     "TrainSpec",
     "as_data_settings",
     "as_train_spec",
+    "budget_line_key",
     "fusion_key",
 ]

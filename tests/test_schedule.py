@@ -84,3 +84,27 @@ def test_a_dead_drivers_trials_are_closed_and_asked_again(tmp_path: Path) -> Non
         second.tell(asked, _outcome(asked.spec.trial_id))
     assert sorted(seen) == sorted({s.trial_id for s in SPECS} - set(recorded))
     assert set(abandoned[1:]) <= set(seen)
+
+
+def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None:
+    from sweeper.plan import whole_runs
+    from sweeper.trainspec import budget_line_key
+
+    recipe = parse_recipe({
+        **MINIMAL_RECIPE,
+        "tokens": {"absolute": [4096, 8192, 16384]},
+        "learning_rates": {"values": [1e-3, 3e-3, 1e-2]},
+        "schedule": {"kind": "wsd", "warmup_steps": 2},
+    })
+    specs = plan_trials(recipe, "data0")
+    for fused in (1, 7):  # K = 1 ('off') is raised to a run's 3 budgets; K = 7 holds 2 runs
+        study = SweepStudy.open(f"k{fused}", specs, tmp_path, line=budget_line_key)
+        members = whole_runs(lambda spec, k=fused: k, specs)
+        runnable = {s.trial_id for s in specs}
+        sizes = []
+        while group := study.next_group(runnable, members, fusion_key):
+            lines = {budget_line_key(a.spec) for a in group}
+            assert sorted(len([a for a in group if budget_line_key(a.spec) == line]) for line in lines) == [3] * len(lines)
+            sizes.append(len(group))
+            runnable -= {a.spec.trial_id for a in group}
+        assert sizes == ([3, 3, 3] if fused == 1 else [6, 3])

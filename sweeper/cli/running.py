@@ -72,7 +72,8 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
+                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True),
+                            on_plan=click.echo)
     finally:
         if mirror is not None and run_dir.is_dir():
             mirror.put_all()  # recipe, journal, progress.json, and anything a crash left behind
@@ -192,6 +193,7 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         "best_per_cell": best,
         "problems": read.problems,
         "dashboard_url": progress.get("dashboard_url"),
+        "training": progress.get("training") or None,
     }
     for problem in read.problems:
         click.echo(f"warning: {problem}", err=True)
@@ -205,6 +207,8 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         + (f", {len(running)} running" if running else "")
         + (f", {pending} pending" if pending else "")
     )
+    if report["training"]:
+        click.echo(f"plan: {report['training']['note']}")
     for item in running:
         click.echo(f"  {item.get('state', 'running')}: {item['label']}{_node_words(item)}")
     if best:

@@ -149,13 +149,13 @@ _WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
 @ray.remote
 def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
     from sweeper.train import load_corpus
-    from sweeper.train.fused import run_fused
+    from sweeper.train.branching import run_branched
 
     node_id = ray.get_runtime_context().get_node_id()
     if load_corpus(specs[0].data).identity != specs[0].data_identity:
         # Same check and message as a single trial: run one to get its failed outcome.
         return [ray.get(_run_trial_task.remote(spec, threads)) for spec in specs]
-    outcomes = run_fused(specs, threads=threads)
+    outcomes = run_branched(specs, threads=threads)  # run_fused, WSD budgets forked from one run
     for outcome in outcomes:
         outcome.node_id = node_id
     return outcomes
@@ -165,7 +165,8 @@ class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
     A task runs one trial, or a fused group of trials that differ only in learning rate or
-    token budget (one model with K stacked members, train/fused.py). A task whose worker process dies
+    token budget (one model with K stacked members, train/fused.py; WSD budgets of one run
+    fork from its longest, train/branching.py). A task whose worker process dies
     is retried by Ray (``max_retries``); an exception inside training is already an
     outcome with status ``failed`` (the trainer never raises), so only infrastructure
     failures reach ``failed_outcome``.

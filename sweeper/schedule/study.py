@@ -73,8 +73,11 @@ class Asked:
 class SweepStudy:
     """The ask/tell side of a sweep over a fixed plan of trial specs."""
 
-    def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec],
+                 line: Callable[[TrialSpec], tuple] | None = None):
         self.study = study
+        # Trials of one ``line`` value are handed out together or not at all (next_group).
+        self.line = line
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
         self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
@@ -91,6 +94,7 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
+        line: Callable[[TrialSpec], tuple] | None = None,
     ) -> SweepStudy:
         # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
         # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
@@ -108,7 +112,7 @@ class SweepStudy:
             direction="minimize",
             load_if_exists=True,
         )
-        return cls(study, specs)
+        return cls(study, specs, line)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
         """Close trials a dead driver left RUNNING: told with the recorded result where the
@@ -151,18 +155,26 @@ class SweepStudy:
     ) -> list[Asked]:
         """The sampler's next trial plus up to ``max_members(it) - 1`` runnable trials with
         the same ``key`` (trials that can train fused). Each member is its own Optuna trial,
-        so the study sees one trial per configuration whether or not it ran fused."""
+        so the study sees one trial per configuration whether or not it ran fused.
+
+        With the study's ``line``, trials of one line value go together or not at all (the
+        WSD budgets of one run, which branch from one trunk): first the chosen trial's
+        line-mates, then whole lines in plan order while they fit."""
         first = self.next_trial(runnable)
         if first is None:
             return []
         group = [first]
         group_key = key(first.spec)
         limit = max_members(first.spec)
+        together = self.line or (lambda spec: (spec.trial_id,))
+        lines: dict[tuple, list[TrialSpec]] = {}
         for spec in self.specs_by_key.values():
-            if len(group) >= limit:
-                break
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
-                group.append(self._ask_fixed(spec))
+                lines.setdefault(together(spec), []).append(spec)
+        own = lines.pop(together(first.spec), [])
+        for mates in [own, *lines.values()]:
+            if len(group) + len(mates) <= limit:
+                group.extend(self._ask_fixed(spec) for spec in mates)
         return group
 
     def _ask_fixed(self, spec: TrialSpec) -> Asked:

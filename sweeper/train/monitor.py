@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from dataclasses import replace
 
 from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
 from sweeper.trainspec import TrainSpec
@@ -59,6 +60,14 @@ class TrialMonitor:
     def stepped(self, step: int) -> None:
         """The update of ``step`` was applied."""
         self.steps_done = step
+
+    def adopt(self, parent: TrialMonitor) -> None:
+        """Take over ``parent``'s history so far: this trial's run was ``parent``'s up to now
+        (a WSD branch at its decay start, see branching.py)."""
+        self.curve = [replace(point) for point in parent.curve]
+        self.initial_loss, self.smoothed = parent.initial_loss, parent.smoothed
+        self.diverged_step, self.steps_done = parent.diverged_step, parent.steps_done
+        self._limit = parent._limit
 
     def record_val(self, step: int, val_loss: float) -> None:
         self.curve[step - 1].val_loss = val_loss
