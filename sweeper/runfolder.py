@@ -16,6 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, BinaryIO
 
+from sweeper.errors import SweeperError
+
+
+class DestinationError(SweeperError):
+    """A file or folder sweeper was asked to write cannot be written there."""
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -48,6 +54,42 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None] | bytes | s
     return path
 
 
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder this process may write."""
+    ancestor = _existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        raise DestinationError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DestinationError(f"{what} {path}: {ancestor} is not writable (read-only place or no permission)")
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a destination file that is a folder or cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise DestinationError(f"{what} {path}: is a folder; name a file to write")
+    _check_creatable(path, what)
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a destination folder that is a file or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DestinationError(f"{what} {path}: exists and is not a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise DestinationError(f"{what} {path}: folder is not writable (read-only place or no permission)")
+        return
+    _check_creatable(path, what)
+
+
 def atomic_write_json(path: str | Path, document: Any, *, indent: int = 1) -> Path:
     """``document`` as strict JSON (``allow_nan=False``: NaN/inf are not JSON; clean them
     first), written atomically."""
@@ -55,4 +97,4 @@ def atomic_write_json(path: str | Path, document: Any, *, indent: int = 1) -> Pa
     return atomic_write(path, text)
 
 
-__all__ = ["atomic_write", "atomic_write_json"]
+__all__ = ["DestinationError", "atomic_write", "atomic_write_json", "check_writable_file", "check_writable_folder"]

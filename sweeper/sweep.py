@@ -9,8 +9,8 @@ writes ``progress.json`` for ``sweeper status``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
-import json
 import os
 import socket
 import time
@@ -21,6 +21,7 @@ from typing import Callable
 
 import yaml
 
+from sweeper.errors import SweeperError
 from sweeper.outcome import STATUSES, TrialOutcome
 from sweeper.plan import (
     TrialSpec,
@@ -30,20 +31,26 @@ from sweeper.plan import (
     plan_trials,
 )
 from sweeper.recipe import Recipe
-from sweeper.results import ResultSink, read_trials
+from sweeper.results import ResultSink, damaged_curves, read_trials
+from sweeper.runfolder import atomic_write, atomic_write_json, check_writable_folder
 
 LOCK_FILE = ".driver.lock"
 PROGRESS_FILE = "progress.json"
 RECIPE_FILE = "recipe.yaml"
 
 
-class SweepError(RuntimeError):
+class SweepError(SweeperError):
     """A sweep that cannot start; the message is one line for the user, ``exit_code`` the
     CLI's (2: the recipe asks for the impossible, 3: the run folder is busy)."""
 
     def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
+        super().__init__(message, exit_code=exit_code)
+
+
+# A run folder that stops taking writes (full disk, quota, file-size limit, remounted
+# read-only) ends the sweep with one line; what was recorded stays whole (atomic writes,
+# the journal's torn tail is repaired at the next open), so `sweeper resume` finishes it.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 @dataclass
@@ -73,9 +80,7 @@ ProgressCallback = Callable[[TrialSpec, TrialOutcome, Counter], None]
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(temporary, path)
+    atomic_write_json(path, payload, indent=2)
 
 
 class RunFolderLock:
@@ -90,8 +95,12 @@ class RunFolderLock:
         self._handle = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise SweepError(f"run folder {self.path.parent}: cannot be created or written "
+                             f"({error.strerror})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,6 +118,16 @@ class RunFolderLock:
         handle.flush()
         self._handle = handle
 
+    def remove(self) -> None:
+        """Release, and delete the lock file and the run folder it made (a refused sweep
+        leaves nothing behind); a folder holding anything else is kept."""
+        self.release()
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
@@ -121,9 +140,11 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
     trial id -> attempts so far of its failed ones, and the reader's problems.
 
     Failed trials are not counted as finished: a failure may be transient, so a resumed
-    sweep runs them again (as attempt n + 1).
+    sweep runs them again (as attempt n + 1). Nor are trials whose curve file is damaged:
+    running them again is the only way to get the curve back.
     """
     read = read_trials(run_dir)
+    damaged = damaged_curves(run_dir)
     table = read.table
     finished, failed_attempts = {}, {}
     for trial_id, status, loss, attempt in zip(
@@ -132,18 +153,15 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
         table.column("loss").to_pylist(),
         table.column("attempt").to_pylist(),
     ):
-        if status in ("complete", "diverged"):
+        if status in ("complete", "diverged") and trial_id not in damaged:
             finished[trial_id] = (status, float("nan") if loss is None else loss)
         elif status == "failed":
             failed_attempts[trial_id] = attempt or 1
-    return finished, failed_attempts, read.problems
+    return finished, failed_attempts, read.problems + sorted(damaged.values())
 
 
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
-    path = run_dir / RECIPE_FILE
-    temporary = path.with_name(f".{RECIPE_FILE}.tmp")
-    temporary.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    os.replace(temporary, path)
+    atomic_write(run_dir / RECIPE_FILE, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
 
 def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
@@ -214,25 +232,27 @@ def run_sweep(
     on_problem: Callable[[str], None] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs) and
+    each repair of the stored study."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.schedule import SweepStudy
-    from sweeper.train import data_identity
+    from sweeper.train import check_data
 
     run_dir = Path(run_dir)
-    specs = plan_trials(recipe, data_identity(recipe.data))
-    check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    # Everything that can be refused is refused before the run folder exists: a refused
+    # sweep writes nothing.
+    check_writable_folder(run_dir, "run folder")
+    corpus = check_data(recipe.data, list(recipe.models))
+    specs = plan_trials(recipe, corpus.identity)
+    check_memory(specs, recipe)
+    created = not run_dir.exists()
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
     cluster = None
     try:
-        save_recipe(recipe, run_dir)
         recorded, failed_attempts, problems = recorded_results(run_dir)
-        if on_problem is not None:
-            for problem in problems:
-                on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,
@@ -247,11 +267,20 @@ def run_sweep(
                 # Refuses at once trials that no node can ever hold.
                 executor = TrialExecutor(recipe.resources, dashboard_url=cluster.dashboard_url)
             except PlacementError as error:
+                if created:
+                    lock.remove()
                 raise SweepError(str(error), exit_code=2) from None
+        save_recipe(recipe, run_dir)
+        if on_problem is not None:
+            for problem in problems:
+                on_problem(f"{problem}; its trial runs again")
         if on_start is not None:
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
+            for repair in study.repairs:
+                if on_problem is not None:
+                    on_problem(repair)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
             _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
@@ -261,6 +290,12 @@ def run_sweep(
         summary.sweep_counts = Counter(row["status"] for row in statuses if row["trial_id"] in planned_ids)
         _write_progress(run_dir, summary, running=[], finished=True)
         return summary
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        where = error.filename or run_dir
+        raise SweepError(f"cannot write {where}: {error.strerror}; recorded trials are kept, free "
+                         f"space and run `sweeper resume {run_dir}`") from None
     finally:
         if cluster is not None and cluster.started_here:
             disconnect()

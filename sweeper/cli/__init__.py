@@ -8,8 +8,23 @@ from __future__ import annotations
 
 import click
 
+from sweeper.errors import SweeperError
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """The command group; the one place a ``SweeperError`` becomes ``error:`` lines and an
+    exit code (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SweeperError as error:
+            for line in str(error).splitlines() or [type(error).__name__]:
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sweeper")
 def main() -> None:
     """Hyperparameter sweeps for LM pre-training: run proxy ladders, fit lr/batch laws, predict."""

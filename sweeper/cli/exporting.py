@@ -6,9 +6,7 @@ run folder exits 3 (as ``submit`` does).
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,15 +18,6 @@ INPUT_ERROR = 2
 def _fail(message: str, code: int = INPUT_ERROR) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-def _write_atomic(path: Path, payload: str | bytes) -> None:
-    # Same rule as the results sink: a reader never sees a half-written export.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(payload.encode() if isinstance(payload, str) else payload)
-    os.replace(temporary, path)
 
 
 # Kept in sync with sweeper.export.FORMATS by a test; listed here so `--help` needs no import.
@@ -55,8 +44,10 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
                    world_size: int, micro_batch: int | None, only: tuple[str, ...]) -> None:
     """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
     from sweeper.export import ExportError, export, load_targets
+    from sweeper.runfolder import atomic_write, check_writable_file
 
     try:
+        check_writable_file(out, "--out")
         targets = load_targets(targets_path)
         if only:
             unknown = sorted(set(only) - {t.name for t in targets})
@@ -67,7 +58,7 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
                          micro_batch=micro_batch)
     except ExportError as error:
         _fail(str(error))
-    _write_atomic(out, payload)
+    atomic_write(out, payload)
     click.echo(f"wrote {len(targets)} target(s) as {fmt} to {out}")
 
 

@@ -14,7 +14,8 @@ import click
 
 from sweeper.outcome import STATUSES
 from sweeper.recipe import Recipe, RecipeError, load_recipe
-from sweeper.results import read_trials
+from sweeper.errors import SweeperError
+from sweeper.results import damaged_curves, read_trials
 from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, run_sweep
 
 
@@ -69,7 +70,7 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
+                            on_problem=lambda problem: click.echo(f"warning: {problem}", err=True))
     except SweepError as error:
         fail(str(error), code=error.exit_code)
         raise AssertionError("unreachable")
@@ -128,6 +129,21 @@ def resume(run_dir: str, address: str | None, storage: str | None) -> None:
     sys.exit(0 if summary.ok else 1)
 
 
+def _read_progress(folder: Path) -> dict:
+    """progress.json of ``folder`` ({} when absent); a damaged one is refused by name."""
+    path = folder / PROGRESS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SweeperError(f"{path}: unreadable ({str(error).splitlines()[0][:120]}); the next "
+                           "`sweeper resume` rewrites it") from None
+    if not isinstance(progress, dict):
+        raise SweeperError(f"{path}: not a sweeper progress file")
+    return progress
+
+
 def _driver_state(progress: dict) -> str:
     if not progress:
         return "no driver has run here (imported results?)"
@@ -161,12 +177,14 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
     folder = Path(run_dir)
     if not folder.is_dir():
         fail(f"{run_dir}: no such run folder")
-    progress_path = folder / PROGRESS_FILE
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    progress = _read_progress(folder)
     read = read_trials(folder)
+    problems = read.problems + sorted(damaged_curves(folder).values())
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
-    running = progress.get("running", []) if progress and not progress.get("finished") else []
+    driver = _driver_state(progress)
+    # A dead driver's last progress.json still lists its in-flight trials; they are not running.
+    running = progress.get("running", []) if driver.startswith("running") else []
     planned = progress.get("planned")
     pending = max(0, planned - sum(counts[s] for s in ("complete", "diverged")) - len(running)) if planned else None
     best = []
@@ -182,16 +200,16 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
     report = {
         "run_dir": str(folder),
-        "driver": _driver_state(progress),
+        "driver": driver,
         "planned": planned,
         "counts": {s: counts.get(s, 0) for s in STATUSES},
         "running": running,
         "pending": pending,
         "best_per_cell": best,
-        "problems": read.problems,
+        "problems": problems,
         "dashboard_url": progress.get("dashboard_url"),
     }
-    for problem in read.problems:
+    for problem in problems:
         click.echo(f"warning: {problem}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -223,10 +241,9 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
     With RUN_DIR, the address its driver recorded; otherwise ask the cluster itself.
     """
     if run_dir:
-        progress_path = Path(run_dir) / PROGRESS_FILE
-        if not progress_path.is_file():
+        progress = _read_progress(Path(run_dir))
+        if not progress:
             fail(f"{run_dir}: no sweep has run here")
-        progress = json.loads(progress_path.read_text())
         state = _driver_state(progress)
         if not state.startswith("running") or not progress.get("dashboard_url"):
             fail(f"{run_dir}: its driver is not running ({state}); the dashboard went with it", code=1)

@@ -9,8 +9,6 @@ trial twice replaces one file with an identical one: a trial is in the results o
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,24 +16,13 @@ import pyarrow.parquet as pq
 
 from sweeper.outcome import TrialOutcome
 from sweeper.plan import TrialSpec
+from sweeper.runfolder import atomic_write
 from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TRIALS_DIR, TRIALS_SCHEMA
 
 
 def write_part(dataset_dir: Path, name: str, table: pa.Table) -> Path:
     """Write ``table`` as ``dataset_dir/<name>.parquet``, atomically (see module doc)."""
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    final = dataset_dir / f"{name}.parquet"
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dataset_dir)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pq.write_table(table, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return final
+    return atomic_write(Path(dataset_dir) / f"{name}.parquet", lambda stream: pq.write_table(table, stream))
 
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict:

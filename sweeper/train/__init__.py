@@ -5,8 +5,8 @@ trials as one stacked model, see ``fused.py``).
 The trainer knows nothing of Optuna or Ray: it turns ``TrialSpec``s into ``TrialOutcome``s.
 """
 
-from sweeper.train.data import data_identity, load_corpus
+from sweeper.train.data import DataError, check_data, data_identity, load_corpus
 from sweeper.train.fused import can_fuse, fused_memory_bytes, group_fusable, run_fused
 from sweeper.train.loop import run_trial
 
-__all__ = ["can_fuse", "data_identity", "fused_memory_bytes", "group_fusable", "load_corpus", "run_fused", "run_trial"]
+__all__ = ["DataError", "can_fuse", "check_data", "data_identity", "fused_memory_bytes", "group_fusable", "load_corpus", "run_fused", "run_trial"]
