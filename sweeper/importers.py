@@ -75,6 +75,8 @@ def _number(raw: Any, column: str, index: int, *, whole: bool) -> float | int:
         if column in NON_FINITE_ALLOWED:
             return value
         raise ImportError_(f"{where}: {raw!r} is not a finite number")
+    if whole and not -(2**63) <= value < 2**63:
+        raise ImportError_(f"{where}: {raw!r} is out of range for a whole-number column")
     return int(round(value)) if whole else value
 
 
@@ -93,6 +95,9 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
                 else:
                     value = str(value)
             row[name] = value
+        for name in ("lr", "n_params", "tokens_budget"):
+            if row[name] is None:
+                raise ImportError_(f"column {name}, data row {index + 1}: empty (every run needs one)")
         if row["batch_size_tokens"] is None and row["batch_size"] and row["seq_len"]:
             row["batch_size_tokens"] = int(row["batch_size"]) * int(row["seq_len"])
         if row["batch_size"] is None and row["batch_size_tokens"] and row["seq_len"]:

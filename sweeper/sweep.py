@@ -220,6 +220,19 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
     return members
 
 
+def prepare_sweep(recipe: Recipe, run_dir: Path) -> list[TrialSpec]:
+    """Every check that needs no cluster, before the run folder exists (a refused sweep
+    writes nothing): the run folder can be made, the data feeds every shape, the plan is
+    exactly what the recipe lists, the largest trial fits memory. Returns the plan."""
+    from sweeper.train import check_data  # torch: only when a sweep is planned
+
+    check_writable_folder(Path(run_dir), "run folder")
+    corpus = check_data(recipe.data, list(recipe.models))
+    specs = plan_trials(recipe, corpus.identity)
+    check_memory(specs, recipe)
+    return specs
+
+
 def run_sweep(
     recipe: Recipe,
     run_dir: Path,
@@ -237,15 +250,9 @@ def run_sweep(
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.schedule import SweepStudy
-    from sweeper.train import check_data
 
     run_dir = Path(run_dir)
-    # Everything that can be refused is refused before the run folder exists: a refused
-    # sweep writes nothing.
-    check_writable_folder(run_dir, "run folder")
-    corpus = check_data(recipe.data, list(recipe.models))
-    specs = plan_trials(recipe, corpus.identity)
-    check_memory(specs, recipe)
+    specs = prepare_sweep(recipe, run_dir)
     created = not run_dir.exists()
     lock = RunFolderLock(run_dir)
     lock.acquire()

@@ -16,7 +16,7 @@ from sweeper.outcome import STATUSES
 from sweeper.recipe import Recipe, RecipeError, load_recipe
 from sweeper.errors import SweeperError
 from sweeper.results import damaged_curves, read_trials
-from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, run_sweep
+from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, prepare_sweep, run_sweep
 
 
 # Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
@@ -97,14 +97,23 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
               "(http://HEAD:8265) and return at once; follow it with `sweeper logs --job ID`.")
 @click.option("--results", "results_uri", metavar="URI", help="With --job: storage URI (s3://..., "
               "gs://..., file://...) the job copies each finished trial to; `sweeper fetch` reads it.")
+@click.option("--check", is_flag=True, help="Only check RECIPE, its data and its plan; print the "
+              "plan and exit (0: it would run). Starts nothing, writes nothing.")
 def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
-           job: bool, results_uri: str | None) -> None:
+           job: bool, results_uri: str | None, check: bool) -> None:
     """Run the sweep RECIPE to the end; results stream into the run folder.
 
     With --job, --out names the run folder on the head node (default
     $HOME/sweeper-runs/JOB_ID there).
     """
     recipe = load_or_exit(recipe_path)
+    if check:
+        run_dir = recipe.run_dir(out)
+        specs = prepare_sweep(recipe, run_dir)
+        cells = len({spec.cell_id for spec in specs})
+        click.echo(f"sweep {recipe.name}: {len(specs)} trials in {cells} cells, "
+                   f"{sum(spec.tokens for spec in specs):.3g} tokens in all -> {run_dir}")
+        return
     if job:
         _submit_job(recipe, recipe_path, address, out, results_uri, storage)
         return
