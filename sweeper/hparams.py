@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from sweeper.errors import SweeperError
+
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95
 
 
-class HparamsError(ValueError):
+class HparamsError(SweeperError):
     """fit.json missing, unreadable or of an unknown schema version; or a bad target."""
 
 

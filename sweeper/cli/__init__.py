@@ -1,30 +1,18 @@
 """The ``sweeper`` command line: thin click commands over functions that tests call directly.
 
 Each submodule owns the commands of one stage (run, fit, export) and registers them on
-``main`` here, so stages stay apart as they do in the package.
+``main`` here, so stages stay apart as they do in the package. A ``SweeperError`` raised by
+any command is caught once, by ``main`` (cli/common.py): one line per problem, its exit code.
 """
 
 from __future__ import annotations
 
 import click
 
-from sweeper.errors import SweeperError
+from sweeper.cli.common import Commands
 
 
-class _Commands(click.Group):
-    """The command group; the one place a ``SweeperError`` becomes ``error:`` lines and an
-    exit code (no traceback)."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except SweeperError as error:
-            for line in str(error).splitlines() or [type(error).__name__]:
-                click.echo(f"error: {line}", err=True)
-            ctx.exit(error.exit_code)
-
-
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sweeper")
 def main() -> None:
     """Hyperparameter sweeps for LM pre-training: run proxy ladders, fit lr/batch laws, predict."""

@@ -1,7 +1,7 @@
 """Training data: one token stream per DataSource, split into train and validation, and the
 batches a trial draws from it.
 
-Sources (``recipe.DataSource``):
+Sources (``trainspec.DataSettings``, the recipe's ``data:``):
 - builtin: the Python standard library's top-level ``*.py`` files (sorted by name, read as
   bytes, concatenated, truncated to ``max_bytes``); byte-level tokens, vocabulary 256. Needs
   no network and is the same on every machine running one Python version.
@@ -25,12 +25,13 @@ import hashlib
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from sweeper.errors import SweeperError
-from sweeper.recipe import DataSource, ModelShape
+from sweeper.trainspec import DataSettings, as_data_settings
 
 
 class DataError(SweeperError):
@@ -69,7 +70,7 @@ def builtin_corpus_bytes(max_bytes: int) -> bytes:
     return b"".join(parts)[:max_bytes]
 
 
-def _cache_key(source: DataSource) -> tuple:
+def _cache_key(source: DataSettings) -> tuple:
     """What identifies the stream: the source settings and, for files, the file's version
     (a file rewritten in place during a long-lived worker must not be served stale)."""
     if source.source == "builtin":
@@ -124,13 +125,13 @@ def _load(key: tuple) -> Corpus:
     )
 
 
-def load_corpus(source: DataSource) -> Corpus:
-    """The corpus of ``source``, loaded once per process (cached on the source settings and
-    the file's size and modification time)."""
-    return _load(_cache_key(source))
+def load_corpus(source: DataSettings | Any) -> Corpus:
+    """The corpus of ``source`` (DataSettings, or the recipe's DataSource), loaded once per
+    process (cached on the source settings and the file's size and modification time)."""
+    return _load(_cache_key(as_data_settings(source)))
 
 
-def data_identity(source: DataSource) -> str:
+def data_identity(source: DataSettings | Any) -> str:
     """16 hex digits identifying the token stream of ``source`` (part of every trial id)."""
     return load_corpus(source).identity
 
@@ -177,10 +178,11 @@ def validation_batches(
     ]
 
 
-def check_data(source: DataSource, shapes: list[ModelShape]) -> Corpus:
+def check_data(source: DataSettings | Any, shapes: list[Any]) -> Corpus:
     """Load ``source`` and refuse, before any trial runs, data that some shape cannot train
     on: splits shorter than a sequence, token ids beyond the vocabulary."""
     corpus = load_corpus(source)
+    # Shapes: the recipe's ModelShape or trainspec.Shape (anything with seq_len, vocab_size).
     where = f"data.path {source.path}" if source.path else "data (builtin)"
     for index, shape in enumerate(shapes):
         if len(corpus.train) < shape.seq_len + 2 or len(corpus.val) < shape.seq_len + 1:
