@@ -16,10 +16,10 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from sweeper.errors import SweeperError
 from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
@@ -178,8 +178,9 @@ def run_sweep(
         from sweeper.schedule import SweepStudy
 
         study = SweepStudy.open(recipe.name, specs, Path(run_dir), storage_url)
-        for repair in study.repairs if on_problem is not None else []:
-            on_problem(repair)
+        if on_problem is not None:
+            for repair in study.repairs:
+                on_problem(repair)
         study.reconcile(recorded)
         return study
 
@@ -240,8 +241,9 @@ def run_trials(
                 raise SweeperError(str(error)) from None
         if save:
             save_recipe(recipe, run_dir)
-        for problem in problems if on_problem is not None else []:
-            on_problem(f"{problem}; its trial runs again")
+        if on_problem is not None:
+            for problem in problems:
+                on_problem(f"{problem}; its trial runs again")
         if on_start is not None:
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:

@@ -16,8 +16,8 @@ from sweeper.outcome import CurvePoint, TrialOutcome
 from sweeper.plan import plan_trials
 from sweeper.recipe import parse_recipe
 from sweeper.results import ResultSink
-from sweeper.schedule.study import STUDY_FILE, SweepStudy
 from sweeper.runfolder import PROGRESS_FILE
+from sweeper.schedule.study import STUDY_FILE, SweepStudy
 from sweeper.sweep import recorded_results
 from tests.conftest import MINIMAL_RECIPE
 

@@ -12,7 +12,15 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.test_failures import SLOW_RECIPE, kill_session, recorded, start_driver, sweeper, wait_for, write_recipe
+from tests.test_failures import (
+    SLOW_RECIPE,
+    kill_session,
+    recorded,
+    start_driver,
+    sweeper,
+    wait_for,
+    write_recipe,
+)
 
 pytestmark = pytest.mark.slow
 
