@@ -157,34 +157,6 @@ def test_diverged_and_failed_trials_are_data_not_crashes(tmp_path: Path) -> None
     assert trials.loc[50.0, "status"] == "diverged" and trials.loc[50.0, "diverged_step"] >= 1
 
 
-def test_a_trial_whose_worker_dies_without_retries_fails_and_is_rerun(tmp_path: Path) -> None:
-    recipe = {**SLOW_RECIPE, "resources": {"cpus": 1, "max_retries": 0}}
-    run_dir = tmp_path / "run"
-    driver = start_driver("submit", str(write_recipe(tmp_path, recipe)), "--out", str(run_dir))
-    try:
-        wait_for(lambda: trial_worker_pids(), 90, "a trial to start on a Ray worker")
-        time.sleep(1.0)
-        os.kill(trial_worker_pids()[0], signal.SIGKILL)
-        stdout, stderr = driver.communicate(timeout=240)
-    finally:
-        if driver.poll() is None:
-            kill_session(driver)
-    # One of four failed: above the default tolerated share of 0, so exit code 1 with a count.
-    assert driver.returncode == 1, stderr[-2000:]
-    assert "the sweep 3 complete, 0 diverged, 1 failed" in stdout
-    failed = pd.read_parquet(run_dir / "trials").query("status == 'failed'")
-    assert len(failed) == 1 and failed["error"].str.len().min() > 0
-    # With failures tolerated up to 30%, the same sweep (rerunning only its failure) exits 0.
-    tolerant = write_recipe(tmp_path, {**recipe, "max_failed_fraction": 0.3}, "tolerant.yaml")
-    again = sweeper("submit", str(tolerant), "--out", str(run_dir))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "1 to run" in again.stdout  # only the failed trial runs again
-    rerun = pd.read_parquet(run_dir / "trials")
-    assert sorted(rerun["attempt"]) == [1, 1, 1, 2]  # the re-run failure is a second attempt
-    assert set(rerun["status"]) == {"complete"}
-    assert "Traceback" not in again.stderr and "GridSampler" not in again.stderr
-
-
 def test_truncated_part_file_is_reported_and_resume_repairs_it(tmp_path: Path) -> None:
     recipe = {**SLOW_RECIPE, "tokens": {"absolute": [20000]}, "name": "small"}
     run_dir = tmp_path / "run"
