@@ -74,9 +74,10 @@ class Prediction:
     forced: list[str] = field(default_factory=list)
 
     @property
-    def lr_interval_width(self) -> float:
+    def lr_interval_width(self) -> float | None:
+        """hi / lo of the lr interval; None when the interval is undetermined."""
         if self.lr_interval is None:
-            return float("nan")
+            return None
         return self.lr_interval[1] / self.lr_interval[0]
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +87,16 @@ class Prediction:
                 out[key] = list(value)
         out["lr_interval_width"] = self.lr_interval_width
         return out
+
+
+def _non_finite(record: dict[str, Any]) -> list[str]:
+    """Names of the float fields (and interval ends) of ``record`` that are inf or NaN."""
+    bad = []
+    for key, value in record.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(key)
+    return sorted(bad)
 
 
 def _factor(value: float, low: float, high: float) -> float:
@@ -128,6 +139,11 @@ class Hparams:
         self.lr_law = Law.from_dict(document["lr_law"])
         self.batch_law = Law.from_dict(document["batch_law"])
         self.range = document["data_range"]
+        for key in ("n_params_min", "n_params_max", "tokens_min", "tokens_max"):
+            value = self.range[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise HparamsError(f"{path or 'fit'}: malformed fit.json (data_range.{key} = {value!r}, "
+                                   "expected a positive number)")
 
     def _flops(self, n_params: float, flops_per_token: float | None, warnings: list[str]) -> float | None:
         if flops_per_token is not None:
@@ -153,8 +169,29 @@ class Hparams:
         ``n_params`` non-embedding parameters (N) trained on ``tokens`` tokens (D).
 
         Raises PredictionRefused (see the module docstring) unless ``force``."""
-        if not (n_params > 0 and tokens > 0 and seq_len >= 1):
-            raise HparamsError("params, tokens and seq_len must be positive")
+        for name, value in (("params", n_params), ("tokens", tokens), ("flops_per_token", flops_per_token)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise HparamsError(f"{name} must be a positive finite number, got {value!r}")
+        if seq_len < 1:
+            raise HparamsError(f"seq_len must be a positive integer, got {seq_len!r}")
+        try:
+            prediction = self._predict(n_params, tokens, seq_len, flops_per_token, force)
+        except OverflowError:
+            prediction = None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            if isinstance(error, HparamsError):
+                raise
+            raise HparamsError(f"{self.path or 'fit'}: malformed fit.json ({type(error).__name__}: {error})") from None
+        # A law evaluated far outside its range can overflow; inf or NaN is never a setting.
+        bad = ["overflow"] if prediction is None else _non_finite(prediction.to_dict())
+        if bad:
+            raise HparamsError(f"the fit gives no finite prediction at N={n_params:.3g}, D={tokens:.3g} "
+                               f"({', '.join(bad)} not finite): the target is too far from the fitted range")
+        assert prediction is not None
+        return prediction
+
+    def _predict(self, n_params: float, tokens: float, seq_len: int,
+                 flops_per_token: float | None, force: bool) -> Prediction:
         warnings: list[str] = []
         refusals = [f"the {name} law is undetermined ({'; '.join(law.undetermined)}): widen the"
                     " grid until it brackets each cell's optimum, or add cells"
@@ -261,14 +298,17 @@ def load_hparams(path: str | Path) -> Hparams:
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise HparamsError(f"fit file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise HparamsError(f"cannot read {path}: {error}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise HparamsError(f"cannot read {path}: not a JSON text ({reason})") from None
     if not isinstance(document, dict) or document.get("kind") != "sweeper.fit":
         raise HparamsError(f"{path} is not a sweeper fit.json")
     try:
         return Hparams(document, path)
-    except (KeyError, TypeError, ValueError) as error:
-        raise HparamsError(f"{path}: malformed fit.json ({error})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        if isinstance(error, HparamsError):
+            raise
+        raise HparamsError(f"{path}: malformed fit.json ({type(error).__name__}: {error})") from None
 
 
 __all__ = ["Hparams", "HparamsError", "Prediction", "PredictionRefused", "load_hparams"]

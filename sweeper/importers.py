@@ -23,6 +23,7 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.outcome import TrialStatus
 from sweeper.results.schema import TRIALS_SCHEMA
+from sweeper.runfolder import check_writable_folder
 
 SCHEMA_COLUMNS = TRIALS_SCHEMA.names
 REQUIRED = ("lr", "loss", "n_params", "tokens_budget")
@@ -62,6 +63,26 @@ def _trial_id(source: str, index: int, row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A loss may be inf or NaN: that run diverged, which is data. Every other number sets up the
+# run (sizes, lr, batch) and must be finite.
+NON_FINITE_ALLOWED = ("loss", "smoothed_train_loss", "initial_loss")
+
+
+def _number(raw: Any, column: str, index: int, *, whole: bool) -> float | int:
+    where = f"column {column}, data row {index + 1}"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ImportError_(f"{where}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        if column in NON_FINITE_ALLOWED:
+            return value
+        raise ImportError_(f"{where}: {raw!r} is not a finite number")
+    if whole and not -(2**63) <= value < 2**63:
+        raise ImportError_(f"{where}: {raw!r} is out of range for a whole-number column")
+    return int(round(value)) if whole else value
+
+
 def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     """Typed TRIALS_SCHEMA rows from a frame whose columns are schema names."""
     kinds = {f.name: str(f.type) for f in TRIALS_SCHEMA}
@@ -73,13 +94,14 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             value = _value(raw)
             if value is not None:
                 kind = kinds[name]
-                if kind.startswith("int"):
-                    value = int(round(float(value)))
-                elif kind == "double":
-                    value = float(value)
+                if kind.startswith("int") or kind == "double":
+                    value = _number(value, name, index, whole=kind.startswith("int"))
                 else:
                     value = str(value)
             row[name] = value
+        for name in ("lr", "n_params", "tokens_budget"):
+            if row[name] is None:
+                raise ImportError_(f"column {name}, data row {index + 1}: empty (every run needs one)")
         if row["batch_size_tokens"] is None and row["batch_size"] and row["seq_len"]:
             row["batch_size_tokens"] = int(row["batch_size"]) * int(row["seq_len"])
         if row["batch_size"] is None and row["batch_size_tokens"] and row["seq_len"]:
@@ -112,6 +134,7 @@ def import_table(path: str | Path, out: str | Path, mapping: dict[str, str], *,
     """Import any CSV/Parquet: ``mapping`` maps schema columns to source columns,
     ``constants`` sets schema columns to one value (e.g. seq_len=2048). Needs lr, loss,
     n_params, tokens_budget, seq_len and batch_size or batch_size_tokens. Returns the row count."""
+    check_writable_folder(out, "--out")
     frame = read_table(path)
     constants = dict(constants or {})
     unknown = [c for c in list(mapping) + list(constants) if c not in SCHEMA_COLUMNS]
@@ -140,6 +163,7 @@ def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
                    loss_column: str = "smooth loss") -> int:
     """Import a Step Law table. ``size_column`` is the model size of the law (``Na``, the
     active parameters, for MoE tables); ``loss_column`` the headline loss. Returns rows."""
+    check_writable_folder(out, "--out")
     frame = read_table(path)
     needed = ["lr", "bs", "D", size_column, loss_column]
     absent = [c for c in needed if c not in frame.columns]

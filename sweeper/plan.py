@@ -15,8 +15,14 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from sweeper.recipe import DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
+from sweeper.errors import SweeperError
+from sweeper.recipe import MAX_TOKENS, DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
 from sweeper.trainspec import budget_line_key, fusion_key
+
+
+class PlanError(SweeperError):
+    """A recipe whose plan would not be what it says (two cells or trials with one id, a
+    budget smaller than one batch); refused before anything is written."""
 
 
 class TrialSpec(BaseModel):
@@ -87,21 +93,39 @@ def cell_id_for(shape: ModelShape, tokens_budget: int) -> str:
 
 
 def plan_cells(recipe: Recipe) -> list[Cell]:
+    """One cell per (shape, budget). Two that would share a cell id are refused, not merged:
+    a merged cell runs fewer trials than the recipe lists."""
     cells: list[Cell] = []
-    seen: set[str] = set()
+    seen: dict[str, Cell] = {}
     for shape in recipe.models:
         for budget in recipe.tokens.for_shape(shape):
+            if budget > MAX_TOKENS:
+                raise PlanError(f"tokens: shape {shape.name} gets a budget of {budget:.3g} tokens, above "
+                                f"the limit of {MAX_TOKENS:.0e}")
             cell = Cell(cell_id_for(shape, budget), shape, budget)
-            if cell.cell_id not in seen:
-                seen.add(cell.cell_id)
-                cells.append(cell)
+            earlier = seen.get(cell.cell_id)
+            if earlier is not None:
+                if earlier.shape != shape:
+                    raise PlanError(f"models: two shapes are both named {shape.name} (they differ only in "
+                                    "mlp_ratio, which cells do not tell apart)")
+                if earlier.tokens_budget == budget:
+                    raise PlanError(f"models: shape {shape.name} is listed twice")
+                raise PlanError(f"tokens: budgets {earlier.tokens_budget} and {budget} give one cell "
+                                f"{cell.cell_id} (cells tell budgets apart at 3 significant digits); "
+                                "make them differ there")
+            seen[cell.cell_id] = cell
+            cells.append(cell)
     return cells
 
 
 def make_trial(
     recipe: Recipe, cell: Cell, lr: float, batch_size: int, seed: int, data_identity: str
 ) -> TrialSpec:
-    steps = max(1, round(cell.tokens_budget / (batch_size * cell.shape.seq_len)))
+    batch_tokens = batch_size * cell.shape.seq_len
+    if cell.tokens_budget < batch_tokens:
+        raise PlanError(f"tokens: budget {cell.tokens_budget} of cell {cell.cell_id} is smaller than one "
+                        f"batch ({batch_size} x seq_len {cell.shape.seq_len} = {batch_tokens} tokens)")
+    steps = max(1, round(cell.tokens_budget / batch_tokens))
     determining = {
         "shape": cell.shape.model_dump(),
         "tokens_budget": cell.tokens_budget,
@@ -171,6 +195,13 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
         for lr in recipe.learning_rates.all()
         for seed in recipe.seeds
     ]
+    # Ids hash what determines a run, so equal ids mean the recipe lists one run twice.
+    first_of: dict[str, TrialSpec] = {}
+    for trial in trials:
+        earlier = first_of.setdefault(trial.trial_id, trial)
+        if earlier is not trial:
+            raise PlanError(f"trials {earlier.label} and {trial.label} are the same run (one trial id); "
+                            "remove the repeated value")
     return trials
 
 
@@ -237,6 +268,7 @@ def task_name(specs: list[TrialSpec]) -> str:
 
 __all__ = [
     "Cell",
+    "PlanError",
     "TrialSpec",
     "budget_line_key",
     "cell_id_for",

@@ -84,6 +84,14 @@ class ModelShape(_Strict):
         return 6.0 * (self.n_params_nonembedding - d) + 12.0 * L * d * s
 
 
+# Upper bounds that turn an absurd request into a refusal instead of a hang: a proxy sweep of
+# more trials than this, a log grid of more points, or a budget of more tokens than any
+# pre-training run has used is a typo (1e9 for 1e3), not a plan.
+MAX_TRIALS = 100_000
+MAX_GRID_POINTS = 1_000
+MAX_TOKENS = 1e14
+
+
 class TokenBudgets(_Strict):
     """Training tokens D of each run. Give exactly one of ``absolute`` or ``per_param``."""
 
@@ -106,6 +114,10 @@ class TokenBudgets(_Strict):
             raise ValueError("needs at least one token budget")
         if any(not math.isfinite(v) or v <= 0 for v in values):
             raise ValueError("token budgets must be positive numbers")
+        if len(set(values)) != len(values):
+            raise ValueError("token budgets must be distinct")
+        if self.absolute is not None and max(values) > MAX_TOKENS:
+            raise ValueError(f"token budget {max(values):.3g} is above the limit of {MAX_TOKENS:.0e} tokens")
         return self
 
     def for_shape(self, shape: ModelShape) -> list[int]:
@@ -120,12 +132,22 @@ class LogGrid(_Strict):
 
     min: float = Field(gt=0, description="Smallest value.")
     max: float = Field(gt=0, description="Largest value.")
-    count: int = Field(ge=2, description="Number of points, log-spaced, at least 2.")
+    count: int = Field(ge=2, le=MAX_GRID_POINTS, description="Number of points, log-spaced, "
+                       f"at least 2, at most {MAX_GRID_POINTS}.")
 
     @model_validator(mode="after")
     def _ordered(self) -> LogGrid:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError("min and max must be finite numbers")
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
+        distinct = len(set(self.values()))
+        if distinct != self.count:
+            # Values are rounded to 6 significant digits (for stable trial ids); a grid that
+            # collapses there would run fewer trials than it says.
+            raise ValueError(f"{self.count} points from {self.min:g} to {self.max:g} give only "
+                             f"{distinct} distinct values at 6 significant digits; use fewer points "
+                             "or a wider range")
         return self
 
     def values(self) -> list[float]:
@@ -381,6 +403,16 @@ class Recipe(_Strict):
         if len(set(values)) != len(values):
             raise ValueError("seeds must be distinct")
         return values
+
+    @model_validator(mode="after")
+    def _plan_size(self) -> Recipe:
+        budgets = self.tokens.absolute or self.tokens.per_param or []
+        lrs = self.learning_rates.grid.count if self.learning_rates.grid else len(self.learning_rates.values or [])
+        trials = len(self.models) * len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
+        if trials > MAX_TRIALS:
+            raise ValueError(f"the plan has {trials} trials (models x token budgets x learning rates x "
+                             f"batch sizes x seeds); the limit is {MAX_TRIALS}")
+        return self
 
     @model_validator(mode="after")
     def _data_fits_vocab(self) -> Recipe:

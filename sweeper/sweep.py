@@ -11,6 +11,7 @@ the planned grid and an Optuna study; a target run (target.py) gives it a few fi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import time
@@ -31,12 +32,17 @@ from sweeper.plan import (
     whole_runs,
 )
 from sweeper.recipe import Recipe
-from sweeper.results import ResultSink, read_trials
-from sweeper.runfolder import RunFolderLock, save_recipe, write_progress
+from sweeper.results import ResultSink, damaged_curves, read_trials
+from sweeper.runfolder import RunFolderLock, check_writable_folder, save_recipe, write_progress
 from sweeper.trainspec import budget_line_key, fusion_key
 
 # Rows a driver does not run again: a sweep's finished trials and a target's finished points.
 RECORDED_STATUSES = FINISHED_STATUSES | {TrialStatus.TARGET.value}
+
+# A run folder that stops taking writes (full disk, quota, file-size limit, remounted
+# read-only) ends the sweep with one line; what was recorded stays whole (atomic writes,
+# the journal's torn tail is cut at the next open), so `sweeper resume` finishes it.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 @dataclass
@@ -107,9 +113,11 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
     trial id -> attempts so far of its failed ones, and the reader's problems.
 
     Failed trials are not counted as finished: a failure may be transient, so a resumed
-    sweep runs them again (as attempt n + 1).
+    sweep runs them again (as attempt n + 1). Nor are trials whose curve file is damaged:
+    running them again is the only way to get the curve back.
     """
     read = read_trials(run_dir)
+    damaged = damaged_curves(run_dir)
     table = read.table
     finished, failed_attempts = {}, {}
     for trial_id, status, loss, attempt in zip(
@@ -118,11 +126,11 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
         table.column("loss").to_pylist(),
         table.column("attempt").to_pylist(),
     ):
-        if status in RECORDED_STATUSES:
+        if status in RECORDED_STATUSES and trial_id not in damaged:
             finished[trial_id] = (status, float("nan") if loss is None else loss)
         elif status == TrialStatus.FAILED:
             failed_attempts[trial_id] = attempt or 1
-    return finished, failed_attempts, read.problems
+    return finished, failed_attempts, read.problems + sorted(damaged.values())
 
 
 def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tuple[TrialSpec, int]] = ()) -> None:
@@ -149,6 +157,21 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tupl
         )
 
 
+def prepare_sweep(recipe: Recipe, run_dir: Path) -> list[TrialSpec]:
+    """Every check that needs no cluster, before the run folder exists (a refused sweep
+    writes nothing): the run folder can be made, the data feeds every shape, the plan is
+    exactly what the recipe lists, the largest trial fits memory. Returns the plan."""
+    from sweeper.train.data import check_data  # torch: only when a sweep is planned
+
+    check_writable_folder(Path(run_dir), "run folder")
+    corpus = check_data(recipe.data, list(recipe.models))
+    specs = plan_trials(recipe, corpus.identity)
+    from sweeper.train.branching import branch_groups
+
+    check_memory(specs, recipe, branch_groups(specs))  # with the WSD branch copies
+    return specs
+
+
 def run_sweep(
     recipe: Recipe,
     run_dir: Path,
@@ -162,15 +185,12 @@ def run_sweep(
     on_plan: Callable[[str], None] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs);
-    ``on_plan`` hears one line on budgets, tokens to train and WSD branching."""
-    # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
-    from sweeper.train.branching import branch_groups, plan_branching
-    from sweeper.train.data import data_identity
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs) and
+    each repair of the stored study; ``on_plan`` hears one line on budgets, tokens to train
+    and WSD branching."""
+    from sweeper.train.branching import plan_branching  # torch: only when a sweep runs
 
-    specs = plan_trials(recipe, data_identity(recipe.data))
-    # With its WSD branch copies; before the run folder exists: a refused sweep writes nothing.
-    check_memory(specs, recipe, branch_groups(specs))
+    specs = prepare_sweep(recipe, Path(run_dir))
     branching = plan_branching(specs)
     if on_plan is not None:
         on_plan(branching.note)
@@ -179,10 +199,14 @@ def run_sweep(
         members = whole_runs(members, specs)
 
     def open_study(recorded: dict[str, tuple[str, float]]) -> Schedule:
+        # Imported here so that ``sweeper status``/``fit`` never pay for Optuna.
         from sweeper.schedule import SweepStudy
 
         line = budget_line_key if branching.branched else None
         study = SweepStudy.open(recipe.name, specs, Path(run_dir), storage_url, line=line)
+        if on_problem is not None:
+            for repair in study.repairs:
+                on_problem(repair)
         study.reconcile(recorded)
         return study
 
@@ -219,17 +243,13 @@ def run_trials(
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
 
     check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    created = not Path(run_dir).exists()
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
     cluster = None
     try:
-        if save:
-            save_recipe(recipe, run_dir)
         recorded, failed_attempts, problems = recorded_results(run_dir)
-        if on_problem is not None:
-            for problem in problems:
-                on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,
@@ -245,7 +265,14 @@ def run_trials(
                 # Refuses at once trials that no node can ever hold.
                 executor = TrialExecutor(recipe.resources, dashboard_url=cluster.dashboard_url)
             except PlacementError as error:
+                if created:
+                    lock.remove()  # refused: the folder this driver made goes with it
                 raise SweeperError(str(error)) from None
+        if save:
+            save_recipe(recipe, run_dir)
+        if on_problem is not None:
+            for problem in problems:
+                on_problem(f"{problem}; its trial runs again")
         if on_start is not None:
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
@@ -258,6 +285,11 @@ def run_trials(
         summary.sweep_counts = Counter(row["status"] for row in statuses if row["trial_id"] in planned_ids)
         _write_progress(run_dir, summary, running=[], finished=True)
         return summary
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        raise SweeperError(f"cannot write {error.filename or run_dir}: {error.strerror}; recorded trials "
+                           f"are kept, free space and run `sweeper resume {run_dir}`") from None
     finally:
         if cluster is not None and cluster.started_here:
             disconnect()

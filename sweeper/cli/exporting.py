@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sweeper.runfolder import atomic_write
+from sweeper.runfolder import atomic_write, check_writable_file
 
 # Kept in sync with sweeper.export.FORMATS by a test; listed here so `--help` needs no import.
 _FORMATS = ("json", "yaml", "csv", "parquet", "hf", "torchtitan", "megatron", "nanogpt")
@@ -48,6 +48,7 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
     """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
     from sweeper.export import ExportError, export, load_targets
 
+    check_writable_file(out, "--out")
     options = {"warmup_steps": warmup_steps, "warmup_fraction": warmup_fraction,
                "min_lr_ratio": min_lr_ratio, "decay_fraction": decay_fraction}
     given = {key: value for key, value in options.items() if value is not None}

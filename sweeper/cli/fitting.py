@@ -61,7 +61,7 @@ def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
     for warning in prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
-        click.echo(json.dumps(prediction.to_dict()))
+        click.echo(json.dumps(prediction.to_dict(), allow_nan=False))
         return
     p = prediction
 

@@ -18,9 +18,9 @@ from sweeper.cli.common import fail
 from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Recipe, load_recipe
-from sweeper.results import read_trials
+from sweeper.results import damaged_curves, read_trials
 from sweeper.runfolder import RECIPE_FILE, read_progress
-from sweeper.sweep import SweepSummary, run_sweep
+from sweeper.sweep import SweepSummary, prepare_sweep, run_sweep
 
 # Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
 JOB_ADDRESS_ENV = ["RAY_API_SERVER_ADDRESS", "SWEEPER_JOB_ADDRESS"]
@@ -72,7 +72,7 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True),
+                            on_problem=lambda problem: click.echo(f"warning: {problem}", err=True),
                             on_plan=click.echo)
     finally:
         if mirror is not None and run_dir.is_dir():
@@ -102,14 +102,23 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 @click.option("--results", "results_uri", metavar="URI", help="Storage URI (s3://..., gs://..., "
               "file://...) each finished trial is copied to as the sweep goes; with --job, where "
               "`sweeper fetch` reads the job's results.")
+@click.option("--check", is_flag=True, help="Only check RECIPE, its data and its plan; print the "
+              "plan and exit (0: it would run). Starts nothing, writes nothing.")
 def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
-           job: bool, results_uri: str | None) -> None:
+           job: bool, results_uri: str | None, check: bool) -> None:
     """Run the sweep RECIPE to the end; results stream into the run folder.
 
     With --job, --out names the run folder on the head node (default
     $HOME/sweeper-runs/JOB_ID there).
     """
     recipe = load_recipe(recipe_path)
+    if check:
+        run_dir = Path(os.path.expandvars(str(recipe.run_dir(out)))).expanduser()
+        specs = prepare_sweep(recipe, run_dir)
+        cells = len({spec.cell_id for spec in specs})
+        click.echo(f"sweep {recipe.name}: {len(specs)} trials in {cells} cells, "
+                   f"{sum(spec.tokens for spec in specs):.3g} tokens in all -> {run_dir}")
+        return
     if job:
         _submit_job(recipe, recipe_path, address, out, results_uri, storage)
         return
@@ -167,9 +176,12 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         fail(f"{run_dir}: no such run folder")
     progress = read_progress(folder)
     read = read_trials(folder)
+    problems = read.problems + sorted(damaged_curves(folder).values())
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
-    running = progress.get("running", []) if progress and not progress.get("finished") else []
+    driver = _driver_state(progress)
+    # A dead driver's last progress.json still lists its in-flight trials; they are not running.
+    running = progress.get("running", []) if driver.startswith("running") else []
     planned = progress.get("planned")
     pending = max(0, planned - sum(counts[s] for s in FINISHED_STATUSES) - len(running)) if planned else None
     best = []
@@ -185,17 +197,17 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
     report: dict[str, Any] = {
         "run_dir": str(folder),
-        "driver": _driver_state(progress),
+        "driver": driver,
         "planned": planned,
         "counts": {s: counts.get(s, 0) for s in STATUSES},
         "running": running,
         "pending": pending,
         "best_per_cell": best,
-        "problems": read.problems,
+        "problems": problems,
         "dashboard_url": progress.get("dashboard_url"),
         "training": progress.get("training") or None,
     }
-    for problem in read.problems:
+    for problem in problems:
         click.echo(f"warning: {problem}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))

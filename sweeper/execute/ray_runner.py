@@ -7,10 +7,12 @@ the same code serves a laptop and a multi-node cluster.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +35,9 @@ class ClusterInfo:
 def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
     """Attach to ``address`` (or RAY_ADDRESS), else start an embedded local Ray.
 
-    The local cluster's dashboard (and with it the Jobs API) listens on 127.0.0.1 only.
-    Ray's own gRPC ports listen on every interface whatever we ask; Ray's token
-    authentication (on by default since Ray 2.52) is what guards them.
+    The local cluster listens on the loopback only: its dashboard (and with it the Jobs
+    API) and, through ``_loopback_node``, every other server of the node (GCS, raylet,
+    object manager, the dashboard and runtime-env agents, workers).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -45,13 +47,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
-        context = ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
+        with _loopback_node():
+            context = ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         started_here = True
     url = context.dashboard_url
     return ClusterInfo(
@@ -60,6 +63,33 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         f"http://{url}" if url and not url.startswith("http") else url,
         started_here,
     )
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While a local cluster starts, make Ray take 127.0.0.1 as this node's address.
+
+    Ray binds its servers to the node's address, and resolves a loopback address given as
+    ``_node_ip_address`` back to the machine's external one, except in its single-machine
+    mode (its default on macOS and Windows), whose switch this sets: the module constant
+    for this process, the environment variable for the processes the start spawns. Both are
+    restored afterwards, so a later attach to a remote cluster from this process advertises
+    a reachable address.
+    """
+    from ray._private import ray_constants
+
+    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_flag = os.environ.get(variable), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[variable] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_env
 
 
 def _dashboard_url() -> str | None:

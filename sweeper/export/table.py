@@ -57,6 +57,24 @@ class Target:
     seq_len: int
 
 
+def _positive(raw: object, where: str) -> float:
+    # yaml reads "7e9" as a string (YAML 1.1 wants a dot), so numbers go through float().
+    try:
+        value = float(raw) if not isinstance(raw, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ExportError(f"{where}: expected a positive finite number, got {raw!r}")
+    return value
+
+
+def _whole(raw: object, where: str) -> int:
+    value = _positive(raw, where)
+    if value != int(value):
+        raise ExportError(f"{where}: expected a whole number of tokens, got {raw!r}")
+    return int(value)
+
+
 def load_targets(path: str | Path) -> list[Target]:
     """Read TARGETS.yaml: a list of mappings with keys name, params, tokens, seq_len
     (exactly these; numbers may be written 7e9). Raises ExportError naming the entry."""
@@ -65,7 +83,7 @@ def load_targets(path: str | Path) -> list[Target]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"targets file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExportError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
     if not isinstance(data, list) or not data:
         raise ExportError(f"{path}: expected a non-empty YAML list of targets")
@@ -78,14 +96,11 @@ def load_targets(path: str | Path) -> list[Target]:
         missing, unknown = wanted - entry.keys(), entry.keys() - wanted
         if missing or unknown:
             raise ExportError(f"{where}: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
-        try:
-            # yaml reads "7e9" as a string (YAML 1.1 wants a dot), so numbers go through float().
-            target = Target(str(entry["name"]), float(entry["params"]), float(entry["tokens"]),
-                            int(entry["seq_len"]))
-        except (TypeError, ValueError) as error:
-            raise ExportError(f"{where}: {error}") from None
-        if not (target.params > 0 and target.tokens > 0 and target.seq_len > 0 and target.name):
-            raise ExportError(f"{where}: name must be non-empty and params, tokens, seq_len positive")
+        target = Target(str(entry["name"]), _positive(entry["params"], f"{where}.params"),
+                        _positive(entry["tokens"], f"{where}.tokens"),
+                        _whole(entry["seq_len"], f"{where}.seq_len"))
+        if not target.name or entry["name"] is None:
+            raise ExportError(f"{where}.name: must be non-empty")
         targets.append(target)
     names = [t.name for t in targets]
     if len(set(names)) != len(names):

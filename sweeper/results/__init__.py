@@ -1,6 +1,6 @@
 """Results: the Parquet datasets of a run folder (schema, atomic sink, tolerant reader)."""
 
-from sweeper.results.reader import ReadResult, read_curves, read_trials
+from sweeper.results.reader import ReadResult, damaged_curves, read_curves, read_trials
 from sweeper.results.schema import CURVES_SCHEMA, TRIALS_SCHEMA
 from sweeper.results.sink import ResultSink, write_part
 
@@ -9,6 +9,7 @@ __all__ = [
     "TRIALS_SCHEMA",
     "ReadResult",
     "ResultSink",
+    "damaged_curves",
     "read_curves",
     "read_trials",
     "write_part",

@@ -67,5 +67,18 @@ def read_trials(run_dir: str | Path) -> ReadResult:
     return ReadResult(table, result.problems)
 
 
+def damaged_curves(run_dir: str | Path) -> dict[str, str]:
+    """Trial id -> problem, for each curve part whose file cannot be read. Only the footer is
+    read (cheap for thousands of parts): it is what a truncated or cut-short file loses."""
+    damaged = {}
+    for path in _part_files(Path(run_dir) / CURVES_DIR):
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as error:
+            reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            damaged[path.stem] = f"{path}: unreadable curve file ({reason})"
+    return damaged
+
+
 def read_curves(run_dir: str | Path) -> ReadResult:
     return read_dataset(Path(run_dir) / CURVES_DIR, CURVES_SCHEMA)

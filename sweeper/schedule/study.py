@@ -10,8 +10,11 @@ disagree (after a crash, a trial can be RUNNING in the study but lost in fact).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +38,58 @@ def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
 
 def _spec_key(spec: TrialSpec) -> tuple:
     return _grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed)
+
+
+def repair_journal(path: Path) -> str | None:
+    """Cut a torn last line off the journal file at ``path``; say what was cut, or None.
+
+    A kill or a full disk can stop an append mid-line. Optuna skips such a tail when it
+    reads, but its next append lands on the same line and turns it into a line no reader
+    can parse, so the study could never be opened again. Cutting the tail loses at most the
+    operation that was being written: the study is the decider, the Parquet record is the
+    truth, and the driver reconciles the two at start (a trial it loses runs again).
+    """
+    if not path.is_file():
+        return None
+    with open(path, "rb+") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        # Read back from the end to the last complete line (lines are a few hundred bytes).
+        keep, chunk = size, 4096
+        while keep > 0:
+            start = max(0, keep - chunk)
+            journal.seek(start)
+            block = journal.read(keep - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep == size:
+            return None
+        journal.truncate(keep)
+        journal.flush()
+        os.fsync(journal.fileno())
+    return f"{path}: cut a torn last line ({size - keep} bytes) left by an interrupted write"
+
+
+def _journal_parses(path: Path) -> bool:
+    with open(path, "rb") as journal:
+        for line in journal:
+            try:
+                json.loads(line)
+            except ValueError:
+                return False
+    return True
+
+
+def set_aside_journal(path: Path) -> str:
+    """Move an unreadable journal aside (kept for inspection); the study starts afresh and
+    the driver re-derives what is done from the Parquet record."""
+    aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+    os.replace(path, aside)
+    return f"{path}: unreadable study journal moved to {aside.name}; the study restarts from the recorded trials"
 
 
 def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
@@ -74,10 +129,11 @@ class SweepStudy:
     """The ask/tell side of a sweep over a fixed plan of trial specs."""
 
     def __init__(self, study: optuna.Study, specs: list[TrialSpec],
-                 line: Callable[[TrialSpec], tuple] | None = None):
+                 line: Callable[[TrialSpec], tuple] | None = None, repairs: list[str] | None = None):
         self.study = study
         # Trials of one ``line`` value are handed out together or not at all (next_group).
         self.line = line
+        self.repairs = repairs or []  # what was done to the stored study to open it
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
         self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
@@ -105,14 +161,21 @@ class SweepStudy:
             # BruteForceSampler is marked experimental; its contract is all this loop uses.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = AskTellGridSampler(seed=sampler_seed)
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage_for(Path(run_dir), storage_url),
-            sampler=sampler,
-            direction="minimize",
-            load_if_exists=True,
-        )
-        return cls(study, specs, line)
+        journal = Path(run_dir) / STUDY_FILE
+        repairs = [] if storage_url else [r for r in [repair_journal(journal)] if r]
+
+        def create() -> optuna.Study:
+            return optuna.create_study(study_name=name, storage=storage_for(Path(run_dir), storage_url),
+                                       sampler=sampler, direction="minimize", load_if_exists=True)
+
+        try:
+            study = create()
+        except ValueError:  # json.JSONDecodeError included: a line broken inside the file
+            if storage_url or not journal.is_file() or _journal_parses(journal):
+                raise
+            repairs.append(set_aside_journal(journal))
+            study = create()
+        return cls(study, specs, line, repairs)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
         """Close trials a dead driver left RUNNING: told with the recorded result where the
