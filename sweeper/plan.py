@@ -50,6 +50,11 @@ class TrialSpec(BaseModel):
         return self.shape.n_params_nonembedding
 
     @property
+    def warmup_steps(self) -> int:
+        """Warmup steps this run takes (the schedule's count, capped at ``steps``)."""
+        return self.schedule.warmup_steps_of(self.steps)
+
+    @property
     def label(self) -> str:
         """Short human name, used for Ray task names and progress lines."""
         return f"{self.cell_id} lr={self.lr:.3g} B={self.batch_size}"

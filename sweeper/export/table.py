@@ -98,8 +98,8 @@ def sha256_of(path: Path) -> str:
 def proxy_schedule(hp: Hparams) -> dict[str, Any]:
     """The schedule the proxies trained with: fit.json's ``schedule`` when present, else the
     ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it).
-    Returns kind, warmup_fraction, min_lr_ratio, decay_fraction and ``source``."""
-    unknown = {"kind": "unknown", "warmup_fraction": None, "min_lr_ratio": None,
+    Returns kind, warmup_fraction, warmup_steps, min_lr_ratio, decay_fraction and ``source``."""
+    unknown = {"kind": "unknown", "warmup_fraction": None, "warmup_steps": None, "min_lr_ratio": None,
                "decay_fraction": None, "source": None}
     schedule, source = hp.document.get("schedule"), "fit.json"
     if not isinstance(schedule, dict) and hp.path is not None:
@@ -121,6 +121,17 @@ def proxy_schedule(hp: Hparams) -> dict[str, Any]:
     return {**parsed.model_dump(), "source": source}
 
 
+def _warmup_steps(schedule: dict[str, Any], steps: int) -> int | None:
+    """The target's warmup steps, counted as the proxies counted theirs (a fixed count, or the
+    fraction of the target's own steps); None when the proxies' schedule is unknown."""
+    if schedule["kind"] == "unknown":
+        return None
+    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
+
+    fields = {name: schedule[name] for name in Schedule.model_fields if name in schedule}
+    return Schedule.model_validate(fields).warmup_steps_of(steps)
+
+
 def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
@@ -139,8 +150,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     tokens_used = sequences * target.seq_len
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
-    warmup = (int(round(schedule["warmup_fraction"] * steps))
-              if schedule["warmup_fraction"] is not None else None)
+    warmup = _warmup_steps(schedule, steps)
     rng = hp.range
     return {
         "schema_version": SCHEMA_VERSION,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sweeper.fit.noise import NoiseFloor
+
 
 class FitError(ValueError):
     """Bad input for a fit (no run folder, no complete trials, too few cells). The CLI turns
@@ -36,6 +38,7 @@ class Cell:
     replicates: np.ndarray
     excluded_diverged: int = 0
     flags: list[str] = field(default_factory=list)
+    noise: NoiseFloor | None = None  # seed-to-seed spread near the optimum (fit/noise.py)
 
     @property
     def log_lr(self) -> np.ndarray:

@@ -81,6 +81,7 @@ class FitReport:
                 "optimum_lr": optimum["lr"], "optimum_batch_size_tokens": optimum["batch_size_tokens"],
                 "near_optimal_runs": optimum["near_optimal_runs"],
                 "diverged_excluded": cell.excluded_diverged,
+                "noise": cell.noise.to_dict() if cell.noise is not None else None,
                 "flags": list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []),
             })
         return rows

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from sweeper.fit.fitjson import law_to_dict
 from sweeper.fit.laws import PowerLawFit
+from sweeper.fit.noise import band_inside_noise
+from sweeper.fit.select import NEAR_OPTIMAL_BAND
 
 if TYPE_CHECKING:
     from sweeper.fit.report import FitReport
@@ -59,6 +61,19 @@ def format_summary(report: "FitReport") -> str:
             f" B {cell.batch_tokens[best]:.4g} tok; optimum lr {optimum['lr']:.3g},"
             f" B {optimum['batch_size_tokens']:.4g}"
         )
+    noisy = [cell for cell in sweep.cells if cell.noise is not None]
+    if noisy:
+        lines += ["", "noise floor (seed-to-seed sd of one run's loss, pooled over replicated points"
+                  f" near each optimum) against the near-optimal band ({NEAR_OPTIMAL_BAND:.2%}):"]
+        for cell in noisy:
+            noise = cell.noise
+            assert noise is not None
+            verdict = ("band inside the noise" if band_inside_noise(NEAR_OPTIMAL_BAND, noise)
+                       else "band resolved")
+            lines.append(f"  {cell.cell_id:<24} sd {noise.sd:.4f} nats ({noise.relative:.2%}) from"
+                         f" {noise.points} points, {noise.dof} dof: {verdict}")
+    elif sweep.cells:
+        lines += ["", "noise floor: not measured (no replicate seeds near any optimum)"]
     if report.loss_law is not None:
         lines += [""] + report.loss_law.summary_lines()
     elif report.loss_law_note:

@@ -20,10 +20,8 @@ from sweeper.recipe import Schedule
 
 def warmup_steps(total_steps: int, schedule: Schedule) -> int:
     """Warmup length of a ``total_steps`` run: the schedule's fixed count (capped at the run),
-    else its fraction of the run."""
-    if schedule.warmup_steps is not None:
-        return min(schedule.warmup_steps, total_steps)
-    return int(round((schedule.warmup_fraction or 0.0) * total_steps))
+    else its fraction of the run (``Schedule.warmup_steps_of``)."""
+    return schedule.warmup_steps_of(total_steps)
 
 
 def decay_steps(total_steps: int, schedule: Schedule) -> int:
