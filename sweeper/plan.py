@@ -55,6 +55,11 @@ class TrialSpec(BaseModel):
         return self.schedule.warmup_steps_of(self.steps)
 
     @property
+    def eval_every_steps(self) -> int:
+        """Steps between validation measurements (0: only the final one)."""
+        return self.evaluation.every_steps_for(self.batch_size_tokens)
+
+    @property
     def label(self) -> str:
         """Short human name, used for Ray task names and progress lines."""
         return f"{self.cell_id} lr={self.lr:.3g} B={self.batch_size}"

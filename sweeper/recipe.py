@@ -276,11 +276,23 @@ class Evaluation(_Strict):
     every_steps: int = Field(
         0, ge=0, description="Measure validation loss every this many steps (0: only at the end)."
     )
+    every_tokens: int | None = Field(
+        None, gt=0, description="Measure validation loss every this many training tokens instead "
+        "(rounded to whole steps of each run's batch), so the runs of one cell are measured at the "
+        "same points whatever their batch size; replaces every_steps."
+    )
     val_batches: int = Field(8, gt=0, description="Validation batches per measurement.")
     divergence_factor: float = Field(
         1.5, gt=1, description="A run is diverged once its smoothed train loss exceeds this "
-        "multiple of its initial loss (or any loss is NaN/inf)."
+        "multiple of its initial loss (or any loss is NaN/inf). The smoothing averages over a "
+        "fixed number of tokens, the same at every batch size (see train/monitor.py)."
     )
+
+    def every_steps_for(self, batch_tokens: int) -> int:
+        """Steps between validation measurements for a run of ``batch_tokens`` per step."""
+        if self.every_tokens is not None:
+            return max(1, round(self.every_tokens / batch_tokens))
+        return self.every_steps
 
 
 class Recipe(_Strict):

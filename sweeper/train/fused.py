@@ -188,7 +188,7 @@ def _train_fused(
     lr_rows = [lr_table(s.steps, s.lr, s.schedule) for s in specs]  # Python floats, as run_trial's
     active = list(range(len(specs)))  # member index of each row of the stack
     clip = first.optimizer.grad_clip
-    every = first.evaluation.every_steps
+    every = first.eval_every_steps
 
     def evaluate(rows: list[int]) -> list[float]:
         """Mean validation loss of the member rows ``rows`` (all rows: no copy)."""

@@ -108,7 +108,7 @@ def _train(spec: TrialSpec, monitor: TrialMonitor, threads: int, device: torch.d
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
     lrs = lr_table(spec.steps, spec.lr, spec.schedule)
     clip = spec.optimizer.grad_clip
-    every = spec.evaluation.every_steps
+    every = spec.eval_every_steps
     vocab = spec.shape.vocab_size
     model.train()
 
