@@ -23,8 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.errors import SweeperError
 
-class RecipeError(ValueError):
+
+class RecipeError(SweeperError):
     """A recipe that cannot be used. ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str]):
@@ -207,14 +209,6 @@ class Schedule(_Strict):
             raise ValueError("warmup_fraction + decay_fraction must not exceed 1")
         return self
 
-    def warmup_steps_of(self, total_steps: int) -> int:
-        """Warmup length of a ``total_steps`` run: the fixed count (capped at the run), else
-        the fraction of the run, rounded. Pure, so the plan, the trainer, the results and the
-        export all count the same warmup."""
-        if self.warmup_steps is not None:
-            return min(self.warmup_steps, total_steps)
-        return int(round((self.warmup_fraction or 0.0) * total_steps))
-
 
 class Optimizer(_Strict):
     """AdamW settings shared by every trial."""
@@ -287,12 +281,6 @@ class Evaluation(_Strict):
         "multiple of its initial loss (or any loss is NaN/inf). The smoothing averages over a "
         "fixed number of tokens, the same at every batch size (see train/monitor.py)."
     )
-
-    def every_steps_for(self, batch_tokens: int) -> int:
-        """Steps between validation measurements for a run of ``batch_tokens`` per step."""
-        if self.every_tokens is not None:
-            return max(1, round(self.every_tokens / batch_tokens))
-        return self.every_steps
 
 
 class Recipe(_Strict):

@@ -24,6 +24,7 @@ No ray, no torch: a trainer's launch script may import this.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from sweeper.errors import SweeperError
 from sweeper.hparams import Hparams, HparamsError, load_hparams
 
 SCHEMA_NAME = "sweeper.hparams"
@@ -41,7 +43,7 @@ SCHEMA_VERSION = 1
 TABLE_FORMATS = ("json", "yaml", "csv", "parquet")
 
 
-class ExportError(ValueError):
+class ExportError(SweeperError):
     """Bad targets file, fit file or option combination; the message is one line for the user."""
 
 
@@ -126,10 +128,10 @@ def _warmup_steps(schedule: dict[str, Any], steps: int) -> int | None:
     fraction of the target's own steps); None when the proxies' schedule is unknown."""
     if schedule["kind"] == "unknown":
         return None
-    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
+    from sweeper.trainspec import ScheduleSettings, warmup_steps_of  # stdlib only
 
-    fields = {name: schedule[name] for name in Schedule.model_fields if name in schedule}
-    return Schedule.model_validate(fields).warmup_steps_of(steps)
+    names = [f.name for f in dataclasses.fields(ScheduleSettings)]
+    return warmup_steps_of(ScheduleSettings(**{n: schedule[n] for n in names if n in schedule}), steps)
 
 
 def _round_to_multiple(value: float, multiple: int) -> int:
