@@ -100,11 +100,6 @@ class TrainSpec:
         """Tokens trained on: steps * batch tokens."""
         return self.steps * self.batch_size_tokens
 
-    @property
-    def eval_every_steps(self) -> int:
-        """Steps between validation measurements (0: only the final one)."""
-        return eval_every_steps(self.evaluation, self.batch_size_tokens)
-
 
 def warmup_steps_of(schedule: Any, total_steps: int) -> int:
     """Warmup length of a ``total_steps`` run under ``schedule`` (recipe.Schedule or

@@ -35,7 +35,7 @@ from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
-from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, fusion_key
+from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, eval_every_steps, fusion_key
 
 # ---- optimizer --------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ def _train_fused(
     lr_rows = [lr_table(s.steps, s.lr, s.schedule) for s in specs]  # Python floats, as run_trial's
     active = list(range(len(specs)))  # member index of each row of the stack
     clip = first.optimizer.grad_clip
-    every = first.eval_every_steps
+    every = eval_every_steps(first.evaluation, first.batch_size_tokens)
 
     def evaluate(rows: list[int]) -> list[float]:
         """Mean validation loss of the member rows ``rows`` (all rows: no copy)."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sweeper.outcome import TrialOutcome
-from sweeper.trainspec import TrainSpec, as_train_spec
+from sweeper.trainspec import TrainSpec, as_train_spec, eval_every_steps
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import TrialMonitor, error_text
@@ -112,7 +112,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
     lrs = lr_table(spec.steps, spec.lr, spec.schedule)
     clip = spec.optimizer.grad_clip
-    every = spec.eval_every_steps
+    every = eval_every_steps(spec.evaluation, spec.batch_size_tokens)
     vocab = spec.shape.vocab_size
     model.train()
 
