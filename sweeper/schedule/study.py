@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -76,7 +76,7 @@ class SweepStudy:
     def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
         self.study = study
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
-        self.distributions = {
+        self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
             "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
             "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
@@ -91,7 +91,7 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
-    ) -> "SweepStudy":
+    ) -> SweepStudy:
         # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
         # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
         # next_trial). Set when a driver opens its study, not at import, so that importing
