@@ -18,7 +18,6 @@ from sweeper.results import ResultSink, read_trials
 from sweeper.train.monitor import ema_alpha
 from sweeper.train.schedules import lr_table
 from tests.conftest import MINIMAL_RECIPE
-
 from tests.export.conftest import DATA
 
 
