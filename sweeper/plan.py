@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sweeper.errors import SweeperError
 from sweeper.recipe import MAX_TOKENS, DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
-from sweeper.trainspec import budget_line_key, fusion_key
+from sweeper.trainspec import budget_line_key, eval_every_steps, fusion_key, warmup_steps_of
 
 
 class PlanError(SweeperError):
@@ -62,6 +62,16 @@ class TrialSpec(BaseModel):
     @property
     def n_params(self) -> int:
         return self.shape.n_params_nonembedding
+
+    @property
+    def warmup_steps(self) -> int:
+        """Warmup steps this run takes (the schedule's count, capped at ``steps``)."""
+        return warmup_steps_of(self.schedule, self.steps)
+
+    @property
+    def eval_every_steps(self) -> int:
+        """Steps between validation measurements (0: only the final one)."""
+        return eval_every_steps(self.evaluation, self.batch_size_tokens)
 
     @property
     def label(self) -> str:

@@ -76,11 +76,14 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
 @click.option("--tokens", type=float, required=True, help="Target D: training tokens.")
 @click.option("--bracket", is_flag=True,
               help="Also run lr x1/2, lr x2, B x1/2, B x2 and print the prediction's regret.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per point, with the recipe's first seed and the next ones; a point's loss"
+              " is their mean and their spread is printed beside it.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder for the target rows [default: <fit folder>/target].")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one).")
 def target_command(recipe_path: Path, fit_json: Path, n_params: float, tokens: float, bracket: bool,
-                   out: Path | None, address: str | None) -> None:
+                   seeds: int, out: Path | None, address: str | None) -> None:
     """Train RECIPE's model family at N params on D tokens with the fitted lr and batch."""
     from sweeper.outcome import TrialStatus
     from sweeper.recipe import load_recipe
@@ -94,11 +97,11 @@ def target_command(recipe_path: Path, fit_json: Path, n_params: float, tokens: f
         outcome = point.outcome
         assert outcome is not None  # called once a point has ended
         loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == TrialStatus.TARGET else outcome.status
-        click.echo(f"{point.label:<10} lr={point.lr:.4g} B={point.batch_size:<5d} {loss}"
+        click.echo(f"{point.label:<10} lr={point.lr:.4g} B={point.batch_size:<5d} seed={point.seed} {loss}"
                    f"  {outcome.wall_seconds:.1f}s")
 
     report = run_target(recipe, fit_json, n_params, tokens, run_dir, bracket=bracket,
-                        address=address, on_point=on_point)
+                        seeds=seeds, address=address, on_point=on_point)
     for warning in report.prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(report.table())

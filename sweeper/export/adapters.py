@@ -9,8 +9,8 @@ Batch arithmetic, shared by all adapters: the global batch G (sequences) is the 
 ``batch_size_sequences`` (already rounded to ``--round-to``). With W data-parallel ranks and
 a micro-batch M (sequences per rank per forward pass; default G / W), the gradient
 accumulation A = G / (M * W) must be a whole number, else ExportError says which
-``--round-to`` makes it so. The schedule is the proxies' (warmup as a share of the steps,
-the floor ``min_lr_ratio * lr``); a schedule the trainer cannot express is an ExportError,
+``--round-to`` makes it so. The schedule is the proxies' (their warmup in steps, or their share of the
+steps, the floor ``min_lr_ratio * lr``); a schedule the trainer cannot express is an ExportError,
 not a silent approximation.
 """
 

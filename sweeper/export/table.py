@@ -24,6 +24,7 @@ No ray, no torch: a trainer's launch script may import this.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -158,6 +159,17 @@ def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str
     return {**parsed.model_dump(), "source": source}
 
 
+def _warmup_steps(schedule: dict[str, Any], steps: int) -> int | None:
+    """The target's warmup steps, counted as the proxies counted theirs (a fixed count, or the
+    fraction of the target's own steps); None when the proxies' schedule is unknown."""
+    if schedule["kind"] == "unknown":
+        return None
+    from sweeper.trainspec import ScheduleSettings, warmup_steps_of  # stdlib only
+
+    names = [f.name for f in dataclasses.fields(ScheduleSettings)]
+    return warmup_steps_of(ScheduleSettings(**{n: schedule[n] for n in names if n in schedule}), steps)
+
+
 def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
@@ -185,10 +197,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     lr_iv, b_iv, s_iv = p.lr_interval, p.batch_size_tokens_interval, p.batch_size_sequences_interval
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
-    # A fixed warmup count is used as is (the same for every run, as the proxies did).
-    warmup = (schedule["warmup_steps"] if schedule.get("warmup_steps") is not None else
-              int(round(schedule["warmup_fraction"] * steps))
-              if schedule["warmup_fraction"] is not None else None)
+    warmup = _warmup_steps(schedule, steps)
     rng = hp.range
     return {
         "schema_version": SCHEMA_VERSION,

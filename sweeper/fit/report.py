@@ -19,7 +19,7 @@ from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict
 from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.losslaw import LossLawFit
 from sweeper.fit.power import PowerSchedulerFit
-from sweeper.fit.summary import evaluation_lines, format_law
+from sweeper.fit.summary import evaluation_lines, format_law, format_noise
 
 BOOTSTRAP_SCHEME = (
     "two-stage: cells drawn with replacement, then each drawn cell's runs resampled"
@@ -89,6 +89,7 @@ class FitReport:
                 "optimum_lr": optimum["lr"], "optimum_batch_size_tokens": optimum["batch_size_tokens"],
                 "near_optimal_runs": optimum["near_optimal_runs"],
                 "diverged_excluded": cell.excluded_diverged,
+                "noise": cell.noise.to_dict() if cell.noise is not None else None,
                 "flags": list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []),
             })
         return rows
@@ -177,6 +178,7 @@ class FitReport:
                 f" B {cell.batch_tokens[best]:.4g} tok; optimum lr {optimum['lr']:.3g},"
                 f" B {optimum['batch_size_tokens']:.4g}"
             )
+        lines += format_noise(sweep)
         if self.loss_law is not None:
             lines += [""] + self.loss_law.summary_lines()
         elif self.loss_law_note:

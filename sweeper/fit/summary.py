@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sweeper.fit.data import Sweep
 from sweeper.fit.fitjson import law_to_dict
 from sweeper.fit.laws import PowerLawFit
+from sweeper.fit.noise import band_inside_noise
+from sweeper.fit.select import NEAR_OPTIMAL_BAND
 
 
 def _num(value: float | None) -> str:
@@ -55,4 +58,20 @@ def evaluation_lines(evaluations: dict[str, Any], used: str, *, chosen: bool) ->
     if any(ev.n_clipped_at_zero for ev in evaluations.values()):
         lines.append("  (clipped at 0: the interpolated loss at the prediction was below the cell's"
                      " best run, which the measurement cannot tell apart; counted as 0)")
+    return lines
+
+
+def format_noise(sweep: Sweep) -> list[str]:
+    """Each cell's noise floor against the near-optimal band (fit/noise.py)."""
+    noisy = [cell for cell in sweep.cells if cell.noise is not None]
+    if not noisy:
+        return ["", "noise floor: not measured (no replicate seeds near any optimum)"]
+    lines = ["", "noise floor (seed-to-seed sd of one run's loss, pooled over replicated points"
+             f" near each optimum) against the near-optimal band ({NEAR_OPTIMAL_BAND:.2%}):"]
+    for cell in noisy:
+        noise = cell.noise
+        assert noise is not None
+        verdict = "band inside the noise" if band_inside_noise(NEAR_OPTIMAL_BAND, noise) else "band resolved"
+        lines.append(f"  {cell.cell_id:<24} sd {noise.sd:.4f} nats ({noise.relative:.2%}) from"
+                     f" {noise.points} points, {noise.dof} dof: {verdict}")
     return lines

@@ -30,7 +30,8 @@ TRIALS_SCHEMA = pa.schema(
         ("batch_size", pa.int32()),  # B in sequences of seq_len
         ("batch_size_tokens", pa.int64()),  # B in tokens = batch_size * seq_len
         ("schedule", pa.string()),  # cosine | constant | wsd | imported name
-        ("warmup_fraction", pa.float64()),
+        ("warmup_fraction", pa.float64()),  # null when the recipe gave warmup in steps
+        ("warmup_steps", pa.int64()),  # warmup steps this run took (count or fraction x steps)
         ("min_lr_ratio", pa.float64()),
         ("decay_fraction", pa.float64()),
         ("weight_decay", pa.float64()),

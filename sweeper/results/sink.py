@@ -46,6 +46,7 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[
         "batch_size_tokens": spec.batch_size_tokens,
         "schedule": spec.schedule.kind,
         "warmup_fraction": spec.schedule.warmup_fraction,
+        "warmup_steps": spec.warmup_steps,
         "min_lr_ratio": spec.schedule.min_lr_ratio,
         "decay_fraction": spec.schedule.decay_fraction,
         "weight_decay": spec.optimizer.weight_decay,

@@ -38,7 +38,7 @@ from sweeper.train.model import GPT
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
-from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, fusion_key
+from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, eval_every_steps, fusion_key
 
 # ---- optimizer --------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ def _train_fused(
     # Python floats, as run_trial's
     lr_tables = [lr_table(s.steps, s.lr, s.schedule, s.batch_size_tokens) for s in specs]
     clip = first.optimizer.grad_clip
-    every = first.evaluation.every_steps
+    every = eval_every_steps(first.evaluation, first.batch_size_tokens)
 
     def evaluate(rows: list[int]) -> list[float]:
         """Mean validation loss of the member rows ``rows`` (all rows: no copy)."""

@@ -26,7 +26,7 @@ from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validatio
 from sweeper.train.model import GPT, GPTConfig, hidden_parameter_names
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
-from sweeper.trainspec import TrainSpec, as_train_spec
+from sweeper.trainspec import TrainSpec, as_train_spec, eval_every_steps
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -124,7 +124,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
     lrs = lr_table(spec.steps, spec.lr, spec.schedule, spec.batch_size_tokens)
     clip = spec.optimizer.grad_clip
-    every = spec.evaluation.every_steps
+    every = eval_every_steps(spec.evaluation, spec.batch_size_tokens)
     vocab = spec.shape.vocab_size
     model.train()
 

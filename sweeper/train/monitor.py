@@ -3,7 +3,8 @@ train loss, divergence, and turning all of it into a ``TrialOutcome``.
 
 Divergence rule (one place, so fused members end exactly as they would alone): a step whose
 train loss is NaN/inf, or after which the EMA of the train loss exceeds
-``divergence_factor * initial_loss`` (initial = the loss of step 1), ends the trial as
+``divergence_factor * initial_loss`` (initial = the loss of step 1; the EMA's weight is set
+per token, see ``ema_alpha``), ends the trial as
 ``diverged`` at that step. The loss is observed before the step's update, so a diverged
 trial took ``diverged_step - 1`` optimizer steps; its curve still holds the diverged step.
 """
@@ -18,7 +19,22 @@ from dataclasses import replace
 from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
 from sweeper.trainspec import TrainSpec
 
-EMA_ALPHA = 0.1  # weight of the newest loss in the smoothed train loss
+SMOOTHING_TOKENS = 10_240  # the smoothed train loss averages over about this many tokens...
+SMOOTHING_SHARE = 0.1  # ...or this share of the cell's budget D, when that is fewer
+
+
+def ema_alpha(batch_tokens: int, tokens_budget: int) -> float:
+    """Weight of the newest step's loss in the smoothed train loss.
+
+    The EMA forgets per *token*, over a horizon H = min(SMOOTHING_TOKENS, SMOOTHING_SHARE * D)
+    tokens: alpha = 1 - exp(-batch_tokens / H). H depends only on the cell's D, so every batch
+    size of a cell averages its losses over the same tokens; a per-step weight would average
+    a small batch's (noisier) losses over fewer tokens than a large batch's, and the divergence
+    rule would fire more readily at small batches. (At 1,024 tokens per step and a large D this
+    is the former 0.1 per step.)
+    """
+    horizon = max(1.0, min(SMOOTHING_TOKENS, SMOOTHING_SHARE * tokens_budget))
+    return 1.0 - math.exp(-batch_tokens / horizon)
 
 
 def error_text(error: BaseException) -> str:
@@ -40,6 +56,7 @@ class TrialMonitor:
         self.started_at = time.time()
         self._limit = math.inf
         self._batch_tokens = spec.batch_size_tokens
+        self._alpha = ema_alpha(spec.batch_size_tokens, spec.tokens_budget)
 
     def observe(self, step: int, lr: float, loss: float) -> bool:
         """Record the train loss of ``step`` (before its update); True when it diverged."""
@@ -51,7 +68,7 @@ class TrialMonitor:
             self.initial_loss = self.smoothed = loss
             self._limit = self.spec.evaluation.divergence_factor * loss
         else:
-            self.smoothed += EMA_ALPHA * (loss - self.smoothed)
+            self.smoothed += self._alpha * (loss - self.smoothed)
         if self.smoothed > self._limit:
             self.diverged_step = step
             return True
@@ -99,4 +116,4 @@ class TrialMonitor:
         )
 
 
-__all__ = ["EMA_ALPHA", "TrialMonitor", "error_text"]
+__all__ = ["SMOOTHING_SHARE", "SMOOTHING_TOKENS", "ema_alpha", "TrialMonitor", "error_text"]
