@@ -21,7 +21,7 @@ from typing import Callable
 
 import yaml
 
-from sweeper.outcome import STATUSES, TrialOutcome
+from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome
 from sweeper.plan import (
     TrialSpec,
     estimate_group_memory_bytes,
@@ -30,7 +30,7 @@ from sweeper.plan import (
     plan_trials,
 )
 from sweeper.recipe import Recipe
-from sweeper.results import ResultSink, read_trials
+from sweeper.results import ResultSink, compact_run, read_trials
 
 LOCK_FILE = ".driver.lock"
 PROGRESS_FILE = "progress.json"
@@ -121,9 +121,9 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
     trial id -> attempts so far of its failed ones, and the reader's problems.
 
     Failed trials are not counted as finished: a failure may be transient, so a resumed
-    sweep runs them again (as attempt n + 1).
+    sweep runs them again (as attempt n + 1). Reads four columns, not the whole rows.
     """
-    read = read_trials(run_dir)
+    read = read_trials(run_dir, columns=["trial_id", "status", "loss", "attempt"])
     table = read.table
     finished, failed_attempts = {}, {}
     for trial_id, status, loss, attempt in zip(
@@ -132,7 +132,7 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
         table.column("loss").to_pylist(),
         table.column("attempt").to_pylist(),
     ):
-        if status in ("complete", "diverged"):
+        if status in FINISHED_STATUSES:
             finished[trial_id] = (status, float("nan") if loss is None else loss)
         elif status == "failed":
             failed_attempts[trial_id] = attempt or 1
@@ -164,6 +164,12 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
             f"{what} is {limit / 2**30:.1f} GiB; use smaller shapes or batches, or more memory"
         )
 
+
+# Finished trials are written together once this many wait, or the oldest has waited this
+# long (a part file per trial is mostly footer; see results/sink.py).
+RESULT_BUFFER_TRIALS = 256
+RESULT_BUFFER_SECONDS = 2.0
+PROGRESS_SECONDS = 0.5  # progress.json (for `sweeper status`) at most this often
 
 MAX_AUTO_MEMBERS = 8  # the issue's benchmark point; larger K gains little more
 AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
@@ -233,6 +239,8 @@ def run_sweep(
         if on_problem is not None:
             for problem in problems:
                 on_problem(problem)
+        # After the read that reported damaged parts: compaction sets them aside.
+        compact_run(run_dir)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,
@@ -254,11 +262,17 @@ def run_sweep(
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
+            sink = ResultSink(run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS)
+            _drive(study, executor, sink, pending, summary, on_trial, members, failed_attempts)
+            compact_run(run_dir)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
-        statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
-        summary.sweep_counts = Counter(row["status"] for row in statuses if row["trial_id"] in planned_ids)
+        statuses = read_trials(run_dir, columns=["status"]).table
+        summary.sweep_counts = Counter(
+            status for trial_id, status in zip(statuses.column("trial_id").to_pylist(),
+                                               statuses.column("status").to_pylist())
+            if trial_id in planned_ids
+        )
         _write_progress(run_dir, summary, running=[], finished=True)
         return summary
     finally:
@@ -270,35 +284,49 @@ def run_sweep(
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
            failed_attempts: dict[str, int]) -> None:
+    """Keep the cluster full until every pending trial has finished. A round costs
+    O(trials running + trials finished): the runnable set shrinks as trials start, the
+    schedule's choice is O(1), and results and Optuna tells are written in batches."""
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(study.study.study_name)
     asked_by_id = {}
-    while pending:
-        runnable = pending - executor.running_ids()
-        while runnable and len(executor.in_flight) < executor.capacity():
-            group = study.next_group(runnable, max_members, fusion_key)
-            if not group:
-                break
-            executor.submit([asked.spec for asked in group])
-            for asked in group:
-                asked_by_id[asked.spec.trial_id] = asked
-                runnable.discard(asked.spec.trial_id)
-        running = executor.in_flight_trials()
-        metrics.progress(pending=len(pending) - len(running), running=len(running),
-                         counts=summary.counts, recorded=summary.already_recorded)
-        _write_progress(sink.run_dir, summary, running=running, finished=False,
-                        where=executor.where())
-        # Short waits, so that progress.json (and `sweeper status`) follows running trials.
-        for spec, outcome in executor.wait(timeout=1.0):
-            # Record first, then tell: the Parquet record is never behind the study.
-            sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
-            study.tell(asked_by_id.pop(spec.trial_id), outcome)
-            pending.discard(spec.trial_id)
-            summary.counts[outcome.status] += 1
-            metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
-            if on_trial is not None:
-                on_trial(spec, outcome, summary.counts)
+    runnable = set(pending)  # neither recorded nor started: only shrinks
+    progress_written = 0.0
+    try:
+        while pending:
+            while runnable and len(executor.in_flight) < executor.capacity():
+                group = study.next_group(runnable, max_members, fusion_key)
+                if not group:
+                    break
+                executor.submit([asked.spec for asked in group])
+                for asked in group:
+                    asked_by_id[asked.spec.trial_id] = asked
+                    runnable.discard(asked.spec.trial_id)
+            if time.monotonic() - progress_written >= PROGRESS_SECONDS:
+                running = executor.in_flight_trials()
+                metrics.progress(pending=len(pending) - len(running), running=len(running),
+                                 counts=summary.counts, recorded=summary.already_recorded)
+                _write_progress(sink.run_dir, summary, running=running, finished=False,
+                                where=executor.where())
+                progress_written = time.monotonic()
+            # Short waits, so that progress.json (and `sweeper status`) follows running trials.
+            for spec, outcome in executor.wait(timeout=1.0):
+                # Record first, then tell: the Parquet record is never behind the study.
+                sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
+                study.tell(asked_by_id.pop(spec.trial_id), outcome)
+                pending.discard(spec.trial_id)
+                summary.counts[outcome.status] += 1
+                metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
+                if on_trial is not None:
+                    on_trial(spec, outcome, summary.counts)
+            if sink.flush_due():
+                sink.flush()
+            if sink.buffered == 0:
+                study.flush()  # only trials whose results are on disk
+    finally:
+        sink.flush()
+        study.flush()
     metrics.progress(pending=0, running=0, counts=summary.counts, recorded=summary.already_recorded)
 
 

@@ -145,6 +145,10 @@ def _driver_state(progress: dict) -> str:
     return f"running (pid {pid} on {host}, updated {age:.0f}s ago)"
 
 
+# The columns `status` shows: a few of the trial rows' 37 (a sweep's table can be large).
+STATUS_COLUMNS = ["status", "cell_id", "n_params", "tokens_budget", "loss", "lr", "batch_size"]
+
+
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -163,7 +167,7 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         fail(f"{run_dir}: no such run folder")
     progress_path = folder / PROGRESS_FILE
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
-    read = read_trials(folder)
+    read = read_trials(folder, columns=STATUS_COLUMNS)
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
     running = progress.get("running", []) if progress and not progress.get("finished") else []
@@ -360,7 +364,7 @@ def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     except jobs.JobError as error:
         fail(str(error), code=1)
         return
-    read = read_trials(out)
+    read = read_trials(out, columns=["status"])
     click.echo(f"fetched {read.table.num_rows} trial rows from {source} into {out}")
 
 
