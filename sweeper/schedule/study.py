@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Container, Hashable
@@ -47,9 +48,25 @@ def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseS
     locks up under concurrent writers, and Optuna's docs advise against it on NFS).
     """
     if storage_url:
-        return storage_url
+        return _database_storage(storage_url)
     run_dir.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+
+
+def _database_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage for a database URL. Drivers that start together on a new database
+    race to create its tables (PostgreSQL then refuses the loser's duplicate types); the
+    loser's retry finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass
