@@ -257,6 +257,7 @@ class ResultMirror:
         self.fs, self.base = fs.FileSystem.from_uri(uri)
         self.is_local = isinstance(self.fs, fs.LocalFileSystem)
         self.run_dir = Path(run_dir)
+        self._mirrored: dict[str, set[str]] = {}  # dataset -> part names mirrored
 
     def put(self, relative: str) -> None:
         source = self.run_dir / relative
@@ -277,7 +278,25 @@ class ResultMirror:
             with self.fs.open_output_stream(target) as stream:
                 stream.write(data)
 
+    def put_parts(self) -> None:
+        """Mirror the result parts written since the last call (curves before trials, the
+        order the sink writes them in), and remove mirrored parts that compaction replaced."""
+        from sweeper.results.parts import part_files
+        from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
+
+        for dataset in (CURVES_DIR, TRIALS_DIR):
+            local = {path.name for path in part_files(self.run_dir / dataset)}
+            for name in sorted(local - self._mirrored.get(dataset, set())):
+                self.put(f"{dataset}/{name}")
+            for name in sorted(self._mirrored.get(dataset, set()) - local):
+                try:
+                    self.fs.delete_file(f"{self.base.rstrip('/')}/{dataset}/{name}")
+                except (FileNotFoundError, OSError):
+                    pass
+            self._mirrored[dataset] = local
+
     def put_all(self) -> None:
+        self.put_parts()
         for path in sorted(self.run_dir.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
                 self.put(str(path.relative_to(self.run_dir)))
@@ -290,7 +309,6 @@ def drive(recipe_file: Path, out: str, results: str | None, storage: str | None)
     or cannot run on this cluster, 3 the run folder is busy.
     """
     from sweeper.recipe import RecipeError, load_recipe
-    from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
     from sweeper.sweep import SweepError, run_sweep
 
     run_dir = Path(os.path.expandvars(out)).expanduser()
@@ -314,9 +332,7 @@ def drive(recipe_file: Path, out: str, results: str | None, storage: str | None)
         print(f"[{state['done']}/{state['total']}] {outcome.status:<8} {spec.label} {loss} "
               f"node {outcome.node_id[:12]}", flush=True)
         if mirror is not None:
-            # Curve first, then the row: the same order the sink writes them in.
-            mirror.put(f"{CURVES_DIR}/{spec.trial_id}.parquet")
-            mirror.put(f"{TRIALS_DIR}/{spec.trial_id}.parquet")
+            mirror.put_parts()
 
     try:
         summary = run_sweep(recipe, run_dir, storage_url=storage, on_start=on_start, on_trial=on_trial)
