@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Container, Hashable
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState, create_trial
@@ -86,11 +86,15 @@ class SweepStudy:
     def __init__(self, study: optuna.Study, specs: list[TrialSpec], sampler_seed: int = 0):
         self.study = study
         self.specs_by_id = {spec.trial_id: spec for spec in specs}
+        # Ranges, not lists of choices, for the numbers: every trial's record carries its
+        # distributions, and a list of 200 learning rates made each record ~5 KB and each
+        # tell O(grid side) in Optuna's checks.
+        lrs, batches, seeds = [s.lr for s in specs], [s.batch_size for s in specs], [s.seed for s in specs]
         self.distributions = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
-            "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
-            "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
-            "seed": CategoricalDistribution(sorted({s.seed for s in specs})),
+            "lr": FloatDistribution(min(lrs, default=1.0), max(lrs, default=1.0), log=True),
+            "batch_size": IntDistribution(min(batches, default=1), max(batches, default=1), log=True),
+            "seed": IntDistribution(min(seeds, default=0), max(seeds, default=0)),
         }
         order = [spec.trial_id for spec in specs]
         random.Random(sampler_seed).shuffle(order)
