@@ -34,7 +34,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from sweeper.outcome import CurvePoint, TrialOutcome
+from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, plan_trials
 from sweeper.recipe import parse_recipe
 from sweeper.results import ResultSink, compact_run
@@ -138,7 +138,8 @@ def measure_driver(specs: list[TrialSpec], folder: Path) -> dict:
     summary = SweepSummary(folder, planned=len(specs), already_recorded=0)
     pending = {spec.trial_id for spec in specs}
     wall = time.time()
-    drive = cpu(lambda: _drive(study, InstantExecutor(), sink, pending, summary, None, lambda spec: 1, {}))
+    drive = cpu(lambda: _drive(study, InstantExecutor(), sink, pending, summary, None, lambda spec: 1, {},
+                               TrialStatus.COMPLETE, "bench"))
     compact = cpu(lambda: compact_run(folder))
     wall = time.time() - wall
     assert summary.counts == Counter({"complete": len(specs)}), summary.counts

@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from sweeper.errors import SweeperError
+
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95
 
 
-class HparamsError(ValueError):
+class HparamsError(SweeperError):
     """fit.json missing, unreadable or of an unknown schema version; or a bad target."""
 
 
@@ -77,7 +79,7 @@ class Law:
     bootstrap: np.ndarray  # (R, p)
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "Law":
+    def from_dict(cls, entry: dict[str, Any]) -> Law:
         samples = np.asarray(entry.get("bootstrap_log_coefficients") or [], dtype=float)
         coef = np.asarray(entry["log_coefficients"], dtype=float)
         return cls(tuple(entry["variables"]), coef, samples.reshape(-1, coef.size))
@@ -210,8 +212,6 @@ def load_hparams(path: str | Path) -> Hparams:
     try:
         return Hparams(document, path)
     except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, HparamsError):
-            raise
         raise HparamsError(f"{path}: malformed fit.json ({error})") from None
 
 

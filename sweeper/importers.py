@@ -20,13 +20,15 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.errors import SweeperError
+from sweeper.outcome import TrialStatus
 from sweeper.results.schema import TRIALS_SCHEMA
 
 SCHEMA_COLUMNS = TRIALS_SCHEMA.names
 REQUIRED = ("lr", "loss", "n_params", "tokens_budget")
 
 
-class ImportError_(ValueError):
+class ImportError_(SweeperError):
     """Bad import input; the CLI prints it as one line and exits with code 2."""
 
 
@@ -38,7 +40,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except Exception as error:  # pandas raises many types for a malformed file
+    except Exception as error:  # noqa: BLE001 (pandas raises many types for a malformed file)
         raise ImportError_(f"cannot read {path}: {str(error).splitlines()[0]}") from None
 
 
@@ -65,7 +67,8 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     rows = []
     for index, record in enumerate(frame.to_dict(orient="records")):
         row: dict[str, Any] = {name: None for name in SCHEMA_COLUMNS}
-        for name, raw in record.items():
+        for column, raw in record.items():
+            name = str(column)
             value = _value(raw)
             if value is not None:
                 kind = kinds[name]
@@ -82,7 +85,8 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             row["batch_size"] = max(1, round(row["batch_size_tokens"] / row["seq_len"]))
         if row["status"] is None:
             loss = row["loss"]
-            row["status"] = "complete" if loss is not None and math.isfinite(loss) else "diverged"
+            finite = loss is not None and math.isfinite(loss)
+            row["status"] = (TrialStatus.COMPLETE if finite else TrialStatus.DIVERGED).value
         row["sweep"] = row["sweep"] or source
         if row["cell_id"] is None:
             row["cell_id"] = f"N{row['n_params']:.4g}-D{row['tokens_budget']:.3g}-S{row['seq_len']}"

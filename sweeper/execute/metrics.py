@@ -20,6 +20,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from typing import Any
+
+from sweeper.outcome import TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ class SweepMetrics:
     def __init__(self, sweep: str):
         self.sweep = sweep
         self.best_loss: dict[str, float] = {}
+        self._trials: Any = None  # Ray's Gauge and Counter, when Ray's metrics load
+        self._best: Any = None
+        self._finished: Any = None
         try:
             from ray.util.metrics import Counter as RayCounter
             from ray.util.metrics import Gauge
@@ -65,9 +71,8 @@ class SweepMetrics:
         values = {
             "pending": pending,
             "running": running,
-            "complete": counts.get("complete", 0),
-            "diverged": counts.get("diverged", 0),
-            "failed": counts.get("failed", 0),
+            **{status.value: counts.get(status, 0) for status in
+               (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)},
             "recorded": recorded,
         }
         try:
@@ -82,7 +87,7 @@ class SweepMetrics:
             return
         try:
             self._finished.inc(1.0, tags={"sweep": self.sweep, "status": status})
-            if status == "complete" and math.isfinite(loss) and loss < self.best_loss.get(cell_id, math.inf):
+            if status == TrialStatus.COMPLETE and math.isfinite(loss) and loss < self.best_loss.get(cell_id, math.inf):
                 self.best_loss[cell_id] = loss
                 self._best.set(loss, tags={"sweep": self.sweep, "cell": cell_id})
         except Exception as error:  # noqa: BLE001

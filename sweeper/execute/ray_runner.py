@@ -7,17 +7,20 @@ the same code serves a laptop and a multi-node cluster.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.exceptions import RayError, TaskCancelledError
 
-from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec
+from sweeper.errors import SweeperError
+from sweeper.outcome import TrialOutcome, TrialStatus
+from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
 
 
@@ -38,10 +41,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
-        context = ray.get_runtime_context()
-        return ClusterInfo(context.gcs_address, _dashboard_url(), started_here=False)
+        return ClusterInfo(ray.get_runtime_context().gcs_address, _dashboard_url(), started_here=False)
     if address:
-        context = ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
         context = ray.init(
@@ -49,12 +51,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
         )
         started_here = True
     url = context.dashboard_url
     return ClusterInfo(
-        context.address_info.get("gcs_address", address or ""),
+        # ray.init returns a RayContext; its annotation names only the BaseContext base class.
+        context.address_info.get("gcs_address", address or ""),  # type: ignore[attr-defined]
         f"http://{url}" if url and not url.startswith("http") else url,
         started_here,
     )
@@ -96,7 +99,7 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
     return outcome
 
 
-class PlacementError(RuntimeError):
+class PlacementError(SweeperError):
     """The recipe asks per trial for more than any node of the cluster can ever offer.
 
     Raised before anything is submitted: Ray would otherwise leave such tasks pending
@@ -206,15 +209,12 @@ class TrialExecutor:
     def submit(self, specs: list[TrialSpec]) -> None:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
+        options = self._options(task_name(specs))
+        ref: ray.ObjectRef[Any]
         if len(specs) == 1:
-            ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(specs[0], threads)
+            ref = _run_trial_task.options(**options).remote(specs[0], threads)
         else:
-            lrs = ",".join(f"{s.lr:.3g}" for s in specs)
-            cells = sorted({s.cell_id for s in specs})
-            budgets = ",".join(f"{d:.0e}" for d in sorted({s.tokens_budget for s in specs}))
-            where = cells[0] if len(cells) == 1 else f"{specs[0].shape.name} D={budgets}"
-            name = f"fused x{len(specs)} {where} B={specs[0].batch_size} lr={lrs}"
-            ref = _run_group_task.options(**self._options(name)).remote(specs, threads)
+            ref = _run_group_task.options(**options).remote(specs, threads)
         self.in_flight[ref] = list(specs)
 
     def in_flight_trials(self) -> list[TrialSpec]:
@@ -253,7 +253,7 @@ class TrialExecutor:
                 task = by_task.get(task_id)
                 if task is None:
                     continue
-                state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else task.state.lower())
+                state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
                 info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
                 for spec in specs:
                     result[spec.trial_id] = info
@@ -270,7 +270,7 @@ class TrialExecutor:
         ready, waiting = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
         if ready and waiting:  # and every other task already done: one round takes them all
             ready += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
-        finished = []
+        finished: list[tuple[TrialSpec, TrialOutcome]] = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
             try:
@@ -287,7 +287,7 @@ def failed_outcome(spec: TrialSpec, error: str, node_id: str = "") -> TrialOutco
     now = time.time()
     return TrialOutcome(
         trial_id=spec.trial_id,
-        status="failed",
+        status=TrialStatus.FAILED.value,
         final_val_loss=float("nan"),
         smoothed_train_loss=float("nan"),
         steps_done=0,

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from sweeper.errors import SweeperError
 from sweeper.hparams import Hparams, HparamsError, load_hparams
 
 SCHEMA_NAME = "sweeper.hparams"
@@ -41,7 +42,7 @@ SCHEMA_VERSION = 1
 TABLE_FORMATS = ("json", "yaml", "csv", "parquet")
 
 
-class ExportError(ValueError):
+class ExportError(SweeperError):
     """Bad targets file, fit file or option combination; the message is one line for the user."""
 
 
@@ -196,6 +197,7 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
         hp = load_hparams(fit_json)
     except HparamsError as error:
         raise ExportError(str(error)) from None
+    assert hp.path is not None  # load_hparams records the file it read
     digest = sha256_of(Path(hp.path))
     return [build_record(hp, target, digest, round_to) for target in targets]
 

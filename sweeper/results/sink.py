@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,12 +28,13 @@ from sweeper.results.parts import next_sequence, sequenced_name
 from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TRIALS_DIR, TRIALS_SCHEMA
 from sweeper.runfolder import atomic_write
 
+
 def write_part(dataset_dir: Path, name: str, table: pa.Table) -> Path:
     """Write ``table`` as ``dataset_dir/<name>.parquet``, atomically (see module doc)."""
     return atomic_write(Path(dataset_dir) / f"{name}.parquet", lambda stream: pq.write_table(table, stream))
 
 
-def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict:
+def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[str, Any]:
     shape = spec.shape
     return {
         "trial_id": spec.trial_id,
@@ -152,7 +154,7 @@ class ResultSink:
         compact_run(self.run_dir)
         self._sequence = None
 
-    def record_rows(self, rows: list[dict], name: str) -> Path:
+    def record_rows(self, rows: list[dict[str, Any]], name: str) -> Path:
         """Write already-formed trial rows (importers) as one part file."""
         table = pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
         return write_part(self.trials_dir, sequenced_name(self._take_sequence(), name), table)

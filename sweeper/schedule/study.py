@@ -23,22 +23,20 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Container, Hashable
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from sweeper.outcome import TrialOutcome
+from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 
 STUDY_FILE = "optuna.journal"
-
-optuna.logging.set_verbosity(logging.ERROR)
 
 
 def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
@@ -90,7 +88,7 @@ class SweepStudy:
         # distributions, and a list of 200 learning rates made each record ~5 KB and each
         # tell O(grid side) in Optuna's checks.
         lrs, batches, seeds = [s.lr for s in specs], [s.batch_size for s in specs], [s.seed for s in specs]
-        self.distributions = {
+        self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
             "lr": FloatDistribution(min(lrs, default=1.0), max(lrs, default=1.0), log=True),
             "batch_size": IntDistribution(min(batches, default=1), max(batches, default=1), log=True),
@@ -114,7 +112,11 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
-    ) -> "SweepStudy":
+    ) -> SweepStudy:
+        # Optuna logs every tell (INFO); the driver prints its own progress. Set when a
+        # driver opens its study, not at import, so that importing sweeper leaves the user's
+        # Optuna logging alone.
+        optuna.logging.set_verbosity(logging.ERROR)
         study = optuna.create_study(
             study_name=name,
             storage=storage_for(Path(run_dir), storage_url),
@@ -205,7 +207,7 @@ class SweepStudy:
     def _frozen(self, spec: TrialSpec, status: str, loss: float) -> FrozenTrial:
         params = {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
         attrs = {"trial_id": spec.trial_id, "status": str(status)}
-        if status == "complete" and math.isfinite(loss):
+        if status == TrialStatus.COMPLETE and math.isfinite(loss):
             return create_trial(params=params, distributions=self.distributions, value=loss, user_attrs=attrs)
         # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
         return create_trial(params=params, distributions=self.distributions, state=TrialState.FAIL,
