@@ -43,7 +43,10 @@ def compact_dataset(dataset_dir: Path, schema: pa.Schema, latest: str) -> list[s
     files = part_files(dataset_dir)
     if len(files) <= 1:
         return []
-    tables, file_index, problems, readable = [], [], [], []
+    tables: list[pa.Table] = []
+    file_index: list[np.ndarray] = []
+    problems: list[str] = []
+    readable: list[Path] = []
     for path in files:
         try:
             table = pq.read_table(path, schema=schema)
