@@ -57,7 +57,8 @@ def write(folder: Path, specs: list[TrialSpec], per_part: int) -> float:
 
 
 def run_measured(command: list[str]) -> dict:
-    """Wall seconds and peak RSS (MB) of one child process; its stdout's last line too."""
+    """Wall and CPU seconds and peak RSS (MB) of one child process (start-up included);
+    its stdout's last line too."""
     started = time.time()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(child.pid, 0)
@@ -67,7 +68,8 @@ def run_measured(command: list[str]) -> dict:
     if child.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {stderr[-500:]}")
     last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "last_line": last}
+    return {"wall_s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "last_line": last}
 
 
 RESUME_READ = (
