@@ -32,7 +32,7 @@ from sweeper.plan import (
     whole_runs,
 )
 from sweeper.recipe import Recipe
-from sweeper.results import ResultSink, damaged_curves, read_trials
+from sweeper.results import ResultSink, compact_run, damaged_curves, read_trials
 from sweeper.runfolder import RunFolderLock, check_writable_folder, save_recipe, write_progress
 from sweeper.trainspec import budget_line_key, fusion_key
 
@@ -43,6 +43,11 @@ RECORDED_STATUSES = FINISHED_STATUSES | {TrialStatus.TARGET.value}
 # read-only) ends the sweep with one line; what was recorded stays whole (atomic writes,
 # the journal's torn tail is cut at the next open), so `sweeper resume` finishes it.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# Finished trials are written together once this many wait, or the oldest has waited this
+# long (a part file per trial is mostly footer; see results/sink.py).
+RESULT_BUFFER_TRIALS = 256
+RESULT_BUFFER_SECONDS = 2.0
+PROGRESS_SECONDS = 0.5  # progress.json (for `sweeper status`) at most this often
 
 
 @dataclass
@@ -88,6 +93,10 @@ class Schedule(Protocol):
 
     def tell(self, asked: Any, outcome: TrialOutcome) -> None: ...
 
+    def flush(self) -> int:
+        """Pass on what ``tell`` queued; called once the told trials' results are on disk."""
+        ...
+
 
 @dataclass
 class Queued:
@@ -107,6 +116,9 @@ class FixedOrder:
     def tell(self, asked: Queued, outcome: TrialOutcome) -> None:
         return None
 
+    def flush(self) -> int:
+        return 0
+
 
 def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[str, int], list[str]]:
     """What a run folder already holds: trial id -> (status, loss) of its finished trials,
@@ -114,9 +126,10 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
 
     Failed trials are not counted as finished: a failure may be transient, so a resumed
     sweep runs them again (as attempt n + 1). Nor are trials whose curve file is damaged:
-    running them again is the only way to get the curve back.
+    running them again is the only way to get the curve back. Reads four columns, not the
+    whole rows.
     """
-    read = read_trials(run_dir)
+    read = read_trials(run_dir, columns=["trial_id", "status", "loss", "attempt"])
     damaged = damaged_curves(run_dir)
     table = read.table
     finished, failed_attempts = {}, {}
@@ -250,6 +263,8 @@ def run_trials(
     cluster = None
     try:
         recorded, failed_attempts, problems = recorded_results(run_dir)
+        # After the read that reported damaged parts: compaction sets them aside.
+        compact_run(run_dir)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         summary = SweepSummary(
             run_dir,
@@ -277,12 +292,18 @@ def run_trials(
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
             schedule = open_schedule(recorded)
-            _drive(schedule, executor, ResultSink(run_dir), pending, summary, on_trial, members,
+            sink = ResultSink(run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS)
+            _drive(schedule, executor, sink, pending, summary, on_trial, members,
                    failed_attempts, complete_as, recipe.name)
+            compact_run(run_dir)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
-        statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
-        summary.sweep_counts = Counter(row["status"] for row in statuses if row["trial_id"] in planned_ids)
+        statuses = read_trials(run_dir, columns=["status"]).table
+        summary.sweep_counts = Counter(
+            status for trial_id, status in zip(statuses.column("trial_id").to_pylist(),
+                                               statuses.column("status").to_pylist())
+            if trial_id in planned_ids
+        )
         _write_progress(run_dir, summary, running=[], finished=True)
         return summary
     except OSError as error:
@@ -299,38 +320,52 @@ def run_trials(
 def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
            failed_attempts: dict[str, int], complete_as: TrialStatus, name: str) -> None:
+    """Keep the cluster full until every pending trial has finished. A round costs
+    O(trials running + trials finished): the runnable set shrinks as trials start, a grid's
+    choice is O(1), and results and Optuna tells are written in batches."""
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(name)
     asked_by_id = {}
-    while pending:
-        runnable = pending - executor.running_ids()
-        while runnable and len(executor.in_flight) < executor.capacity():
-            group = schedule.next_group(runnable, max_members, fusion_key)
-            if not group:
-                break
-            executor.submit([asked.spec for asked in group])
-            for asked in group:
-                asked_by_id[asked.spec.trial_id] = asked
-                runnable.discard(asked.spec.trial_id)
-        running = executor.in_flight_trials()
-        metrics.progress(pending=len(pending) - len(running), running=len(running),
-                         counts=summary.counts, recorded=summary.already_recorded)
-        _write_progress(sink.run_dir, summary, running=running, finished=False,
-                        where=executor.where())
-        # Short waits, so that progress.json (and `sweeper status`) follows running trials.
-        for spec, outcome in executor.wait(timeout=1.0):
-            told = outcome
-            if outcome.status == TrialStatus.COMPLETE and complete_as != TrialStatus.COMPLETE:
-                outcome = dataclasses.replace(outcome, status=complete_as.value)
-            # Record first, then tell: the Parquet record is never behind the study.
-            sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
-            schedule.tell(asked_by_id.pop(spec.trial_id), told)
-            pending.discard(spec.trial_id)
-            summary.counts[outcome.status] += 1
-            metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
-            if on_trial is not None:
-                on_trial(spec, outcome, summary.counts)
+    runnable = set(pending)  # neither recorded nor started: only shrinks
+    progress_written = 0.0
+    try:
+        while pending:
+            while runnable and len(executor.in_flight) < executor.capacity():
+                group = schedule.next_group(runnable, max_members, fusion_key)
+                if not group:
+                    break
+                executor.submit([asked.spec for asked in group])
+                for asked in group:
+                    asked_by_id[asked.spec.trial_id] = asked
+                    runnable.discard(asked.spec.trial_id)
+            if time.monotonic() - progress_written >= PROGRESS_SECONDS:
+                running = executor.in_flight_trials()
+                metrics.progress(pending=len(pending) - len(running), running=len(running),
+                                 counts=summary.counts, recorded=summary.already_recorded)
+                _write_progress(sink.run_dir, summary, running=running, finished=False,
+                                where=executor.where())
+                progress_written = time.monotonic()
+            # Short waits, so that progress.json (and `sweeper status`) follows running trials.
+            for spec, outcome in executor.wait(timeout=1.0):
+                told = outcome
+                if outcome.status == TrialStatus.COMPLETE and complete_as != TrialStatus.COMPLETE:
+                    outcome = dataclasses.replace(outcome, status=complete_as.value)
+                # Record first, then tell: the Parquet record is never behind the study.
+                sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
+                schedule.tell(asked_by_id.pop(spec.trial_id), told)
+                pending.discard(spec.trial_id)
+                summary.counts[outcome.status] += 1
+                metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
+                if on_trial is not None:
+                    on_trial(spec, outcome, summary.counts)
+            if sink.flush_due():
+                sink.flush()
+            if sink.buffered == 0:
+                schedule.flush()  # only trials whose results are on disk
+    finally:
+        sink.flush()
+        schedule.flush()
     metrics.progress(pending=0, running=0, counts=summary.counts, recorded=summary.already_recorded)
 
 

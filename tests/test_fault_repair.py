@@ -39,6 +39,7 @@ def _run_one(study: SweepStudy, runnable: set[str], loss: float) -> str:
     asked = study.next_trial(runnable)
     assert asked is not None
     study.tell(asked, _outcome(asked.spec.trial_id, loss))
+    study.flush()  # tells reach the journal when the driver flushes (after results are on disk)
     return asked.spec.trial_id
 
 
@@ -84,9 +85,10 @@ def test_a_journal_broken_inside_is_set_aside_and_the_record_decides(tmp_path: P
 def test_a_damaged_curve_file_is_reported_and_its_trial_runs_again(tmp_path: Path) -> None:
     specs = _specs()
     sink = ResultSink(tmp_path)
-    for spec in specs:
+    for spec in specs:  # one part per trial: the first written holds the first trial
         sink.record(spec, _outcome(spec.trial_id))
-    victim = tmp_path / "curves" / f"{specs[0].trial_id}.parquet"
+        sink.flush()
+    victim = sorted((tmp_path / "curves").glob("*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[:40])
 
     finished, _, problems = recorded_results(tmp_path)

@@ -67,7 +67,7 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
         state["done"] += 1
         click.echo(_trial_line(state["done"], state["total"], spec, outcome))
         if mirror is not None:
-            mirror.put_trial(spec.trial_id)
+            mirror.put_parts()
 
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
@@ -158,6 +158,10 @@ def _driver_state(progress: dict) -> str:
     return f"running (pid {pid} on {host}, updated {age:.0f}s ago)"
 
 
+# The columns `status` shows: a few of the trial rows' 37 (a sweep's table can be large).
+STATUS_COLUMNS = ["status", "cell_id", "n_params", "tokens_budget", "loss", "lr", "batch_size"]
+
+
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -175,7 +179,7 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
     if not folder.is_dir():
         fail(f"{run_dir}: no such run folder")
     progress = read_progress(folder)
-    read = read_trials(folder)
+    read = read_trials(folder, columns=STATUS_COLUMNS)
     problems = read.problems + sorted(damaged_curves(folder).values())
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
@@ -359,7 +363,7 @@ def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     from sweeper.execute import jobs
 
     source = jobs.fetch(address, job_id, Path(out), from_head=from_head)
-    read = read_trials(out)
+    read = read_trials(out, columns=["status"])
     click.echo(f"fetched {read.table.num_rows} trial rows from {source} into {out}")
 
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,13 +209,20 @@ class TrialExecutor:
         self.dashboard_url = dashboard_url  # where Ray's state API answers (for where())
         self.in_flight: dict[ray.ObjectRef, list[TrialSpec]] = {}
         self._where: tuple[float, dict[str, dict]] = (0.0, {})
+        self._where_busy = threading.Event()
+        self._capacity: tuple[float, int] = (-1.0, 1)
 
     def capacity(self) -> int:
-        """How many tasks the cluster can run at once now (re-read: clusters scale)."""
+        """How many tasks the cluster can run at once now (re-read each second: clusters
+        scale, and asking the cluster on every round of the driver would slow it)."""
+        asked_at, slots = self._capacity
+        if time.monotonic() - asked_at < 1.0:
+            return slots
         available = ray.cluster_resources()
         slots = math.floor(available.get("CPU", 0) / self.resources.cpus + 1e-9)
         if self.resources.gpus > 0:
             slots = min(slots, math.floor(available.get("GPU", 0) / self.resources.gpus + 1e-9))
+        self._capacity = (time.monotonic(), max(1, slots))
         return max(1, slots)
 
     def _options(self, name: str) -> dict:
@@ -243,18 +251,22 @@ class TrialExecutor:
     def in_flight_trials(self) -> list[TrialSpec]:
         return [spec for group in self.in_flight.values() for spec in group]
 
-    def running_ids(self) -> set[str]:
-        return {spec.trial_id for spec in self.in_flight_trials()}
-
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
-        state API (one call for all tasks). Empty when that API does not answer in time:
-        it only feeds ``sweeper status``, so it must never hold the sweep up."""
+        state API (one call for all tasks, at most one a second). Never waits: the call runs
+        on a background thread and this returns the latest answer (empty until the first).
+        It only feeds ``sweeper status``, so it must never hold the sweep up."""
         if not self.in_flight or self.dashboard_url is None:
             return {}
         asked_at, cached = self._where
-        if time.time() - asked_at < 1.0:  # at most one state-API call a second
-            return cached
+        if time.time() - asked_at >= 1.0 and not self._where_busy.is_set():
+            self._where = (time.time(), cached)
+            self._where_busy.set()
+            groups = {ref.task_id().hex(): list(specs) for ref, specs in self.in_flight.items()}
+            threading.Thread(target=self._ask_where, args=(groups,), daemon=True).start()
+        return cached
+
+    def _ask_where(self, groups: dict[str, list[TrialSpec]]) -> None:
         try:
             from ray.util.state import list_tasks
 
@@ -266,26 +278,29 @@ class TrialExecutor:
                 limit=10_000, timeout=2, raise_on_missing_output=False,
             )
             ips = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
+            by_task = {task.task_id: task for task in tasks}
+            result: dict[str, dict] = {}
+            for task_id, specs in groups.items():
+                task = by_task.get(task_id)
+                if task is None:
+                    continue
+                state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
+                info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
+                for spec in specs:
+                    result[spec.trial_id] = info
+            self._where = (time.time(), result)
         except Exception:  # noqa: BLE001 (an observability call; the sweep goes on without it)
-            return {}
-        by_task = {task.task_id: task for task in tasks}
-        result: dict[str, dict] = {}
-        for ref, specs in self.in_flight.items():
-            task = by_task.get(ref.task_id().hex())
-            if task is None:
-                continue
-            state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
-            info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
-            for spec in specs:
-                result[spec.trial_id] = info
-        self._where = (time.time(), result)
-        return result
+            pass
+        finally:
+            self._where_busy.clear()
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
         """Block until at least one task ends (or ``timeout``); return its trials' outcomes."""
         if not self.in_flight:
             return []
-        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+        ready, waiting = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+        if ready and waiting:  # and every other task already done: one round takes them all
+            ready += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
         finished: list[tuple[TrialSpec, TrialOutcome]] = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
