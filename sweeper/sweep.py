@@ -70,6 +70,10 @@ class SweepSummary:
 
 
 ProgressCallback = Callable[[TrialSpec, TrialOutcome, Counter], None]
+# Once per scheduling round (about a second): the trials in flight, as progress.json lists
+# them (label, state, node, and once a trial has reported: step, steps, train_loss, val_loss,
+# elapsed_s), and this run's finished trials by status.
+TickCallback = Callable[[list[dict], Counter], None]
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -212,12 +216,13 @@ def run_sweep(
     on_start: Callable[[int, int, str | None], None] | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
+    on_tick: TickCallback | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
-    # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
-    from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
-    from sweeper.schedule import SweepStudy
+    ``on_problem`` hears each damaged result file found at the start (its trial re-runs);
+    ``on_tick`` hears the trials in flight about once a second."""
+    # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch
+    # (nor does a re-submitted finished sweep: it imports Ray only when there is work).
     from sweeper.train import data_identity
 
     run_dir = Path(run_dir)
@@ -241,6 +246,9 @@ def run_sweep(
             max_failed_fraction=recipe.max_failed_fraction,
         )
         if pending:  # nothing to run: no cluster to start
+            from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
+            from sweeper.schedule import SweepStudy
+
             cluster = connect(address, num_cpus=num_cpus)
             summary.dashboard_url = cluster.dashboard_url
             try:
@@ -254,7 +262,8 @@ def run_sweep(
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
+            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts,
+                   on_tick)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
@@ -269,7 +278,7 @@ def run_sweep(
 
 def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
-           failed_attempts: dict[str, int]) -> None:
+           failed_attempts: dict[str, int], on_tick: TickCallback | None = None) -> None:
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(study.study.study_name)
@@ -287,8 +296,12 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
         running = executor.in_flight_trials()
         metrics.progress(pending=len(pending) - len(running), running=len(running),
                          counts=summary.counts, recorded=summary.already_recorded)
-        _write_progress(sink.run_dir, summary, running=running, finished=False,
-                        where=executor.where())
+        where, live = executor.where(), executor.live()
+        entries = [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {}),
+                    **live.get(s.trial_id, {})} for s in running]
+        _write_progress(sink.run_dir, summary, running=entries, finished=False)
+        if on_tick is not None:
+            on_tick(entries, summary.counts)
         # Short waits, so that progress.json (and `sweeper status`) follows running trials.
         for spec, outcome in executor.wait(timeout=1.0):
             # Record first, then tell: the Parquet record is never behind the study.
@@ -302,10 +315,8 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
     metrics.progress(pending=0, running=0, counts=summary.counts, recorded=summary.already_recorded)
 
 
-def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpec], finished: bool,
-                    where: dict[str, dict] | None = None) -> None:
-    """``where``: trial id -> {"state", "node_id", "node_ip", ...} from the executor, if known."""
-    where = where or {}
+def _write_progress(run_dir: Path, summary: SweepSummary, running: list[dict], finished: bool) -> None:
+    """``running``: one entry per trial in flight (see TickCallback)."""
     write_json_atomic(
         run_dir / PROGRESS_FILE,
         {
@@ -317,6 +328,6 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
             "already_recorded": summary.already_recorded,
             "counts": {status: summary.counts.get(status, 0) for status in STATUSES},
             "dashboard_url": summary.dashboard_url,
-            "running": [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {})} for s in running],
+            "running": running,
         },
     )

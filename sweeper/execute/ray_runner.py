@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayError, TaskCancelledError
 
+from sweeper.execute.live import LiveProgress, reporter
 from sweeper.outcome import TrialOutcome
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Resources
@@ -77,7 +78,7 @@ def disconnect() -> None:
 
 
 @ray.remote
-def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
+def _run_trial_task(spec: TrialSpec, threads: int, board=None) -> TrialOutcome:  # noqa: ANN001
     # Imported inside the task so the driver never pays for torch when it only schedules.
     from sweeper.train import load_corpus, run_trial
 
@@ -90,7 +91,7 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
             f"{spec.data_identity}; every node must see the same data",
             node_id,
         )
-    outcome = run_trial(spec, threads=threads)
+    outcome = run_trial(spec, threads=threads, report=reporter(board))
     outcome.node_id = node_id
     return outcome
 
@@ -144,7 +145,7 @@ _WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
 
 
 @ray.remote
-def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
+def _run_group_task(specs: list[TrialSpec], threads: int, board=None) -> list[TrialOutcome]:  # noqa: ANN001
     from sweeper.train import load_corpus
     from sweeper.train.fused import run_fused
 
@@ -152,7 +153,7 @@ def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
     if load_corpus(specs[0].data).identity != specs[0].data_identity:
         # Same check and message as a single trial: run one to get its failed outcome.
         return [ray.get(_run_trial_task.remote(spec, threads)) for spec in specs]
-    outcomes = run_fused(specs, threads=threads)
+    outcomes = run_fused(specs, threads=threads, report=reporter(board))
     for outcome in outcomes:
         outcome.node_id = node_id
     return outcomes
@@ -174,6 +175,7 @@ class TrialExecutor:
         self.dashboard_url = dashboard_url  # where Ray's state API answers (for where())
         self.in_flight: dict[ray.ObjectRef, list[TrialSpec]] = {}
         self._where: tuple[float, dict[str, dict]] = (0.0, {})
+        self.live_progress = LiveProgress()
 
     def capacity(self) -> int:
         """How many tasks the cluster can run at once now (re-read: clusters scale)."""
@@ -198,15 +200,17 @@ class TrialExecutor:
     def submit(self, specs: list[TrialSpec]) -> None:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
+        board = self.live_progress.handle()
         if len(specs) == 1:
-            ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(specs[0], threads)
+            ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(
+                specs[0], threads, board)
         else:
             lrs = ",".join(f"{s.lr:.3g}" for s in specs)
             cells = sorted({s.cell_id for s in specs})
             budgets = ",".join(f"{d:.0e}" for d in sorted({s.tokens_budget for s in specs}))
             where = cells[0] if len(cells) == 1 else f"{specs[0].shape.name} D={budgets}"
             name = f"fused x{len(specs)} {where} B={specs[0].batch_size} lr={lrs}"
-            ref = _run_group_task.options(**self._options(name)).remote(specs, threads)
+            ref = _run_group_task.options(**self._options(name)).remote(specs, threads, board)
         self.in_flight[ref] = list(specs)
 
     def in_flight_trials(self) -> list[TrialSpec]:
@@ -214,6 +218,11 @@ class TrialExecutor:
 
     def running_ids(self) -> set[str]:
         return {spec.trial_id for spec in self.in_flight_trials()}
+
+    def live(self) -> dict[str, dict]:
+        """Trial id -> the latest progress point (step, steps, train_loss, val_loss,
+        elapsed_s) of the trials in flight that have reported one (execute/live.py)."""
+        return self.live_progress.read(sorted(self.running_ids()))
 
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
@@ -258,6 +267,7 @@ class TrialExecutor:
         finished = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
+            self.live_progress.forget([spec.trial_id for spec in specs])
             try:
                 result = ray.get(ref)
                 outcomes = result if isinstance(result, list) else [result]

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TRIALS_DIR, TRIALS_SCHEMA
+from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TIMESTAMP, TRIALS_DIR, TRIALS_SCHEMA
 
 
 @dataclass
@@ -32,6 +33,20 @@ def _part_files(dataset_dir: Path) -> list[Path]:
     return sorted(p for p in dataset_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
 
 
+def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    """One part file in ``schema``. Parts written before the trials schema's version 2 hold
+    started_at/ended_at as float unix seconds; they are read as timestamps."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        table = pq.read_table(path)
+    for name in ("started_at", "ended_at"):
+        if name in table.column_names and pa.types.is_floating(table.schema.field(name).type):
+            micros = pc.cast(pc.round(pc.multiply(table.column(name), 1e6)), pa.int64())
+            table = table.set_column(table.column_names.index(name), name, micros.cast(TIMESTAMP))
+    return table.select(schema.names).cast(schema)
+
+
 def read_dataset(dataset_dir: Path, schema: pa.Schema) -> ReadResult:
     files = _part_files(Path(dataset_dir))
     if not files:
@@ -46,7 +61,7 @@ def read_dataset(dataset_dir: Path, schema: pa.Schema) -> ReadResult:
     tables, problems = [], []
     for path in files:
         try:
-            tables.append(pq.read_table(path, schema=schema))
+            tables.append(_read_part(path, schema))
         except (pa.ArrowInvalid, pa.ArrowException, OSError) as error:
             reason = str(error).strip().splitlines()[0][:160]
             problems.append(f"{path}: unreadable part file skipped ({reason})")

@@ -9,8 +9,10 @@ trial twice replaces one file with an identical one: a trial is in the results o
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,6 +38,13 @@ def write_part(dataset_dir: Path, name: str, table: pa.Table) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return final
+
+
+def utc_time(unix_seconds: float | None) -> datetime | None:
+    """Unix seconds (what trainers measure) as the aware datetime a timestamp column holds."""
+    if unix_seconds is None or not math.isfinite(unix_seconds):
+        return None
+    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc)
 
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict:
@@ -72,8 +81,8 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict:
         "tokens": outcome.tokens_done,
         "wall_seconds": outcome.wall_seconds,
         "tokens_per_second": outcome.tokens_per_second,
-        "started_at": outcome.started_at,
-        "ended_at": outcome.ended_at,
+        "started_at": utc_time(outcome.started_at),
+        "ended_at": utc_time(outcome.ended_at),
         "diverged_step": outcome.diverged_step,
         "error": outcome.error,
         "node_id": outcome.node_id,

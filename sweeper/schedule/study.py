@@ -10,17 +10,18 @@ disagree (after a crash, a trial can be RUNNING in the study but lost in fact).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
@@ -41,16 +42,54 @@ def _spec_key(spec: TrialSpec) -> tuple:
     return _grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed)
 
 
-def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
-    """The study's storage: the URL given, else a journal file in the run folder.
+class DeferringJournalBackend(BaseJournalBackend):
+    """A journal backend that can hold appends back and write them as one.
+
+    Optuna's JournalStorage appends (and fsyncs) one log line per operation; telling a
+    finished trial its curve, attributes and result is a dozen operations. Inside
+    ``deferred()`` they are collected and appended together, under one lock and one fsync:
+    one durable write per finished trial. Reads pass through (the storage re-reads the file
+    after each operation, and the held-back lines are not there yet, which nothing that
+    runs inside ``deferred()`` depends on: it only writes).
+    """
+
+    def __init__(self, inner: BaseJournalBackend):
+        self.inner = inner
+        self._held: list[dict[str, Any]] | None = None
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return list(self.inner.read_logs(log_number_from))
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if self._held is not None:
+            self._held.extend(logs)
+        else:
+            self.inner.append_logs(logs)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self.inner.append_logs(held)
+
+
+def storage_for(run_dir: Path, storage_url: str | None) -> tuple[
+        optuna.storages.BaseStorage | str, DeferringJournalBackend | None]:
+    """The study's storage: the URL given, else a journal file in the run folder (and then
+    its backend, to group a finished trial's writes).
 
     A journal file rather than SQLite because several processes may append to it (SQLite
     locks up under concurrent writers, and Optuna's docs advise against it on NFS).
     """
     if storage_url:
-        return storage_url
+        return storage_url, None
     run_dir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+    backend = DeferringJournalBackend(JournalFileBackend(str(run_dir / STUDY_FILE)))
+    return JournalStorage(backend), backend
 
 
 class AskTellGridSampler(optuna.samplers.BruteForceSampler):
@@ -77,8 +116,10 @@ class Asked:
 class SweepStudy:
     """The ask/tell side of a sweep over a fixed plan of trial specs."""
 
-    def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec],
+                 backend: DeferringJournalBackend | None = None):
         self.study = study
+        self.backend = backend  # the run folder's journal, when the study is kept there
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
         self.distributions = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
@@ -100,14 +141,15 @@ class SweepStudy:
             # BruteForceSampler is marked experimental; its contract is all this loop uses.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = AskTellGridSampler(seed=sampler_seed)
+        storage, backend = storage_for(Path(run_dir), storage_url)
         study = optuna.create_study(
             study_name=name,
-            storage=storage_for(Path(run_dir), storage_url),
+            storage=storage,
             sampler=sampler,
             direction="minimize",
             load_if_exists=True,
         )
-        return cls(study, specs)
+        return cls(study, specs, backend)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
         """Close trials a dead driver left RUNNING: told with the recorded result where the
@@ -173,8 +215,25 @@ class SweepStudy:
         return Asked(trial, spec)
 
     def tell(self, asked: Asked, outcome: TrialOutcome) -> None:
-        asked.trial.set_user_attr("status", outcome.status)
-        self._close(asked.trial.number, outcome.status, outcome.final_val_loss)
+        """Close the trial with its result, its curve of validation losses (Optuna's
+        intermediate values, step = tokens trained, so batch sizes compare on one axis) and
+        its N, D, B in tokens and lr as user attributes (the ``cell`` parameter hides them):
+        what optuna-dashboard draws as learning curves and lists per trial. Reported once
+        the trial has ended, as one journal write, not per step."""
+        spec, trial = asked.spec, asked.trial
+        deferred = self.backend.deferred() if self.backend is not None else contextlib.nullcontext()
+        with deferred:
+            for point in outcome.curve:
+                if point.val_loss is not None and math.isfinite(point.val_loss):
+                    trial.report(point.val_loss, point.tokens)
+            attributes = {
+                "status": str(outcome.status), "n_params": spec.shape.n_params_nonembedding,
+                "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
+                "lr": spec.lr, "shape": spec.shape.name,
+            }
+            for key, value in attributes.items():
+                trial.set_user_attr(key, value)
+            self._close(trial.number, outcome.status, outcome.final_val_loss)
 
     def _close(self, number: int, status: str, loss: float) -> None:
         if status == "complete" and math.isfinite(loss):

@@ -34,7 +34,7 @@ from sweeper.recipe import Optimizer
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, resolve_device
 from sweeper.train.model import GPT, GPTConfig
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
 
@@ -135,8 +135,10 @@ class StackedAdamW:
 # ---- training ---------------------------------------------------------------------------
 
 
-def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str | None = None) -> list[TrialOutcome]:
-    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``.
+def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str | None = None,
+              report: ProgressReport | None = None) -> list[TrialOutcome]:
+    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``. ``report``
+    hears each member's progress while it runs, as for ``run_trial``.
 
     Raises ValueError only for a group that cannot be fused (a caller's bug, see
     ``can_fuse``); a training problem never raises: it fails every member still running,
@@ -147,7 +149,7 @@ def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str
     for spec in specs[1:]:
         if not can_fuse(specs[0], spec):
             raise ValueError(f"trial {spec.trial_id} cannot be fused with {specs[0].trial_id}")
-    monitors = [TrialMonitor(spec) for spec in specs]
+    monitors = [TrialMonitor(spec, report) for spec in specs]
     outcomes: list[TrialOutcome | None] = [None] * len(specs)
     clock = time.perf_counter()
     try:

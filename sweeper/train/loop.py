@@ -24,7 +24,7 @@ from sweeper.outcome import TrialOutcome
 from sweeper.plan import TrialSpec
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 
 
@@ -82,11 +82,13 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def run_trial(spec: TrialSpec, *, threads: int | None = None, device: str | None = None) -> TrialOutcome:
+def run_trial(spec: TrialSpec, *, threads: int | None = None, device: str | None = None,
+              report: ProgressReport | None = None) -> TrialOutcome:
     """Train one proxy model as ``spec`` says and report how it ended (never raises for a
     training problem). ``threads``: torch intra-op threads (default 1, one per Ray CPU);
-    ``device``: torch device string (default CPU). ``node_id`` is left for the executor."""
-    monitor = TrialMonitor(spec)
+    ``device``: torch device string (default CPU); ``report`` hears its progress while it
+    runs (monitor.ProgressReport). ``node_id`` is left for the executor."""
+    monitor = TrialMonitor(spec, report)
     clock = time.perf_counter()
     try:
         final_val_loss = _train(spec, monitor, threads or 1, resolve_device(device))

@@ -13,11 +13,20 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from typing import Callable
 
 from sweeper.outcome import CurvePoint, TrialOutcome
 from sweeper.plan import TrialSpec
 
 EMA_ALPHA = 0.1  # weight of the newest loss in the smoothed train loss
+# How often a running trial tells the driver its step and loss (``ProgressReport``): often
+# enough for a live view, rare enough to cost nothing next to a training step.
+REPORT_EVERY_SECONDS = 2.0
+
+#: ``report(trial_id, point)``: hears a running trial's progress; ``point`` holds ``step``,
+#: ``steps``, ``train_loss`` (smoothed), ``val_loss`` (latest measured, or None) and
+#: ``elapsed_s``. It must not raise and must return at once (the trainer waits for it).
+ProgressReport = Callable[[str, dict], None]
 
 
 def error_text(error: BaseException) -> str:
@@ -29,8 +38,10 @@ def error_text(error: BaseException) -> str:
 class TrialMonitor:
     """Collects one trial's curve and decides when it has diverged."""
 
-    def __init__(self, spec: TrialSpec):
+    def __init__(self, spec: TrialSpec, report: ProgressReport | None = None):
         self.spec = spec
+        self.report = report
+        self.last_val_loss: float | None = None
         self.curve: list[CurvePoint] = []
         self.initial_loss = math.nan
         self.smoothed = math.nan
@@ -39,6 +50,7 @@ class TrialMonitor:
         self.started_at = time.time()
         self._limit = math.inf
         self._batch_tokens = spec.batch_size_tokens
+        self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
 
     def observe(self, step: int, lr: float, loss: float) -> bool:
         """Record the train loss of ``step`` (before its update); True when it diverged."""
@@ -59,9 +71,16 @@ class TrialMonitor:
     def stepped(self, step: int) -> None:
         """The update of ``step`` was applied."""
         self.steps_done = step
+        if self.report is not None and time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
+            self.report(self.spec.trial_id, {
+                "step": step, "steps": self.spec.steps, "train_loss": self.smoothed,
+                "val_loss": self.last_val_loss, "elapsed_s": time.time() - self.started_at,
+            })
 
     def record_val(self, step: int, val_loss: float) -> None:
         self.curve[step - 1].val_loss = val_loss
+        self.last_val_loss = val_loss
 
     def outcome(self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None) -> TrialOutcome:
         """The trial's outcome: failed when ``error`` is given, diverged when a loss blew up
@@ -90,4 +109,4 @@ class TrialMonitor:
         )
 
 
-__all__ = ["EMA_ALPHA", "TrialMonitor", "error_text"]
+__all__ = ["EMA_ALPHA", "ProgressReport", "TrialMonitor", "error_text"]
