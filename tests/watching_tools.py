@@ -110,7 +110,7 @@ class MlflowServer:
         if self.process.poll() is None:
             os.killpg(self.process.pid, 15)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=3)  # its workers may linger; nothing needs to be kept
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
         self.log.close()

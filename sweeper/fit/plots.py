@@ -35,16 +35,42 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def _log_axes(ax, plt, y_log: bool = False) -> None:
-    """Log axes. Grids often span less than a decade, so the minor ticks carry the only
-    labels; at most a few of them are labelled, so that they do not run into each other."""
-    from matplotlib.ticker import LogFormatterSciNotation
-
     ax.set_xscale("log")
     if y_log:
         ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis) if y_log else (ax.xaxis,):
-        axis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.15)))
     ax.tick_params(which="both", labelsize=TICK_PT)
+
+
+# Tick values per decade, coarse to fine. Chosen here rather than by matplotlib's log
+# formatter, which labels every minor tick of a grid spanning less than a decade (the usual
+# case) and so runs labels into each other.
+TICK_STEPS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+MOST_TICKS = 6
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """At most MOST_TICKS round values inside [low, high], from the coarsest step set that
+    places at least two there (every other one of the coarsest when even it has too many)."""
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    ticks: list[float] = []
+    for steps in TICK_STEPS:
+        ticks = [m * 10.0**k for k in decades for m in steps if low <= m * 10.0**k <= high]
+        if len(ticks) >= 2:
+            break
+    while len(ticks) > MOST_TICKS:
+        ticks = ticks[::2]
+    return ticks
+
+
+def _readable_ticks(ax) -> None:  # noqa: ANN001
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    for axis, scale, limits in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()), (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+        if scale != "log":
+            continue
+        axis.set_major_locator(FixedLocator(log_ticks(*sorted(limits))))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _empty(ax, reason: str) -> None:
@@ -60,6 +86,8 @@ def _finish(fig, title: str, right_in: float = 0.25, row_gap_in: float = 0.95,
     """Margins and gaps in inches, not fractions, so titles, tick labels and axis labels keep
     their room whatever the number of panels (subplots_adjust, not tight_layout: the latter
     costs seconds on a 20-panel figure)."""
+    for ax in fig.axes:
+        _readable_ticks(ax)
     width, height = fig.get_size_inches()
     rows, cols = fig.axes[0].get_gridspec().get_geometry()
     left, right, bottom, top = 0.8, right_in, 0.65, 0.8  # inches
@@ -243,21 +271,21 @@ def _nothing_to_draw(log_x: np.ndarray, optimum: np.ndarray, x_var: str) -> str:
 def _regret(report: "FitReport", plt) -> Any:
     evaluations = report.evaluations or {}
     cells = report.sweep.cells
-    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.7 * len(cells) + 2)), 4.5))
+    fig, ax = plt.subplots(figsize=(min(24, max(6, 0.5 * len(cells) + 2)), 4.5))
     width = 0.8 / max(1, len(evaluations))
     for k, (name, ev) in enumerate(evaluations.items()):
         values = [100 * (c["regret"] if c["regret"] is not None else np.nan) for c in ev.per_cell]
         ax.bar(np.arange(len(cells)) + k * width, values, width,
                label=f"{name} (mean {ev.mean:.3%}, worst {ev.worst:.3%})")
     ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2)
-    ax.set_xticklabels([c.label for c in cells], rotation=40, ha="right", fontsize=TICK_PT)
+    # Upright labels (rotated by 90 degrees): a slanted one's box runs into its neighbours'.
+    ax.set_xticklabels([c.label for c in cells], rotation=90, ha="center", fontsize=TICK_PT)
     ax.tick_params(axis="y", labelsize=TICK_PT)
     ax.set_ylabel("held-out regret (%)", fontsize=TICK_PT)
     ax.legend(fontsize=LEGEND_PT)
-    longest = max(len(c.label) for c in cells)
-    # The rotated cell labels need room below the axes: about 0.065 in per character.
-    fig.set_size_inches(fig.get_size_inches()[0], 3.2 + 0.065 * longest * 0.64)
+    # Room below the axes for the longest label: about 0.075 in per character at TICK_PT.
+    label_in = 0.075 * max(len(c.label) for c in cells)
+    fig.set_size_inches(fig.get_size_inches()[0], 3.4 + label_in)
     _finish(fig, "leave-one-cell-out regret per cell")
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(bottom=(0.5 + 0.065 * longest * 0.64) / height)
+    fig.subplots_adjust(bottom=(0.45 + label_in) / fig.get_size_inches()[1])
     return fig

@@ -21,11 +21,11 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin:
        max-width: 1280px; padding: 1.2em 2em 3em; color: #1b1b1b; background: #fff; }
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .6em 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
-.warnings li { color: #8a4b00; } .muted { color: #666; }
+.warnings li { color: #8a4b00; } table.cells td:last-child { text-align: left; min-width: 18em; } .muted { color: #666; }
 .kpi { display: inline-block; margin: 0 1.6em .6em 0; } .kpi b { font-size: 1.3em; display: block; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 12.5px; }
 """
@@ -72,14 +72,14 @@ def _section(title: str, body: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{body}</section>"
 
 
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], text_columns: int = 1) -> str:
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], text_columns: int = 1, css: str = "") -> str:
     head = "".join(f"<th class=\"{'text' if i < text_columns else ''}\">{escape(h)}</th>"
                    for i, h in enumerate(header))
     body = "".join(
         "<tr>" + "".join(f"<td class=\"{'text' if i < text_columns else ''}\">{escape(_fmt(v))}</td>"
                          for i, v in enumerate(row)) + "</tr>"
         for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class=\"{css}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _fmt(value: Any) -> str:
@@ -144,12 +144,14 @@ def _cells(fit) -> str:  # noqa: ANN001
     rows = []
     for cell, optimum in zip(fit.sweep.cells, fit.selected.cell_optima):
         best = cell.best_index
-        flags = "; ".join(list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []))
-        rows.append((cell.cell_id, cell.label, float(cell.n_params), float(cell.tokens), int(cell.loss.size),
+        # The flags' first words only ("EDGE OF GRID"): the warnings section has them whole.
+        flags = "; ".join(flag.split(":")[0].split(" (")[0] for flag in
+                          list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []))
+        rows.append((cell.cell_id, float(cell.n_params), float(cell.tokens), int(cell.loss.size),
                      cell.best_loss, float(cell.lr[best]), float(cell.batch_tokens[best]),
                      optimum["lr"], optimum["batch_size_tokens"], optimum["near_optimal_runs"], flags or ""))
-    return _table(["cell", "label", "N", "D", "runs", "best loss", "best lr", "best B (tok)",
-                   "optimum lr", "optimum B (tok)", "near-optimal", "flags"], rows, text_columns=2)
+    return _table(["cell", "N", "D", "runs", "best loss", "best lr", "best B (tok)",
+                   "optimum lr", "optimum B (tok)", "near-optimal", "flags"], rows, css="cells")
 
 
 def _evaluation(fit) -> str:  # noqa: ANN001
