@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-
-from sweeper.errors import SweeperError
 
 
 @click.command("report")
@@ -25,12 +22,8 @@ def report(run_dir: Path, out: Path | None, targets: Path | None, n_bootstrap: i
     """
     from sweeper.report import write_report
 
-    try:
-        path = write_report(run_dir, out, targets=targets, n_bootstrap=n_bootstrap)
-    except SweeperError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
-    click.echo(f"wrote {path}")
+    # A ReportError (a SweeperError) is printed by the command group, with its exit code.
+    click.echo(f"wrote {write_report(run_dir, out, targets=targets, n_bootstrap=n_bootstrap)}")
 
 
 COMMANDS = [report]

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from sweeper.fit.report import FitReport
 from sweeper.fit.select import near_optimal_mask
-
-if TYPE_CHECKING:
-    from sweeper.fit.report import FitReport
 
 
 DPI = 110
@@ -114,7 +112,7 @@ def _band(law, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
     return centre, np.exp(lo), np.exp(hi)
 
 
-def write_plots(report: "FitReport", folder: Path) -> list[Path]:
+def write_plots(report: FitReport, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
