@@ -79,7 +79,7 @@ class Law:
     bootstrap: np.ndarray  # (R, p)
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "Law":
+    def from_dict(cls, entry: dict[str, Any]) -> Law:
         samples = np.asarray(entry.get("bootstrap_log_coefficients") or [], dtype=float)
         coef = np.asarray(entry["log_coefficients"], dtype=float)
         return cls(tuple(entry["variables"]), coef, samples.reshape(-1, coef.size))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import yaml
 from pydantic import (
@@ -51,7 +51,7 @@ class ModelShape(_Strict):
     mlp_ratio: int = Field(4, gt=0, description="MLP hidden width as a multiple of d_model.")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelShape":
+    def _heads_divide_width(self) -> ModelShape:
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
@@ -97,7 +97,7 @@ class TokenBudgets(_Strict):
     )
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "TokenBudgets":
+    def _exactly_one(self) -> TokenBudgets:
         given = [v for v in (self.absolute, self.per_param) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'absolute' or 'per_param'")
@@ -123,7 +123,7 @@ class LogGrid(_Strict):
     count: int = Field(ge=2, description="Number of points, log-spaced, at least 2.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LogGrid":
+    def _ordered(self) -> LogGrid:
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
         return self
@@ -151,7 +151,7 @@ class LearningRates(_Strict):
     values: list[float] | None = Field(None, description="Explicit peak learning rates.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "LearningRates":
+    def _exactly_one(self) -> LearningRates:
         if (self.grid is None) == (self.values is None):
             raise ValueError("give exactly one of 'grid' or 'values'")
         if self.values is not None:
@@ -197,7 +197,7 @@ class Schedule(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _fits(self) -> "Schedule":
+    def _fits(self) -> Schedule:
         if self.warmup_steps is None and self.warmup_fraction is None:
             raise ValueError("give one of warmup_steps or warmup_fraction")
         if self.kind == "wsd" and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
@@ -234,7 +234,7 @@ class DataSource(_Strict):
     )
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DataSource":
+    def _path_needed(self) -> DataSource:
         if self.source == "builtin":
             if self.path is not None:
                 raise ValueError("path is only for source 'text' or 'tokens'")
@@ -350,7 +350,7 @@ class Recipe(_Strict):
         return values
 
     @model_validator(mode="after")
-    def _data_fits_vocab(self) -> "Recipe":
+    def _data_fits_vocab(self) -> Recipe:
         if self.data.source != "tokens":
             small = [m.name for m in self.models if m.vocab_size < 256]
             if small:
@@ -361,7 +361,7 @@ class Recipe(_Strict):
         return Path(override or self.output or Path("runs") / self.name)
 
 
-def _field_path(location: tuple[Union[int, str], ...]) -> str:
+def _field_path(location: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in location:
         if isinstance(item, int):

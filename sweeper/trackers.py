@@ -66,8 +66,8 @@ class WandbTracker(Tracker):
         run = self.wandb.init(project=self.project, group=spec.sweep, name=spec.label, dir=self.dir,
                               config=trial_params(spec), job_type="trial", reinit="create_new")
         for point in outcome.curve:
-            row = {"train_loss": point.train_loss, "lr": point.lr, "tokens": point.tokens}
-            if _finite(point.val_loss):
+            row: dict[str, float] = {"train_loss": point.train_loss, "lr": point.lr, "tokens": point.tokens}
+            if point.val_loss is not None and math.isfinite(point.val_loss):
                 row["val_loss"] = point.val_loss
             run.log(row, step=point.step)
         run.summary.update({"status": str(outcome.status), "loss": outcome.final_val_loss,
@@ -105,7 +105,7 @@ class MlflowTracker(Tracker):
             if _finite(point.train_loss):
                 metrics.append(Metric("train_loss", point.train_loss, stamp, point.step))
             metrics.append(Metric("lr", point.lr, stamp, point.step))
-            if _finite(point.val_loss):
+            if point.val_loss is not None and math.isfinite(point.val_loss):
                 metrics.append(Metric("val_loss", point.val_loss, stamp, point.step))
         if _finite(outcome.final_val_loss):
             metrics.append(Metric("loss", outcome.final_val_loss, stamp, outcome.steps_done))

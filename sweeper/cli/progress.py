@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import click
 
@@ -66,10 +67,10 @@ class SweepProgress:
         self.counts: Counter = Counter()
         self.running: list[dict] = []
         self.first_start: float | None = None
-        self._progress = None  # rich.progress.Progress while a terminal view is live
-        self._sweep_task = None
-        self._trial_tasks: dict[str, object] = {}
-        self._status = None  # a spinner while the sweep is planned and Ray starts
+        self._progress: Any = None  # rich.progress.Progress while a terminal view is live
+        self._sweep_task: Any = None
+        self._trial_tasks: dict[str, Any] = {}
+        self._status: Any = None  # a spinner while the sweep is planned and Ray starts
 
     def begin(self, words: str) -> None:
         """Before the driver starts: a spinner on a terminal (starting Ray takes seconds)."""

@@ -11,7 +11,7 @@ and a board that does not answer in time reads as empty.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ray
 
@@ -48,7 +48,7 @@ class LiveProgress:
     def handle(self):  # noqa: ANN201 (a Ray actor handle, passed to trial tasks)
         if self._board is None:
             try:
-                self._board = _Board.remote()
+                self._board = _Board.remote()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 (no board: trials run without reporting)
                 return None
         return self._board

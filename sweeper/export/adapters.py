@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sweeper.export.table import SCHEMA_NAME, SCHEMA_VERSION, ExportError
 

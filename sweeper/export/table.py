@@ -197,6 +197,7 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
         hp = load_hparams(fit_json)
     except HparamsError as error:
         raise ExportError(str(error)) from None
+    assert hp.path is not None  # load_hparams records the file it read
     digest = sha256_of(Path(hp.path))
     return [build_record(hp, target, digest, round_to) for target in targets]
 

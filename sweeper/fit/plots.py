@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any  # matplotlib's figures and axes (imported lazily, when plotting)
 
 import numpy as np
 
+from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.report import FitReport
 from sweeper.fit.select import near_optimal_mask
-
 
 DPI = 110
 TICK_PT = 8  # tick labels: legible on a laptop screen at 100% zoom and in the HTML report
@@ -32,7 +33,7 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _log_axes(ax, plt, y_log: bool = False) -> None:
+def _log_axes(ax: Any, plt: ModuleType, y_log: bool = False) -> None:
     ax.set_xscale("log")
     if y_log:
         ax.set_yscale("log")
@@ -60,7 +61,7 @@ def log_ticks(low: float, high: float) -> list[float]:
     return ticks
 
 
-def _readable_ticks(ax) -> None:  # noqa: ANN001
+def _readable_ticks(ax: Any) -> None:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     for axis, scale, limits in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()), (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
@@ -71,7 +72,7 @@ def _readable_ticks(ax) -> None:  # noqa: ANN001
         axis.set_minor_formatter(NullFormatter())
 
 
-def _empty(ax, reason: str) -> None:
+def _empty(ax: Any, reason: str) -> None:
     """A panel with nothing to draw says why instead of staying blank."""
     ax.set_xticks([])
     ax.set_yticks([])
@@ -79,7 +80,7 @@ def _empty(ax, reason: str) -> None:
             transform=ax.transAxes)
 
 
-def _finish(fig, title: str, right_in: float = 0.25, row_gap_in: float = 0.95,
+def _finish(fig: Any, title: str, right_in: float = 0.25, row_gap_in: float = 0.95,
             column_gap_in: float = 1.0) -> None:
     """Margins and gaps in inches, not fractions, so titles, tick labels and axis labels keep
     their room whatever the number of panels (subplots_adjust, not tight_layout: the latter
@@ -96,7 +97,7 @@ def _finish(fig, title: str, right_in: float = 0.25, row_gap_in: float = 0.95,
                         top=1 - top / height, hspace=row_gap_in / panel_h, wspace=column_gap_in / panel_w)
 
 
-def _law_log(law, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
+def _law_log(law: PowerLawFit, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
     """log of the law at points (n,) for coefficient rows coef (p,) -> (n,) or (R, p) -> (R, n)."""
     coef = np.atleast_2d(coef)
     value = coef[:, :1] + sum(coef[:, 1 + k:2 + k] * log_features[v][None, :]
@@ -104,7 +105,7 @@ def _law_log(law, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.n
     return value[0] if value.shape[0] == 1 else value
 
 
-def _band(law, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _band(law: PowerLawFit, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     centre = np.exp(_law_log(law, log_features, law.coef))
     if len(law.bootstrap) < 2:
         return centre, centre, centre
@@ -128,7 +129,7 @@ def write_plots(report: FitReport, folder: Path) -> list[Path]:
     return written
 
 
-def render_figures(report: "FitReport") -> dict[str, Any]:
+def render_figures(report: FitReport) -> dict[str, Any]:
     """name -> matplotlib Figure (unsaved; the caller closes them)."""
     import matplotlib
 
@@ -142,7 +143,7 @@ def render_figures(report: "FitReport") -> dict[str, Any]:
     return figures
 
 
-def _loss_vs_lr(report: "FitReport", plt) -> Any:
+def _loss_vs_lr(report: FitReport, plt: ModuleType) -> Any:
     cells = report.sweep.cells
     rows, cols = _grid(len(cells))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -167,7 +168,7 @@ def _loss_vs_lr(report: "FitReport", plt) -> Any:
     return fig
 
 
-def _heatmaps(report: "FitReport", plt) -> Any:
+def _heatmaps(report: FitReport, plt: ModuleType) -> Any:
     from sweeper.fit.estimators import cell_features
 
     cells = report.sweep.cells
@@ -205,7 +206,7 @@ def _heatmaps(report: "FitReport", plt) -> Any:
     return fig
 
 
-def _laws(report: "FitReport", plt) -> Any:
+def _laws(report: FitReport, plt: ModuleType) -> Any:
     from sweeper.fit.estimators import cell_features
 
     sweep = report.sweep
@@ -245,9 +246,9 @@ def _laws(report: "FitReport", plt) -> Any:
         if np.ptp(np.log(finite)) < math.log(1.5):
             # Every optimum (nearly) equal: autoscaling would zoom into float noise and show
             # no tick at all, so the axis spans a factor 4 around them and says why.
-            centre = math.exp(float(np.mean(np.log(finite))))
-            ax.set_ylim(centre / 2, centre * 2)
-            ax.text(0.5, 0.04, f"every cell's optimum is {centre:.3g}: the law is flat here",
+            middle = math.exp(float(np.mean(np.log(finite))))
+            ax.set_ylim(middle / 2, middle * 2)
+            ax.text(0.5, 0.04, f"every cell's optimum is {middle:.3g}: the law is flat here",
                     ha="center", transform=ax.transAxes, fontsize=TICK_PT)
         ax.set_xlabel(x_var, fontsize=TICK_PT)
         ax.set_ylabel("optimal lr" if law.target == "lr" else "optimal B (tokens)", fontsize=TICK_PT)
@@ -266,7 +267,7 @@ def _nothing_to_draw(log_x: np.ndarray, optimum: np.ndarray, x_var: str) -> str:
     return ""
 
 
-def _regret(report: "FitReport", plt) -> Any:
+def _regret(report: FitReport, plt: ModuleType) -> Any:
     evaluations = report.evaluations or {}
     cells = report.sweep.cells
     fig, ax = plt.subplots(figsize=(min(24, max(6, 0.5 * len(cells) + 2)), 4.5))

@@ -58,14 +58,14 @@ class FitReport:
         return int(sum(o["near_optimal_runs"] for o in self.selected.cell_optima))
 
     # ----------------------------------------------------------------- fit.json
-    def flops_model(self) -> dict[str, float] | None:
+    def flops_model(self) -> dict[str, Any] | None:
         """log M = k0 + k1 log N over the cells (M known), so a compute-law prediction can
         estimate M from N when the user gives none."""
-        cells = [c for c in self.sweep.cells if c.flops_per_token]
-        if not cells:
+        known = [(c.n_params, m) for c in self.sweep.cells if (m := c.flops_per_token)]
+        if not known:
             return None
-        log_n = np.log([c.n_params for c in cells])
-        log_m = np.log([c.flops_per_token for c in cells])
+        log_n = np.log([n for n, _ in known])
+        log_m = np.log([m for _, m in known])
         if np.ptp(log_n) > 0:
             k1, k0 = np.polyfit(log_n, log_m, 1)
         else:

@@ -10,8 +10,9 @@ import base64
 import datetime as dt
 import math
 from collections import Counter
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from sweeper.fit.fitjson import law_to_dict
 from sweeper.report import ReportInputs

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TIMESTAMP, TRIALS_DIR, TRIALS_SCHEMA

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import TrialState
@@ -117,7 +118,7 @@ class SweepStudy:
         self.study = study
         self.backend = backend  # the run folder's journal, when the study is kept there
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
-        self.distributions = {
+        self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
             "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
             "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
@@ -132,7 +133,7 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
-    ) -> "SweepStudy":
+    ) -> SweepStudy:
         # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
         # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
         # next_trial). Set when a driver opens its study, not at import, so that importing

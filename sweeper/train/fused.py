@@ -23,6 +23,8 @@ batch size, seed (init and data order), data, optimizer settings and evaluation.
 
 from __future__ import annotations
 
+import functools
+import operator
 import time
 from typing import Any
 
@@ -75,6 +77,7 @@ class StackedAdamW:
         """Scale each member's gradient so that its own global norm is at most ``max_norm``
         (torch's ``clip_grad_norm_`` formula, per member row). Returns the (K,) norms."""
         grad = self.params.flat.grad
+        assert grad is not None  # called after backward()
         norms = torch.linalg.vector_norm(grad, dim=1)
         grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1))
         return norms
@@ -84,6 +87,7 @@ class StackedAdamW:
         """One AdamW update; ``lrs[k]`` is the learning rate of member row k."""
         opt = self.settings
         flat, grad = self.params.flat.detach(), self.params.flat.grad
+        assert grad is not None  # called after backward()
         if opt.weight_decay:
             keep_fraction = 1.0 - torch.tensor(lrs, dtype=flat.dtype, device=flat.device) * opt.weight_decay
             flat[:, : self.params.n_decayed].mul_(keep_fraction.unsqueeze(1))
@@ -167,7 +171,7 @@ def _train_fused(
             if len(rows) < len(active):
                 index = torch.tensor(rows, device=device)
                 params = {name: tensor[index] for name, tensor in params.items()}
-            total = sum(model.member_losses(params, x, y) for x, y in val_batches)
+            total = functools.reduce(operator.add, [model.member_losses(params, x, y) for x, y in val_batches])
         return (total / len(val_batches)).tolist()
 
     def drop(rows: list[int]) -> bool:

@@ -16,18 +16,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sweeper.outcome import TrialOutcome
-from sweeper.trainspec import TrainSpec, as_train_spec
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
+from sweeper.trainspec import TrainSpec, as_train_spec
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -39,7 +39,7 @@ class GPTConfig:
     mlp_ratio: int = 4
 
     @classmethod
-    def from_shape(cls, shape: Shape) -> "GPTConfig":
+    def from_shape(cls, shape: Shape) -> GPTConfig:
         return cls(
             vocab_size=shape.vocab_size,
             seq_len=shape.seq_len,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
 from sweeper.trainspec import TrainSpec
