@@ -348,6 +348,15 @@ class Evaluation(_Strict):
     )
 
 
+class PredictionTarget(_Strict):
+    """A run to predict settings for once the laws are fitted (`sweeper report` shows them)."""
+
+    name: str = Field(min_length=1, description="A name for the target, e.g. 1b.")
+    params: float = Field(gt=0, description="N: non-embedding parameters of the target.")
+    tokens: float = Field(gt=0, description="D: training tokens of the target.")
+    seq_len: int = Field(gt=0, description="Sequence length of the target, in tokens.")
+
+
 class Recipe(_Strict):
     """A whole sweep: the proxy ladder, the grids, and how each trial trains."""
 
@@ -371,6 +380,10 @@ class Recipe(_Strict):
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Measurement.")
     output: str | None = Field(None, description="Run folder (default runs/<name>).")
+    targets: list[PredictionTarget] = Field(
+        [], description="Runs to predict lr and batch size for; `sweeper report` shows the "
+        "predictions (they do not change what the sweep trains)."
+    )
     fuse: Literal["auto", "off"] | int = Field(
         "auto",
         description="Train trials that differ only in learning rate or token budget as one fused "

@@ -76,6 +76,10 @@ class SweepSummary:
 
 ProgressCallback = Callable[[TrialSpec, TrialOutcome, Counter], None]
 StartCallback = Callable[[int, int, "str | None"], None]
+# Once per scheduling round (about a second): the trials in flight, as progress.json lists
+# them (label, state, node, and once a trial has reported: step, steps, train_loss, val_loss,
+# elapsed_s), and this run's finished trials by status.
+TickCallback = Callable[[list[dict], Counter], None]
 
 
 class Asked(Protocol):
@@ -196,11 +200,12 @@ def run_sweep(
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
+    on_tick: TickCallback | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
     ``on_problem`` hears each damaged result file found at the start (its trial re-runs) and
     each repair of the stored study; ``on_plan`` hears one line on budgets, tokens to train
-    and WSD branching."""
+    and WSD branching; ``on_tick`` hears the trials in flight about twice a second."""
     from sweeper.train.branching import plan_branching  # torch: only when a sweep runs
 
     specs = prepare_sweep(recipe, Path(run_dir))
@@ -225,7 +230,7 @@ def run_sweep(
 
     return run_trials(recipe, Path(run_dir), specs, open_study, address=address, num_cpus=num_cpus,
                       save=True, members=members, training=branching.as_dict(), on_start=on_start,
-                      on_trial=on_trial, on_problem=on_problem)
+                      on_trial=on_trial, on_problem=on_problem, on_tick=on_tick)
 
 
 def run_trials(
@@ -243,6 +248,7 @@ def run_trials(
     on_start: StartCallback | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
+    on_tick: TickCallback | None = None,
 ) -> SweepSummary:
     """Run each of ``specs`` not yet recorded in ``run_dir``, in the order ``open_schedule``
     (given the recorded results) decides, ``members(spec)`` trials per task at most.
@@ -253,8 +259,6 @@ def run_trials(
     Raises SweeperError before anything runs: exit code 2 when the trials cannot run
     here (memory, placement), 3 when another driver holds the folder.
     """
-    from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
-
     check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
     created = not Path(run_dir).exists()
     lock = RunFolderLock(run_dir)
@@ -273,7 +277,9 @@ def run_trials(
             max_failed_fraction=recipe.max_failed_fraction,
             training=training or {},
         )
-        if pending:  # nothing to run: no cluster to start
+        if pending:  # nothing to run: no cluster to start, and no Ray to import
+            from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
+
             cluster = connect(address, num_cpus=num_cpus)
             summary.dashboard_url = cluster.dashboard_url
             try:
@@ -294,7 +300,7 @@ def run_trials(
             schedule = open_schedule(recorded)
             sink = ResultSink(run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS)
             _drive(schedule, executor, sink, pending, summary, on_trial, members,
-                   failed_attempts, complete_as, recipe.name)
+                   failed_attempts, complete_as, recipe.name, on_tick)
             compact_run(run_dir)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
@@ -319,7 +325,8 @@ def run_trials(
 
 def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
-           failed_attempts: dict[str, int], complete_as: TrialStatus, name: str) -> None:
+           failed_attempts: dict[str, int], complete_as: TrialStatus, name: str,
+           on_tick: TickCallback | None = None) -> None:
     """Keep the cluster full until every pending trial has finished. A round costs
     O(trials running + trials finished): the runnable set shrinks as trials start, a grid's
     choice is O(1), and results and Optuna tells are written in batches."""
@@ -343,8 +350,12 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
                 running = executor.in_flight_trials()
                 metrics.progress(pending=len(pending) - len(running), running=len(running),
                                  counts=summary.counts, recorded=summary.already_recorded)
-                _write_progress(sink.run_dir, summary, running=running, finished=False,
-                                where=executor.where())
+                where, live = executor.where(), executor.live()
+                entries = [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {}),
+                            **live.get(s.trial_id, {})} for s in running]
+                _write_progress(sink.run_dir, summary, running=entries, finished=False)
+                if on_tick is not None:
+                    on_tick(entries, summary.counts)
                 progress_written = time.monotonic()
             # Short waits, so that progress.json (and `sweeper status`) follows running trials.
             for spec, outcome in executor.wait(timeout=1.0):
@@ -369,10 +380,8 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
     metrics.progress(pending=0, running=0, counts=summary.counts, recorded=summary.already_recorded)
 
 
-def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpec], finished: bool,
-                    where: dict[str, dict] | None = None) -> None:
-    """``where``: trial id -> {"state", "node_id", "node_ip", ...} from the executor, if known."""
-    where = where or {}
+def _write_progress(run_dir: Path, summary: SweepSummary, running: list[dict], finished: bool) -> None:
+    """``running``: one entry per trial in flight (see TickCallback)."""
     write_progress(
         run_dir,
         {
@@ -385,6 +394,6 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
             "counts": {status: summary.counts.get(status, 0) for status in STATUSES},
             "dashboard_url": summary.dashboard_url,
             "training": summary.training,
-            "running": [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {})} for s in running],
+            "running": running,
         },
     )

@@ -236,6 +236,10 @@ def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Pred
     return points
 
 
+def _unix(moment) -> float:  # noqa: ANN001 (a datetime from a timestamp column, or None)
+    return moment.timestamp() if moment is not None else float("nan")
+
+
 def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
     """Target rows already in ``run_dir`` (status target or diverged), as outcomes."""
     from sweeper.results import read_trials
@@ -249,7 +253,7 @@ def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
                 trial_id=row["trial_id"], status=row["status"], final_val_loss=row["loss"],
                 smoothed_train_loss=row["smoothed_train_loss"], steps_done=row["steps"],
                 tokens_done=row["tokens"], wall_seconds=row["wall_seconds"],
-                started_at=row["started_at"], ended_at=row["ended_at"],
+                started_at=_unix(row["started_at"]), ended_at=_unix(row["ended_at"]),
                 diverged_step=row["diverged_step"], node_id=row["node_id"] or "")
     return outcomes
 

@@ -1,7 +1,7 @@
 """The whole loop on a real local Ray: smoke recipe -> Parquet -> status -> fit -> predict.
 
-One sweep runs once per test session (module fixture) and the tests read what it left:
-the run folder, the driver's output, and what pandas saw while it was running.
+One sweep runs once per test session (``smoke_run`` in conftest.py) and the tests read what
+it left: the run folder, the driver's output, and what pandas saw while it was running.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sweeper.recipe import load_recipe
-from tests.conftest import RECIPES
+from tests.conftest import RECIPES, SweepRun
 
 pytestmark = pytest.mark.slow
 
@@ -26,34 +23,6 @@ def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout
     )
-
-
-@dataclass
-class SweepRun:
-    run_dir: Path
-    returncode: int
-    stdout: str
-    stderr: str
-    mid_sweep_rows: list[int]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> SweepRun:
-    run_dir = tmp_path_factory.mktemp("e2e") / "smoke"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(RECIPES / "smoke.yaml"), "--out", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    mid_sweep_rows = []
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        trials = run_dir / "trials"
-        if trials.is_dir() and any(p.suffix == ".parquet" for p in trials.iterdir()):
-            # What a user does mid-sweep: read the folder with pandas.
-            mid_sweep_rows.append(len(pd.read_parquet(trials)))
-        time.sleep(0.5)
-    stdout, stderr = process.communicate(timeout=max(1, deadline - time.time()))
-    return SweepRun(run_dir, process.returncode, stdout, stderr, mid_sweep_rows)
 
 
 def test_submit_runs_every_planned_trial(smoke_run: SweepRun) -> None:

@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import RayError, TaskCancelledError
 
 from sweeper.errors import SweeperError
+from sweeper.execute.live import LiveProgress, reporter
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
@@ -111,7 +112,7 @@ def disconnect() -> None:
 
 
 @ray.remote
-def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
+def _run_trial_task(spec: TrialSpec, threads: int, board=None) -> TrialOutcome:  # noqa: ANN001
     # Imported inside the task so the driver never pays for torch when it only schedules.
     from sweeper.train import load_corpus, run_trial
 
@@ -124,7 +125,7 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
             f"{spec.data_identity}; every node must see the same data",
             node_id,
         )
-    outcome = run_trial(spec, threads=threads)
+    outcome = run_trial(spec, threads=threads, report=reporter(board))
     outcome.node_id = node_id
     return outcome
 
@@ -178,7 +179,7 @@ _WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
 
 
 @ray.remote
-def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
+def _run_group_task(specs: list[TrialSpec], threads: int, board=None) -> list[TrialOutcome]:  # noqa: ANN001
     from sweeper.train import load_corpus
     from sweeper.train.branching import run_branched
 
@@ -186,7 +187,7 @@ def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
     if load_corpus(specs[0].data).identity != specs[0].data_identity:
         # Same check and message as a single trial: run one to get its failed outcome.
         return [ray.get(_run_trial_task.remote(spec, threads)) for spec in specs]
-    outcomes = run_branched(specs, threads=threads)  # run_fused, WSD budgets forked from one run
+    outcomes = run_branched(specs, threads=threads, report=reporter(board))  # WSD budgets forked from one run
     for outcome in outcomes:
         outcome.node_id = node_id
     return outcomes
@@ -211,6 +212,7 @@ class TrialExecutor:
         self._where: tuple[float, dict[str, dict]] = (0.0, {})
         self._where_busy = threading.Event()
         self._capacity: tuple[float, int] = (-1.0, 1)
+        self.live_progress = LiveProgress()
 
     def capacity(self) -> int:
         """How many tasks the cluster can run at once now (re-read each second: clusters
@@ -241,15 +243,24 @@ class TrialExecutor:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
         options = self._options(task_name(specs))
+        board = self.live_progress.handle()
         ref: ray.ObjectRef[Any]
         if len(specs) == 1:
-            ref = _run_trial_task.options(**options).remote(specs[0], threads)
+            ref = _run_trial_task.options(**options).remote(specs[0], threads, board)
         else:
-            ref = _run_group_task.options(**options).remote(specs, threads)
+            ref = _run_group_task.options(**options).remote(specs, threads, board)
         self.in_flight[ref] = list(specs)
 
     def in_flight_trials(self) -> list[TrialSpec]:
         return [spec for group in self.in_flight.values() for spec in group]
+
+    def running_ids(self) -> set[str]:
+        return {spec.trial_id for spec in self.in_flight_trials()}
+
+    def live(self) -> dict[str, dict]:
+        """Trial id -> the latest progress point (step, steps, train_loss, val_loss,
+        elapsed_s) of the trials in flight that have reported one (execute/live.py)."""
+        return self.live_progress.read(sorted(self.running_ids()))
 
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
@@ -304,6 +315,7 @@ class TrialExecutor:
         finished: list[tuple[TrialSpec, TrialOutcome]] = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
+            self.live_progress.forget([spec.trial_id for spec in specs])
             try:
                 result = ray.get(ref)
                 outcomes = result if isinstance(result, list) else [result]

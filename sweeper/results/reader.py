@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sweeper.results.parts import part_files
-from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TRIALS_DIR, TRIALS_SCHEMA
+from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TIMESTAMP, TRIALS_DIR, TRIALS_SCHEMA
 
 # What pyarrow raises for a file that is not (or no longer) whole Parquet.
 UNREADABLE_ERRORS = (pa.ArrowInvalid, pa.ArrowException, OSError)
@@ -40,6 +40,20 @@ class ReadResult:
 
 def unreadable_reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+
+
+def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    """One part file in ``schema``. Parts written before the trials schema's version 2 hold
+    started_at/ended_at as float unix seconds; they are read as timestamps."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        table = pq.read_table(path)
+    for name in ("started_at", "ended_at"):
+        if name in table.column_names and pa.types.is_floating(table.schema.field(name).type):
+            micros = pc.cast(pc.round(pc.multiply(table.column(name), 1e6)), pa.int64())
+            table = table.set_column(table.column_names.index(name), name, micros.cast(TIMESTAMP))
+    return table.select(schema.names).cast(schema)
 
 
 def _columns(schema: pa.Schema, columns: Sequence[str] | None) -> list[str]:
@@ -71,11 +85,12 @@ def read_dataset(dataset_dir: Path, schema: pa.Schema, columns: Sequence[str] | 
             file_index.append(np.full(tagged.record_batch.num_rows, order[tagged.fragment.path], dtype=np.int64))
         table = pa.Table.from_batches(batches, schema=schema.empty_table().select(wanted).schema)
     except UNREADABLE_ERRORS:
-        # Slow path, only when some part is damaged: read file by file to name the bad ones.
+        # Slow path, only when some part is damaged (or written by an older version): read
+        # file by file to name the bad ones.
         tables, file_index = [], []
         for index, path in enumerate(files):
             try:
-                part = pq.read_table(path, schema=schema, columns=wanted)
+                part = _read_part(path, schema).select(wanted)
             except UNREADABLE_ERRORS as error:
                 problems.append(f"{path}: unreadable part file skipped ({unreadable_reason(error)})")
                 continue

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TRIALS_SCHEMA_VERSION = 1
+TRIALS_SCHEMA_VERSION = 2  # 2: started_at/ended_at are timestamps (1: float unix seconds)
+
+# A Parquet timestamp, not float seconds: pandas, DuckDB and Spark read it as a date-time.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 TRIALS_SCHEMA = pa.schema(
     [
@@ -47,8 +50,8 @@ TRIALS_SCHEMA = pa.schema(
         ("tokens", pa.int64()),  # tokens trained on (D rounded to whole steps)
         ("wall_seconds", pa.float64()),
         ("tokens_per_second", pa.float64()),
-        ("started_at", pa.float64()),  # unix seconds
-        ("ended_at", pa.float64()),
+        ("started_at", TIMESTAMP),  # when training began (UTC, microseconds)
+        ("ended_at", TIMESTAMP),
         ("diverged_step", pa.int64()),
         ("error", pa.string()),
         ("node_id", pa.string()),  # Ray node that ran the trial

@@ -15,7 +15,9 @@ parts into one file per dataset when a sweep finishes or resumes.
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,13 @@ from sweeper.runfolder import atomic_write
 def write_part(dataset_dir: Path, name: str, table: pa.Table) -> Path:
     """Write ``table`` as ``dataset_dir/<name>.parquet``, atomically (see module doc)."""
     return atomic_write(Path(dataset_dir) / f"{name}.parquet", lambda stream: pq.write_table(table, stream))
+
+
+def utc_time(unix_seconds: float | None) -> datetime | None:
+    """Unix seconds (what trainers measure) as the aware datetime a timestamp column holds."""
+    if unix_seconds is None or not math.isfinite(unix_seconds):
+        return None
+    return datetime.fromtimestamp(unix_seconds, tz=timezone.utc)
 
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[str, Any]:
@@ -71,8 +80,8 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[
         "tokens": outcome.tokens_done,
         "wall_seconds": outcome.wall_seconds,
         "tokens_per_second": outcome.tokens_per_second,
-        "started_at": outcome.started_at,
-        "ended_at": outcome.ended_at,
+        "started_at": utc_time(outcome.started_at),
+        "ended_at": utc_time(outcome.ended_at),
         "diverged_step": outcome.diverged_step,
         "error": outcome.error,
         "node_id": outcome.node_id,

@@ -273,8 +273,13 @@ class SweepStudy:
         return self._queues[group_key]
 
     def tell(self, asked: Asked, outcome: TrialOutcome) -> None:
-        """Queue the outcome for Optuna; ``flush`` sends it (after the results are on disk)."""
-        self._unsent.append(self._frozen(asked.spec, outcome.status, outcome.final_val_loss))
+        """Queue the outcome for Optuna; ``flush`` sends it (after the results are on disk).
+        With it go the trial's validation curve (Optuna's intermediate values, step = tokens
+        trained, so batch sizes compare on one axis), what optuna-dashboard draws as learning
+        curves: one record per trial, never a write per step."""
+        curve = {point.tokens: point.val_loss for point in outcome.curve
+                 if point.val_loss is not None and math.isfinite(point.val_loss)}
+        self._unsent.append(self._frozen(asked.spec, outcome.status, outcome.final_val_loss, curve))
 
     @property
     def unsent(self) -> int:
@@ -287,11 +292,16 @@ class SweepStudy:
             self.study.add_trials(sent)
         return len(sent)
 
-    def _frozen(self, spec: TrialSpec, status: str, loss: float) -> FrozenTrial:
+    def _frozen(self, spec: TrialSpec, status: str, loss: float,
+                curve: dict[int, float] | None = None) -> FrozenTrial:
         params = {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
-        attrs = {"trial_id": spec.trial_id, "status": str(status)}
+        # N, D and B in tokens as attributes: the ``cell`` parameter alone hides them.
+        attrs = {"trial_id": spec.trial_id, "status": str(status), "n_params": spec.shape.n_params_nonembedding,
+                 "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
+                 "lr": spec.lr, "shape": spec.shape.name}
         if status == TrialStatus.COMPLETE and math.isfinite(loss):
-            return create_trial(params=params, distributions=self.distributions, value=loss, user_attrs=attrs)
+            return create_trial(params=params, distributions=self.distributions, value=loss, user_attrs=attrs,
+                                intermediate_values=curve)
         # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
         return create_trial(params=params, distributions=self.distributions, state=TrialState.FAIL,
-                            user_attrs=attrs)
+                            user_attrs=attrs, intermediate_values=curve)

@@ -29,6 +29,7 @@ from typing import Any
 
 from sweeper.outcome import TrialOutcome
 from sweeper.train.fused import run_fused
+from sweeper.train.monitor import ProgressReport
 from sweeper.train.schedules import decay_steps, lr_table
 from sweeper.trainspec import TrainSpec, as_train_spec, budget_line_key
 
@@ -162,10 +163,11 @@ def plan_branching(specs: Sequence[Spec]) -> BranchingPlan:
 
 
 def run_branched(specs: list[TrainSpec] | list[Any], *, threads: int | None = None,
-                 device: str | None = None) -> list[TrialOutcome]:
+                 device: str | None = None, report: ProgressReport | None = None) -> list[TrialOutcome]:
     """``fused.run_fused(specs)`` with every member that can branch forked from its trunk;
-    outcome ``i`` belongs to ``specs[i]``, as if it had run alone."""
-    return run_fused(specs, threads=threads, device=device, forks=fork_points(specs))
+    outcome ``i`` belongs to ``specs[i]``, as if it had run alone. ``report`` hears each
+    member's progress while it runs."""
+    return run_fused(specs, threads=threads, device=device, forks=fork_points(specs), report=report)
 
 
 __all__ = [

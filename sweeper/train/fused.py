@@ -35,7 +35,7 @@ from sweeper.outcome import TrialOutcome
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, model_config, resolve_device
 from sweeper.train.model import GPT
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
 from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, eval_every_steps, fusion_key
@@ -127,8 +127,10 @@ def run_fused(
     threads: int | None = None,
     device: str | None = None,
     forks: Mapping[int, tuple[int, int]] | None = None,
+    report: ProgressReport | None = None,
 ) -> list[TrialOutcome]:
-    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``.
+    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``. ``report``
+    hears each member's progress while it runs, as for ``run_trial``.
 
     ``forks`` maps a member to ``(parent, step)``: that member does not start from the
     initial weights but enters the stack as a copy of member ``parent``'s row (weights,
@@ -146,7 +148,7 @@ def run_fused(
     for spec in specs[1:]:
         if fusion_key(spec) != fusion_key(specs[0]):
             raise ValueError(f"trial {spec.trial_id} cannot be fused with {specs[0].trial_id}")
-    monitors = [TrialMonitor(spec) for spec in specs]
+    monitors = [TrialMonitor(spec, report) for spec in specs]
     outcomes: list[TrialOutcome | None] = [None] * len(specs)
     clock = time.perf_counter()
     try:

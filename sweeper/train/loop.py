@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sweeper.outcome import TrialOutcome
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig, hidden_parameter_names
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.trainspec import TrainSpec, as_train_spec, eval_every_steps
 
@@ -96,13 +96,15 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None) -> TrialOutcome:
+def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None,
+              report: ProgressReport | None = None) -> TrialOutcome:
     """Train one proxy model as ``spec`` says and report how it ended (never raises for a
     training problem). ``spec``: a TrainSpec, or a planned TrialSpec (read into one);
     ``threads``: torch intra-op threads (default 1, one per Ray CPU); ``device``: torch device
-    string (default CPU). ``node_id`` is left for the executor."""
+    string (default CPU); ``report`` hears its progress while it runs (monitor.ProgressReport).
+    ``node_id`` is left for the executor."""
     spec = as_train_spec(spec)
-    monitor = TrialMonitor(spec)
+    monitor = TrialMonitor(spec, report)
     clock = time.perf_counter()
     try:
         final_val_loss = _train(spec, monitor, threads or 1, resolve_device(device))

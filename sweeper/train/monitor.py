@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 
 from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
@@ -21,6 +22,14 @@ from sweeper.trainspec import TrainSpec
 
 SMOOTHING_TOKENS = 10_240  # the smoothed train loss averages over about this many tokens...
 SMOOTHING_SHARE = 0.1  # ...or this share of the cell's budget D, when that is fewer
+# How often a running trial tells the driver its step and loss (``ProgressReport``): often
+# enough for a live view, rare enough to cost nothing next to a training step.
+REPORT_EVERY_SECONDS = 2.0
+
+#: ``report(trial_id, point)``: hears a running trial's progress; ``point`` holds ``step``,
+#: ``steps``, ``train_loss`` (smoothed), ``val_loss`` (latest measured, or None) and
+#: ``elapsed_s``. It must not raise and must return at once (the trainer waits for it).
+ProgressReport = Callable[[str, dict], None]
 
 
 def ema_alpha(batch_tokens: int, tokens_budget: int) -> float:
@@ -46,8 +55,10 @@ def error_text(error: BaseException) -> str:
 class TrialMonitor:
     """Collects one trial's curve and decides when it has diverged."""
 
-    def __init__(self, spec: TrainSpec):
+    def __init__(self, spec: TrainSpec, report: ProgressReport | None = None):
         self.spec = spec
+        self.report = report
+        self.last_val_loss: float | None = None
         self.curve: list[CurvePoint] = []
         self.initial_loss = math.nan
         self.smoothed = math.nan
@@ -57,6 +68,7 @@ class TrialMonitor:
         self._limit = math.inf
         self._batch_tokens = spec.batch_size_tokens
         self._alpha = ema_alpha(spec.batch_size_tokens, spec.tokens_budget)
+        self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
 
     def observe(self, step: int, lr: float, loss: float) -> bool:
         """Record the train loss of ``step`` (before its update); True when it diverged."""
@@ -77,6 +89,12 @@ class TrialMonitor:
     def stepped(self, step: int) -> None:
         """The update of ``step`` was applied."""
         self.steps_done = step
+        if self.report is not None and time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
+            self.report(self.spec.trial_id, {
+                "step": step, "steps": self.spec.steps, "train_loss": self.smoothed,
+                "val_loss": self.last_val_loss, "elapsed_s": time.time() - self.started_at,
+            })
 
     def adopt(self, parent: TrialMonitor) -> None:
         """Take over ``parent``'s history so far: this trial's run was ``parent``'s up to now
@@ -88,6 +106,7 @@ class TrialMonitor:
 
     def record_val(self, step: int, val_loss: float) -> None:
         self.curve[step - 1].val_loss = val_loss
+        self.last_val_loss = val_loss
 
     def outcome(self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None) -> TrialOutcome:
         """The trial's outcome: failed when ``error`` is given, diverged when a loss blew up
@@ -116,4 +135,4 @@ class TrialMonitor:
         )
 
 
-__all__ = ["SMOOTHING_SHARE", "SMOOTHING_TOKENS", "ema_alpha", "TrialMonitor", "error_text"]
+__all__ = ["SMOOTHING_SHARE", "SMOOTHING_TOKENS", "ProgressReport", "TrialMonitor", "ema_alpha", "error_text"]
