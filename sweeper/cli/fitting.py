@@ -20,7 +20,7 @@ from sweeper.fit.registry import ESTIMATORS
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default=None,
               help="How cell optima are read and which law form is fitted (default: smooth,"
-                   " chosen by held-out evaluation; see README).")
+                   " chosen by held-out evaluation; see docs/fitting.md).")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000,
               show_default=True, help="Bootstrap resamples (cells and runs within cells).")
 @click.option("--evaluate", is_flag=True,

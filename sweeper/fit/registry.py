@@ -1,7 +1,7 @@
 """Estimators by name, and the default one.
 
 The default is chosen by the held-out evaluation (``sweeper fit --evaluate``) on Step Law's
-released MoE sweep (708 runs, 16 cells): see README.md ("Why `smooth` is the default").
+released MoE sweep (708 runs, 16 cells): see docs/figures.md ("Accuracy").
 """
 
 from __future__ import annotations
