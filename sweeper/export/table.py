@@ -1,6 +1,6 @@
 """The hyperparameter table: one flat, versioned record per target run.
 
-Contract (schema ``sweeper.hparams`` version ``SCHEMA_VERSION``; the README's "Export"
+Contract (schema ``sweeper.hparams`` version ``SCHEMA_VERSION``; docs/fitting.md's "The table"
 section lists every field with its unit):
 
 - Every record is flat (scalars and strings only), so the same record is a JSON object, a

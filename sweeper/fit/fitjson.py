@@ -2,7 +2,7 @@
 
 Written with runfolder.atomic_write_json: a reader never sees a half-written fit, and a
 failed fit leaves the previous file untouched. The layout is
-documented in README.md ("fit.json"); ``FIT_SCHEMA_VERSION`` changes whenever a field changes
+documented in docs/fitting.md ("fit.json"); ``FIT_SCHEMA_VERSION`` changes whenever a field changes
 meaning or disappears (new fields do not bump it).
 """
 

@@ -1,7 +1,7 @@
 """Estimators by name, and the default one.
 
-The default, ``auto``, is not an estimator but a rule (sweeper/fit/auto.py): every estimator
-is scored leave-one-cell-out on the table being fitted and the best is used.
+The default, ``auto``, is not an estimator but a rule (sweeper/fit/auto.py, docs/fitting.md):
+every estimator is scored leave-one-cell-out on the table being fitted and the best is used.
 """
 
 from __future__ import annotations

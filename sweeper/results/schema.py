@@ -1,5 +1,5 @@
 """The Parquet schemas of a run folder: ``trials/`` (one row per trial) and ``curves/``
-(one row per logged step). Units are in the column names or below; see README.md.
+(one row per logged step). Units are in the column names or below; see docs/run-folder.md.
 
 Every part file of a dataset has exactly these schemas, so a reader (pyarrow, pandas,
 DuckDB) can open the folder as one table without reconciling types.
