@@ -180,6 +180,7 @@ def prepare_sweep(recipe: Recipe, run_dir: Path) -> list[TrialSpec]:
     exactly what the recipe lists, the largest trial fits memory. Returns the plan."""
     from sweeper.train.data import check_data  # torch: only when a sweep is planned
 
+    RunFolderLock(Path(run_dir)).check_free()  # a busy folder is refused at once (exit 3)
     check_writable_folder(Path(run_dir), "run folder")
     corpus = check_data(recipe.data, list(recipe.models))
     specs = plan_trials(recipe, corpus.identity)

@@ -133,7 +133,8 @@ def _laws(fit) -> str:  # noqa: ANN001 (fit.report.FitReport)
     for title, law in (("learning rate", fit.lr_law), ("batch size (tokens)", fit.batch_law)):
         entry = law_to_dict(law, with_samples=False)
         for name, value in entry["coefficients"].items():
-            low, high = entry["intervals"][name]
+            interval = entry["intervals"][name]  # None: undetermined (see sweeper.uncertainty)
+            low, high = interval if interval is not None else ("UNDETERMINED", "UNDETERMINED")
             rows.append((title, entry["formula"], name, value, low, high, law.r2, law.n_cells))
     return (f"<p>Estimator <b>{escape(fit.estimator)}</b>: {escape(fit.selected.estimator.source)}; "
             f"{fit.n_bootstrap} bootstrap resamples (cells, and runs within cells).</p>"

@@ -68,7 +68,7 @@ class TrialMonitor:
         self._limit = math.inf
         self._batch_tokens = spec.batch_size_tokens
         self._alpha = ema_alpha(spec.batch_size_tokens, spec.tokens_budget)
-        self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
+        self._next_report = time.monotonic()  # the first step reports, then every REPORT_EVERY_SECONDS
 
     def observe(self, step: int, lr: float, loss: float) -> bool:
         """Record the train loss of ``step`` (before its update); True when it diverged."""

@@ -10,6 +10,7 @@ Every process the cluster started is killed by id at the end (never ``ray stop``
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -55,8 +56,13 @@ def assert_complete_sweep(run_dir: Path) -> pd.DataFrame:
 
 def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_path: Path) -> None:
     run_dir = tmp_path / "attached"
+    # The smoke ladder with 3x the tokens: each task runs for seconds, longer than Ray's state
+    # API takes to answer the driver's (background) question of where tasks run.
+    smoke = yaml.safe_load(SMOKE.read_text())
+    longer = tmp_path / "smoke-longer.yaml"
+    longer.write_text(yaml.safe_dump(smoke | {"tokens": {"absolute": [3 * d for d in smoke["tokens"]["absolute"]]}}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(SMOKE), "--out", str(run_dir),
+        [sys.executable, "-m", "sweeper", "submit", str(longer), "--out", str(run_dir),
          "--address", cluster.gcs_address],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
     )
@@ -75,7 +81,9 @@ def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_pat
             if running and not snapshot.is_dir():
                 # Keep this moment's state: `sweeper status` renders it after the sweep.
                 snapshot.mkdir()
-                (snapshot / "progress.json").write_text(json.dumps(report))
+                # As a live driver's: `status` lists no running trials for a driver that is gone,
+                # and this copy is rendered after the sweep (this test process stands in for it).
+                (snapshot / "progress.json").write_text(json.dumps({**report, "pid": os.getpid()}))
             if time.time() - last_metrics > 1.0:
                 exported += [line for line in head_metrics(cluster) if line.startswith("ray_sweeper_trials{")]
                 last_metrics = time.time()
@@ -195,6 +203,6 @@ def test_killing_the_worker_node_mid_sweep_still_completes(cluster: LocalCluster
     assert len(alive) == 1
     head_id = alive[0]
     # Everything that started after the kill ran on the head.
-    late = trials[trials["started_at"] > killed_at + 1.0]
+    late = trials[trials["started_at"] > pd.Timestamp(killed_at + 1.0, unit="s", tz="UTC")]
     assert len(late) > 0 and set(late["node_id"]) == {head_id}
     del worker_id
