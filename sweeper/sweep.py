@@ -212,23 +212,36 @@ def run_sweep(
     on_start: Callable[[int, int, str | None], None] | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
+    plan: list[TrialSpec] | None = None,
+    executor=None,  # noqa: ANN001 (anything with TrialExecutor's methods, e.g. a ReplayExecutor)
+    grid_runs: int | None = None,
+    seed: int = 0,
 ) -> SweepSummary:
-    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs)."""
+    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir`` (a law-guided
+    search: those its sampler chooses); return counts. ``on_problem`` hears each damaged
+    result file found at the start (its trial re-runs). ``plan`` and ``executor`` replace
+    the recipe's plan and the Ray cluster (a replay of a recorded table); ``grid_runs`` is
+    what the full plan would run, for the adaptive budget."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
+    from sweeper.fit.guide import predict_optima
     from sweeper.schedule import SweepStudy
-    from sweeper.train import data_identity
 
     run_dir = Path(run_dir)
-    specs = plan_trials(recipe, data_identity(recipe.data))
-    check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    if plan is None:
+        from sweeper.train import data_identity
+
+        specs = plan_trials(recipe, data_identity(recipe.data))
+        check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    else:
+        specs = plan
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
     cluster = None
     try:
-        save_recipe(recipe, run_dir)
+        if plan is None:
+            save_recipe(recipe, run_dir)
         recorded, failed_attempts, problems = recorded_results(run_dir)
         if on_problem is not None:
             for problem in problems:
@@ -240,7 +253,7 @@ def run_sweep(
             already_recorded=len(specs) - len(pending),
             max_failed_fraction=recipe.max_failed_fraction,
         )
-        if pending:  # nothing to run: no cluster to start
+        if pending and executor is None:  # nothing to run: no cluster to start
             cluster = connect(address, num_cpus=num_cpus)
             summary.dashboard_url = cluster.dashboard_url
             try:
@@ -251,7 +264,8 @@ def run_sweep(
         if on_start is not None:
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
-            study = SweepStudy.open(recipe.name, specs, run_dir, storage_url)
+            study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, search=recipe.search,
+                                    predictor=predict_optima, grid_runs=grid_runs)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
             _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
@@ -274,9 +288,9 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
 
     metrics = SweepMetrics(study.study.study_name)
     asked_by_id = {}
-    while pending:
+    while pending and not study.finished():
         runnable = pending - executor.running_ids()
-        while runnable and len(executor.in_flight) < executor.capacity():
+        while runnable and len(executor.in_flight) < executor.capacity() and study.has_proposal():
             group = study.next_group(runnable, max_members, fusion_key)
             if not group:
                 break
@@ -284,6 +298,8 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
             for asked in group:
                 asked_by_id[asked.spec.trial_id] = asked
                 runnable.discard(asked.spec.trial_id)
+        if not executor.in_flight:
+            break  # nothing running and nothing more to ask: the search has ended
         running = executor.in_flight_trials()
         metrics.progress(pending=len(pending) - len(running), running=len(running),
                          counts=summary.counts, recorded=summary.already_recorded)

@@ -17,9 +17,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here, not at the top, so ``import sweeper.cli`` stays cheap and circular-free.
-    from sweeper.cli import exporting, fitting, running
+    from sweeper.cli import exporting, fitting, replaying, running
 
-    for module in (running, fitting, exporting):
+    for module in (running, fitting, exporting, replaying):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
 from sweeper.plan import TrialSpec
+from sweeper.recipe import Search
+from sweeper.schedule.adaptive import ABANDONED, AdaptiveSettings, LawGuidedSampler, Predictor, SearchCell
 
 STUDY_FILE = "optuna.journal"
 
@@ -80,6 +82,9 @@ class SweepStudy:
     def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
         self.study = study
         self.specs_by_key = {_spec_key(spec): spec for spec in specs}
+        self.recorded: dict[str, tuple[str, float]] = {}
+        sampler = study.sampler
+        self.adaptive = sampler if isinstance(sampler, LawGuidedSampler) else None
         self.distributions = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
             "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
@@ -95,11 +100,18 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
+        search: Search | None = None,
+        predictor: Predictor | None = None,
+        grid_runs: int | None = None,
     ) -> "SweepStudy":
-        with warnings.catch_warnings():
-            # BruteForceSampler is marked experimental; its contract is all this loop uses.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = AskTellGridSampler(seed=sampler_seed)
+        sampler: optuna.samplers.BaseSampler
+        if search is not None and search.kind == "adaptive":
+            sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs)
+        else:
+            with warnings.catch_warnings():
+                # BruteForceSampler is marked experimental; its contract is all this loop uses.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = AskTellGridSampler(seed=sampler_seed)
         study = optuna.create_study(
             study_name=name,
             storage=storage_for(Path(run_dir), storage_url),
@@ -113,12 +125,15 @@ class SweepStudy:
         """Close trials a dead driver left RUNNING: told with the recorded result where the
         trial finished, else failed as abandoned (its spec is still pending, so it is re-run).
         Returns how many were closed."""
+        self.recorded = recorded
         closed = 0
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             spec = self._spec_of(trial.params)
             if spec is not None and spec.trial_id in recorded:
                 self._close(trial.number, *recorded[spec.trial_id])
             else:
+                # Abandoned: a law-guided sampler proposes its point again.
+                self.study._storage.set_trial_user_attr(trial._trial_id, ABANDONED, True)
                 self.study.tell(trial.number, state=TrialState.FAIL)
             closed += 1
         return closed
@@ -133,6 +148,8 @@ class SweepStudy:
         """
         if not runnable:
             return None
+        if self.adaptive is not None:
+            return self._next_adaptive(runnable)
         trial = self.study.ask(self.distributions)
         spec = self._spec_of(trial.params)
         if spec is not None and spec.trial_id in runnable:
@@ -157,12 +174,48 @@ class SweepStudy:
         group = [first]
         group_key = key(first.spec)
         limit = max_members(first.spec)
-        for spec in self.specs_by_key.values():
+        # A law-guided sweep fuses only among what its sampler proposes now.
+        candidates = self._proposed_specs() if self.adaptive is not None else self.specs_by_key.values()
+        for spec in candidates:
             if len(group) >= limit:
                 break
             if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
                 group.append(self._ask_fixed(spec))
         return group
+
+    def has_proposal(self) -> bool:
+        """Whether the sampler can choose a trial now (a grid always can)."""
+        return self.adaptive is None or self.adaptive.has_proposal(self.study)
+
+    def finished(self) -> bool:
+        """A law-guided sweep ends when its sampler says so; a grid when its plan is run."""
+        return self.adaptive is not None and self.adaptive.is_finished(self.study)
+
+    def _next_adaptive(self, runnable: set[str]) -> Asked | None:
+        # A proposal recorded by an earlier driver (whose study was lost) is told its
+        # recorded result instead of being run again; the sampler then proposes anew.
+        assert self.adaptive is not None
+        while self.adaptive.has_proposal(self.study):
+            trial = self.study.ask(self.distributions)
+            spec = self._spec_of(trial.params)
+            if spec is not None and spec.trial_id in runnable:
+                trial.set_user_attr("trial_id", spec.trial_id)
+                return Asked(trial, spec)
+            if spec is not None and spec.trial_id in self.recorded:
+                self._close(trial.number, *self.recorded[spec.trial_id])
+            else:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+        return None
+
+    def _proposed_specs(self) -> list[TrialSpec]:
+        assert self.adaptive is not None
+        specs = []
+        for cell_index, (i, j), seed in self.adaptive.proposals(self.study):
+            cell = self.adaptive.cells[cell_index]
+            spec = self.specs_by_key.get(_grid_key(cell.name, cell.lrs[i], cell.batch_sizes[j], seed))
+            if spec is not None:
+                specs.append(spec)
+        return specs
 
     def _ask_fixed(self, spec: TrialSpec) -> Asked:
         self.study.enqueue_trial(
@@ -190,3 +243,27 @@ class SweepStudy:
         except KeyError:
             return None
         return self.specs_by_key.get(key)
+
+
+def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predictor | None = None,
+                       seed: int = 0, grid_runs: int | None = None) -> LawGuidedSampler:
+    """The recipe's adaptive search over the cells and grid values of ``specs``."""
+    by_cell: dict[str, list[TrialSpec]] = {}
+    for spec in specs:
+        by_cell.setdefault(spec.cell_id, []).append(spec)
+    cells = [
+        SearchCell(
+            name=cell_id,
+            n_params=float(members[0].n_params),
+            tokens=float(members[0].tokens_budget),
+            lrs=tuple(sorted({s.lr for s in members})),
+            batch_sizes=tuple(sorted({s.batch_size for s in members})),
+            seq_len=members[0].shape.seq_len,
+        )
+        for cell_id, members in by_cell.items()
+    ]
+    settings = AdaptiveSettings(budget=search.budget, max_runs_per_cell=search.max_runs_per_cell,
+                                window=search.window, lookahead=search.lookahead,
+                                estimator=search.estimator)
+    return LawGuidedSampler(cells, settings, seeds=sorted({s.seed for s in specs}), predictor=predictor,
+                            fit_seed=seed, grid_runs=grid_runs)
