@@ -216,12 +216,14 @@ def run_sweep(
     executor=None,  # noqa: ANN001 (anything with TrialExecutor's methods, e.g. a ReplayExecutor)
     grid_runs: int | None = None,
     seed: int = 0,
+    cell_sizes: dict[str, float] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir`` (a law-guided
     search: those its sampler chooses); return counts. ``on_problem`` hears each damaged
     result file found at the start (its trial re-runs). ``plan`` and ``executor`` replace
     the recipe's plan and the Ray cluster (a replay of a recorded table); ``grid_runs`` is
-    what the full plan would run, for the adaptive budget."""
+    what the full plan would run, for the adaptive budget; ``cell_sizes`` the law's N per
+    cell where a replayed table's differs from the shape's."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.fit.guide import predict_optima
@@ -265,7 +267,7 @@ def run_sweep(
             on_start(len(specs), len(pending), summary.dashboard_url)
         if pending:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, search=recipe.search,
-                                    predictor=predict_optima, grid_runs=grid_runs)
+                                    predictor=predict_optima, grid_runs=grid_runs, cell_sizes=cell_sizes)
             study.reconcile(recorded)
             members = fused_group_size(recipe, specs)
             _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)

@@ -47,6 +47,7 @@ class ReplayPlan:
     specs: list[TrialSpec]
     answers: dict[str, dict[str, Any]]
     recorded_points: int
+    cell_sizes: dict[str, float] = field(default_factory=dict)  # the table's N per cell
 
 
 def read_table_rows(table: str | Path, size_column: str = "N") -> list[dict[str, Any]]:
@@ -107,7 +108,7 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         cells.setdefault((row["n_params"], row["tokens_budget"], row["seq_len"]), []).append(row)
-    specs, answers, recorded = [], {}, 0
+    specs, answers, recorded, sizes = [], {}, 0, {}
     schedule = Schedule()
     for (n_params, tokens, seq_len), members in sorted(cells.items()):
         lr_of = _snap([r["lr"] for r in members])
@@ -116,6 +117,7 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
             points.setdefault((lr_of[row["lr"]], row["batch_size"], row.get("seed") or 0), []).append(row)
         recorded += len(points)
         cell_id = members[0]["cell_id"] or f"N{n_params:.4g}-D{tokens:.3g}-S{seq_len}"
+        sizes[cell_id] = float(n_params)
         if search.kind == "adaptive":
             grid = [(lr, b, s) for lr in sorted({k[0] for k in points}) for b in sorted({k[1] for k in points})
                     for s in sorted({k[2] for k in points})]
@@ -134,7 +136,7 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
             ))
             found = points.get((lr, batch_size, seed))
             answers[trial_id] = _answer(found) if found else _answer_missing(members[0])
-    return ReplayPlan(name, specs, answers, recorded)
+    return ReplayPlan(name, specs, answers, recorded, sizes)
 
 
 def _answer_missing(cell_row: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from the optimum. This sampler earns that from its own earlier cells:
 * Cells are visited up the ladder (ascending N*D). Until the finished cells determine the
   laws, a cell starts from a coarse grid (the first) or a 3x3 window at the best point of the
   nearest finished cell; these *bootstrap* cells run one after another.
-* Once the laws are fittable, each new cell starts from a plus-shaped window at the laws'
+* Once the laws are fittable, each new cell starts from a cross-shaped window at the laws'
   prediction (``sweeper.fit.guide.predict_optima``, the project's own fitter); its arms
   widen (up to twice the ``window`` setting) where the bootstrap interval is wide.
 * After each stage of a cell finishes, the window moves toward any edge where the cell's
@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 Point = tuple[int, int]  # (lr index, batch index) into a cell's sorted grid
 ABANDONED = "abandoned"  # user attribute of a trial whose result will never come
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+CORNERS = ((-1, -1), (1, 1), (-1, 1), (1, -1))
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         self.total_budget = max(1, math.floor(settings.budget * grid_runs))
         self._law_cache: dict[tuple[str, ...], list | None] = {}
         self._proposal_of_trial: dict[int, tuple[int, Point, int]] = {}
+        self._proposals_cache: tuple[tuple, list[tuple[int, Point, int]]] | None = None
 
     # -- Optuna's sampler contract ---------------------------------------------------------
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:  # noqa: ANN001
@@ -150,7 +152,17 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
 
     def proposals(self, study: optuna.Study) -> list[tuple[int, Point, int]]:
         """(cell index, point, seed) that may run now, in the order they should."""
-        states = self._read(study)
+        trials = study.get_trials(deepcopy=False)
+        # Proposals change only when a trial is added, gets its parameters or finishes.
+        version = (id(study), len(trials), sum(t.state != TrialState.RUNNING for t in trials),
+                   sum(bool(t.params) for t in trials))
+        if self._proposals_cache is not None and self._proposals_cache[0] == version:
+            return list(self._proposals_cache[1])
+        proposals = self._propose(self._read(trials))
+        self._proposals_cache = (version, proposals)
+        return list(proposals)
+
+    def _propose(self, states: list[_CellState]) -> list[tuple[int, Point, int]]:
         asked_total = sum(len(seeds) for state in states for seeds in state.asked.values())
         room = self.total_budget - asked_total
         if room <= 0:
@@ -183,10 +195,10 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         return out[:room]
 
     # -- reading the study ---------------------------------------------------------------
-    def _read(self, study: optuna.Study) -> list[_CellState]:
+    def _read(self, trials: list[FrozenTrial]) -> list[_CellState]:
         losses: list[dict[Point, dict[int, float]]] = [{} for _ in self.cells]
         asked: list[dict[Point, set[int]]] = [{} for _ in self.cells]
-        for trial in study.get_trials(deepcopy=False):
+        for trial in trials:
             located = self._locate(trial.params)
             if located is None or trial.user_attrs.get(ABANDONED):
                 continue
@@ -262,8 +274,11 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         bracket = [q for q in _neighbours(cell, best) if q not in included]
         if bracket:
             return bracket
+        # Bracketed: the best's corners (the fitter's quadratic needs the lr x B cross term,
+        # which a cross of runs cannot measure), then the near-optimal runs' neighbours.
         near = [p for p, loss in zip(included, losses) if loss <= best_loss * (1 + self.settings.near_optimal)]
-        return _unique([q for p in near for q in _neighbours(cell, p) if q not in included])
+        return _unique([q for q in _neighbours(cell, best, CORNERS) if q not in included]
+                       + [q for p in near for q in _neighbours(cell, p) if q not in included])
 
     def _bootstrap_stage(self, states: list[_CellState], k: int) -> list[Point]:
         cell = self.cells[k]
@@ -281,7 +296,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         i, j = min(results, key=lambda p: (results[p], p))
         centre = (_nearest(cell.lrs, other.lrs[i]),
                   _nearest(cell.batch_sizes, other.batch_sizes[j] * other.seq_len / cell.seq_len))
-        return _plus(cell, centre, self.settings.window, self.settings.window)
+        return _cross(cell, centre, self.settings.window, self.settings.window)
 
     def _guided_stage(self, cell: SearchCell, prediction) -> list[Point]:
         centre = (_nearest(cell.lrs, math.exp(prediction.log_lr)),
@@ -293,7 +308,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
             step = float(np.median(np.diff(np.log(values)))) if len(values) > 1 else 1.0
             # A wide interval widens the arm, up to twice the recipe's window.
             reach.append(w if not math.isfinite(half) else int(min(2 * w, max(w, round(half / step)))))
-        return _plus(cell, centre, reach[0], reach[1])
+        return _cross(cell, centre, reach[0], reach[1])
 
     def _bootstrap_cap(self, cell: SearchCell) -> int:
         # Twice a cell's fair share: these cells must locate their optimum without a law.
@@ -321,9 +336,10 @@ def _nearest(values: tuple, value: float) -> int:
     return int(np.argmin(np.abs(logs - math.log(value))))
 
 
-def _plus(cell: SearchCell, centre: Point, reach_lr: int, reach_b: int) -> list[Point]:
-    """The centre and ``reach`` points each way along both axes; an arm cut by the grid's edge
-    continues on the other side, so the window keeps its size (and brackets nothing less)."""
+def _cross(cell: SearchCell, centre: Point, reach_lr: int, reach_b: int) -> list[Point]:
+    """The centre and ``reach`` points each way along both axes, nearest first (a budget that
+    cuts the window cuts its far ends); an arm cut by the grid's edge continues on the other
+    side, so the window keeps its size."""
     arms: list[tuple[int, int, Point]] = []
     for axis, reach, size in ((0, reach_lr, len(cell.lrs)), (1, reach_b, len(cell.batch_sizes))):
         offsets = sorted((o for o in range(-2 * reach, 2 * reach + 1) if o and 0 <= centre[axis] + o < size),
@@ -332,13 +348,12 @@ def _plus(cell: SearchCell, centre: Point, reach_lr: int, reach_b: int) -> list[
             point = list(centre)
             point[axis] += offset
             arms.append((abs(offset), axis, (point[0], point[1])))
-    # Nearest first, alternating axes, so a budget that cuts the window cuts its far ends.
     return [centre] + [point for _, _, point in sorted(arms, key=lambda arm: (arm[0], arm[1]))]
 
 
-def _neighbours(cell: SearchCell, point: Point) -> list[Point]:
+def _neighbours(cell: SearchCell, point: Point, steps: tuple[Point, ...] = NEIGHBOURS) -> list[Point]:
     out = []
-    for di, dj in NEIGHBOURS:
+    for di, dj in steps:
         i, j = point[0] + di, point[1] + dj
         if 0 <= i < len(cell.lrs) and 0 <= j < len(cell.batch_sizes):
             out.append((i, j))

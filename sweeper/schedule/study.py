@@ -103,10 +103,11 @@ class SweepStudy:
         search: Search | None = None,
         predictor: Predictor | None = None,
         grid_runs: int | None = None,
+        cell_sizes: dict[str, float] | None = None,
     ) -> "SweepStudy":
         sampler: optuna.samplers.BaseSampler
         if search is not None and search.kind == "adaptive":
-            sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs)
+            sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs, cell_sizes)
         else:
             with warnings.catch_warnings():
                 # BruteForceSampler is marked experimental; its contract is all this loop uses.
@@ -246,15 +247,18 @@ class SweepStudy:
 
 
 def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predictor | None = None,
-                       seed: int = 0, grid_runs: int | None = None) -> LawGuidedSampler:
-    """The recipe's adaptive search over the cells and grid values of ``specs``."""
+                       seed: int = 0, grid_runs: int | None = None,
+                       cell_sizes: dict[str, float] | None = None) -> LawGuidedSampler:
+    """The recipe's adaptive search over the cells and grid values of ``specs``. ``cell_sizes``:
+    the law's N per cell where it is not the shape's (a replayed table's, e.g. MoE active N)."""
+    cell_sizes = cell_sizes or {}
     by_cell: dict[str, list[TrialSpec]] = {}
     for spec in specs:
         by_cell.setdefault(spec.cell_id, []).append(spec)
     cells = [
         SearchCell(
             name=cell_id,
-            n_params=float(members[0].n_params),
+            n_params=float(cell_sizes.get(cell_id, members[0].n_params)),
             tokens=float(members[0].tokens_budget),
             lrs=tuple(sorted({s.lr for s in members})),
             batch_sizes=tuple(sorted({s.batch_size for s in members})),
