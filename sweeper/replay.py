@@ -72,7 +72,7 @@ def run_replay(table: str | Path, out: str | Path, *, recipe: Recipe | None = No
         plan = table_plan(rows, run_recipe.name, settings)
     executor = ReplayExecutor(plan.answers, slots=capacity)
     summary = run_sweep(run_recipe, Path(out), plan=plan.specs, executor=executor,
-                        grid_runs=plan.recorded_points, on_trial=on_trial, seed=seed,
+                        grid_runs=plan.grid_runs, on_trial=on_trial, seed=seed,
                         cell_sizes=plan.cell_sizes)
     planned_ids = {spec.trial_id for spec in plan.specs}
     from sweeper.results import read_trials

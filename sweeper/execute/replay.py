@@ -41,12 +41,14 @@ class ReplayError(SweeperError):
 @dataclass
 class ReplayPlan:
     """What a replay runs: the trial specs (the sampler's space), the recorded answer of each
-    spec that has one (trial id -> table row), and how many grid points the table records."""
+    spec that has one (trial id -> table row), how many grid points the table records, and
+    the full grid's runs (the adaptive budget's base: the table's, or the recipe's grid)."""
 
     name: str
     specs: list[TrialSpec]
     answers: dict[str, dict[str, Any]]
     recorded_points: int
+    grid_runs: int
     cell_sizes: dict[str, float] = field(default_factory=dict)  # the table's N per cell
 
 
@@ -136,7 +138,7 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
             ))
             found = points.get((lr, batch_size, seed))
             answers[trial_id] = _answer(found) if found else _answer_missing(members[0])
-    return ReplayPlan(name, specs, answers, recorded, sizes)
+    return ReplayPlan(name, specs, answers, recorded, recorded, sizes)
 
 
 def _answer_missing(cell_row: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def recipe_plan(rows: list[dict[str, Any]], recipe: Recipe) -> ReplayPlan:
         else:
             answers[spec.trial_id] = {"status": TrialStatus.FAILED.value, "loss": float("nan"), "missing": True}
     recorded = sum(1 for answer in answers.values() if not answer.get("missing"))
-    return ReplayPlan(recipe.name, specs, answers, recorded)
+    return ReplayPlan(recipe.name, specs, answers, recorded, len(specs))
 
 
 @dataclass
