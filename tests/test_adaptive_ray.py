@@ -40,8 +40,8 @@ def test_adaptive_sweep_on_ray_and_its_replay_choose_the_same_trials(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     trials = pd.read_parquet(run_dir / "trials")
     grid = 6 * 4 * 2
-    assert 6 * 5 <= len(trials) <= 0.6 * grid  # every cell gets a window; the budget holds
-    assert trials.cell_id.nunique() == 6
+    assert len(trials) <= 0.6 * grid  # the budget holds
+    assert (trials.groupby("cell_id").size() >= 4).sum() == 6  # every cell gets a window
     assert set(trials.status) <= {"complete", "diverged"}
 
     replayed = run_replay(run_dir, tmp_path / "replay", recipe=load_recipe(recipe_file))
