@@ -228,6 +228,7 @@ def run_sweep(
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
     from sweeper.fit.guide import predict_optima
     from sweeper.schedule import SweepStudy
+    from sweeper.schedule.adaptive import budget_runs
 
     run_dir = Path(run_dir)
     if plan is None:
@@ -249,10 +250,14 @@ def run_sweep(
             for problem in problems:
                 on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
+        planned, already_recorded = len(specs), len(specs) - len(pending)
+        if recipe.search.kind == "adaptive":  # at most its budget runs, not the whole grid
+            planned = min(planned, budget_runs(recipe.search.budget, grid_runs or len(specs)))
+        to_run = min(len(pending), max(0, planned - already_recorded))
         summary = SweepSummary(
             run_dir,
-            planned=len(specs),
-            already_recorded=len(specs) - len(pending),
+            planned=planned,
+            already_recorded=already_recorded,
             max_failed_fraction=recipe.max_failed_fraction,
         )
         if pending and executor is None:  # nothing to run: no cluster to start
@@ -264,7 +269,7 @@ def run_sweep(
             except PlacementError as error:
                 raise SweepError(str(error), exit_code=2) from None
         if on_start is not None:
-            on_start(len(specs), len(pending), summary.dashboard_url)
+            on_start(planned, to_run, summary.dashboard_url)
         if pending:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, search=recipe.search,
                                     predictor=predict_optima, grid_runs=grid_runs, cell_sizes=cell_sizes)

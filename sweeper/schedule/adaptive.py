@@ -113,7 +113,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         # ``grid_runs``: what the full sweep would run (default: every grid point x seed); a
         # recorded table that is not a full cross product of its values passes its row count.
         grid_runs = grid_runs or sum(c.size for c in self.cells) * len(self.seeds)
-        self.total_budget = max(1, math.floor(settings.budget * grid_runs))
+        self.total_budget = budget_runs(settings.budget, grid_runs)
         self._law_cache: dict[tuple[str, ...], list | None] = {}
         self._proposal_of_trial: dict[int, tuple[int, Point, int]] = {}
         self._proposals_cache: tuple[tuple, list[tuple[int, Point, int]]] | None = None
@@ -322,6 +322,11 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         if self.settings.max_runs_per_cell:
             cap = min(cap, self.settings.max_runs_per_cell)
         return cap
+
+
+def budget_runs(fraction: float, grid_runs: int) -> int:
+    """Trials a law-guided sweep may run: ``fraction`` of the full grid's, at least one."""
+    return max(1, math.floor(fraction * grid_runs))
 
 
 def _index_of(values: tuple, value: Any) -> int | None:
