@@ -44,6 +44,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 Point = tuple[int, int]  # (lr index, batch index) into a cell's sorted grid
 ABANDONED = "abandoned"  # user attribute of a trial whose result will never come
+# Step Law's table: a 3x3 window (9 runs) at the law's prediction kept the full grid's regret.
+MIN_GUIDED_RUNS = 9
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 CORNERS = ((-1, -1), (1, 1), (-1, 1), (1, -1))
 
@@ -169,7 +171,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
             return []
         done: list[bool] = []
         bootstrap_end: int | None = None
-        used_by_bootstrap = 0
+        guided_cap, measured = 0, set(range(len(self.cells)))
         out: list[tuple[int, Point, int]] = []
         for k, cell in enumerate(self.cells):
             prior = k if bootstrap_end is None else max(bootstrap_end, k - self.settings.lookahead)
@@ -179,13 +181,15 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
             prediction = None if bootstrap_end is None else self._predict(states, prior, k)
             if bootstrap_end is None and self._predict(states, k, k) is not None:
                 bootstrap_end = k  # the finished cells determine the laws from here on
-                used_by_bootstrap = sum(len(s.asked) for s in states[:k])
+                guided_cap, measured = self._guided_plan(k, sum(len(s.asked) for s in states[:k]))
                 prediction = self._predict(states, k, k)
+            if k not in measured:
+                done.append(True)  # left to the laws: the budget cannot give it a window
+                continue
             if prediction is None:
                 first, cap = self._bootstrap_stage(states, k), self._bootstrap_cap(cell)
             else:
-                first, cap = self._guided_stage(cell, prediction), self._guided_cap(k, bootstrap_end or 0,
-                                                                                  used_by_bootstrap)
+                first, cap = self._guided_stage(cell, prediction), guided_cap
             finished, wanted = self._walk(cell, states[k], first, cap)
             done.append(finished)
             out.extend((k, point, seed) for point in wanted
@@ -315,13 +319,26 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         fair = self.total_budget // len(self.seeds) // len(self.cells)
         return self.settings.max_runs_per_cell or max(5, 2 * fair)
 
-    def _guided_cap(self, k: int, bootstrap_end: int, used_by_bootstrap: int) -> int:
-        guided_cells = len(self.cells) - bootstrap_end
-        share = (self.total_budget // len(self.seeds) - used_by_bootstrap) // max(1, guided_cells)
+    def _guided_plan(self, bootstrap_end: int, used_by_bootstrap: int) -> tuple[int, set[int]]:
+        """Runs per law-guided cell, and which cells get any. The budget left after the
+        bootstrap is shared equally; when a share falls below MIN_GUIDED_RUNS, fewer cells
+        get windows of that size, spread evenly up the ladder (its largest cell included),
+        and the others are left to the laws: a window too small to locate an optimum costs
+        runs and misleads the fit."""
+        guided = list(range(bootstrap_end, len(self.cells)))
+        remaining = self.total_budget // len(self.seeds) - used_by_bootstrap
+        share = remaining // max(1, len(guided))
+        measured = set(range(len(self.cells)))
+        if guided and share < MIN_GUIDED_RUNS:
+            affordable = max(1, remaining // MIN_GUIDED_RUNS)
+            if affordable < len(guided):
+                picks = np.linspace(0, len(guided) - 1, affordable).round().astype(int)
+                measured = set(range(bootstrap_end)) | {guided[p] for p in picks}
+                share = remaining // affordable
         cap = max(5, share)  # fewer than 5 runs cannot locate an optimum in two dimensions
         if self.settings.max_runs_per_cell:
             cap = min(cap, self.settings.max_runs_per_cell)
-        return cap
+        return cap, measured
 
 
 def budget_runs(fraction: float, grid_runs: int) -> int:
