@@ -24,7 +24,10 @@ results arrive in, the set of proposals is the same; ``lookahead`` is how many c
 run ahead of the law they will be placed by (it keeps the cluster full).
 
 Budget: ``budget`` x (grid points of all cells) runs in total. Bootstrap cells take what they
-need (up to ``max_runs_per_cell``); the rest is shared equally by the law-guided cells.
+need, up to 1.5x a cell's fair share (at least 9 runs, or ``max_runs_per_cell``); the rest is
+shared equally by the law-guided cells. When that share falls below MIN_GUIDED_RUNS, fewer
+cells get windows of that size, spread evenly up the ladder, and the others get no runs:
+their optimum is left to the laws.
 
 The state is the study: the sampler keeps only caches, so a sampler built afresh over the
 same study proposes the same next points. A trial marked with the user attribute
@@ -315,9 +318,10 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         return _cross(cell, centre, reach[0], reach[1])
 
     def _bootstrap_cap(self, cell: SearchCell) -> int:
-        # Twice a cell's fair share: these cells must locate their optimum without a law.
+        # 1.5x a cell's fair share, at least a 3x3 window's worth: these cells must locate
+        # their optimum without a law.
         fair = self.total_budget // len(self.seeds) // len(self.cells)
-        return self.settings.max_runs_per_cell or max(5, 2 * fair)
+        return self.settings.max_runs_per_cell or max(MIN_GUIDED_RUNS, 3 * fair // 2)
 
     def _guided_plan(self, bootstrap_end: int, used_by_bootstrap: int) -> tuple[int, set[int]]:
         """Runs per law-guided cell, and which cells get any. The budget left after the
