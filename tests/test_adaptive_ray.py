@@ -41,7 +41,7 @@ def test_adaptive_sweep_on_ray_and_its_replay_choose_the_same_trials(tmp_path: P
     trials = pd.read_parquet(run_dir / "trials")
     grid = 6 * 4 * 2
     assert len(trials) <= 0.6 * grid  # the budget holds
-    assert trials.cell_id.nunique() >= 4  # the bootstrap cells, then at least one placed by the laws
+    assert trials.cell_id.nunique() >= 4  # the ladder is walked, not one cell exhausted
     assert set(trials.status) <= {"complete", "diverged"}
 
     replayed = run_replay(run_dir, tmp_path / "replay", recipe=load_recipe(recipe_file))
