@@ -14,6 +14,7 @@ import pytest
 from sweeper.fit import fit_run
 from sweeper.replay import REPLAY_FILE, run_replay
 from sweeper.results import ResultSink
+from sweeper.schedule import STUDY_FILE
 from tests.conftest import STEPLAW_CSV
 from tests.test_adaptive import BATCHES, LRS, SEQ_LEN, loss_at
 
@@ -75,8 +76,16 @@ def test_adaptive_replay_stays_within_budget_and_fits(table: Path, tmp_path: Pat
     assert (tmp_path / "adaptive" / REPLAY_FILE).is_file()
 
 
-def test_an_interrupted_replay_resumes_to_the_same_proposals(table: Path, tmp_path: Path) -> None:
-    whole = run_replay(table, tmp_path / "whole", budget=0.5)
+@pytest.fixture(scope="module")
+def whole(table: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    run_replay(table, out, budget=0.5)
+    return out
+
+
+@pytest.mark.parametrize("study_lost", [False, True], ids=["study-kept", "study-lost"])
+def test_an_interrupted_replay_resumes_to_the_same_proposals(table: Path, whole: Path, tmp_path: Path,
+                                                             study_lost: bool) -> None:
     finished = []
 
     def crash_after_ten(spec, outcome, counts) -> None:  # noqa: ANN001
@@ -87,9 +96,10 @@ def test_an_interrupted_replay_resumes_to_the_same_proposals(table: Path, tmp_pa
     with pytest.raises(Stop):
         run_replay(table, tmp_path / "cut", budget=0.5, on_trial=crash_after_ten)
     assert len(pd.read_parquet(tmp_path / "cut" / "trials")) == 10
-    resumed = run_replay(table, tmp_path / "cut", budget=0.5)
-    assert resumed.trials_run == whole.trials_run
-    assert _points(tmp_path / "cut") == _points(tmp_path / "whole")
+    if study_lost:  # the Parquet record alone rebuilds the sampler's state
+        (tmp_path / "cut" / STUDY_FILE).unlink()
+    run_replay(table, tmp_path / "cut", budget=0.5)
+    assert _points(tmp_path / "cut") == _points(whole)
 
 
 def test_replay_of_a_missing_table_exits_2_and_writes_nothing(tmp_path: Path) -> None:
