@@ -5,7 +5,8 @@ neither Ray nor torch):
 
 - recipes:   ``Recipe``, ``load_recipe``, ``parse_recipe``, ``RecipeError``
 - planning:  ``TrialSpec``, ``plan_trials``, ``plan_cells``
-- running:   ``run_sweep`` (the driver), ``SweepSummary``, ``SweepError``
+- running:   ``run_sweep`` (the driver), ``SweepSummary``
+- errors:    ``SweeperError`` (every refusal a user can cause; ``exit_code``)
 - training:  ``run_trial``, ``run_fused`` (torch)
 - results:   ``read_trials``, ``read_curves``, ``ResultSink``
 - fitting:   ``fit_run``, ``FitReport``
@@ -30,7 +31,7 @@ _EXPORTS = {
     "TrialOutcome": "sweeper.outcome",
     "run_sweep": "sweeper.sweep",
     "SweepSummary": "sweeper.sweep",
-    "SweepError": "sweeper.sweep",
+    "SweeperError": "sweeper.errors",
     "run_trial": "sweeper.train",
     "run_fused": "sweeper.train.fused",
     "read_trials": "sweeper.results",

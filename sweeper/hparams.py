@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from sweeper.errors import SweeperError
+
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95
 
 
-class HparamsError(ValueError):
+class HparamsError(SweeperError):
     """fit.json missing, unreadable or of an unknown schema version; or a bad target."""
 
 
@@ -210,8 +212,6 @@ def load_hparams(path: str | Path) -> Hparams:
     try:
         return Hparams(document, path)
     except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, HparamsError):
-            raise
         raise HparamsError(f"{path}: malformed fit.json ({error})") from None
 
 

@@ -20,13 +20,15 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.errors import SweeperError
+from sweeper.outcome import TrialStatus
 from sweeper.results.schema import TRIALS_SCHEMA
 
 SCHEMA_COLUMNS = TRIALS_SCHEMA.names
 REQUIRED = ("lr", "loss", "n_params", "tokens_budget")
 
 
-class ImportError_(ValueError):
+class ImportError_(SweeperError):
     """Bad import input; the CLI prints it as one line and exits with code 2."""
 
 
@@ -82,7 +84,8 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             row["batch_size"] = max(1, round(row["batch_size_tokens"] / row["seq_len"]))
         if row["status"] is None:
             loss = row["loss"]
-            row["status"] = "complete" if loss is not None and math.isfinite(loss) else "diverged"
+            finite = loss is not None and math.isfinite(loss)
+            row["status"] = (TrialStatus.COMPLETE if finite else TrialStatus.DIVERGED).value
         row["sweep"] = row["sweep"] or source
         if row["cell_id"] is None:
             row["cell_id"] = f"N{row['n_params']:.4g}-D{row['tokens_budget']:.3g}-S{row['seq_len']}"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
 from sweeper.recipe import DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
+from sweeper.trainspec import fusion_key
 
 
 class TrialSpec(BaseModel):
@@ -53,22 +56,6 @@ class TrialSpec(BaseModel):
     def label(self) -> str:
         """Short human name, used for Ray task names and progress lines."""
         return f"{self.cell_id} lr={self.lr:.3g} B={self.batch_size}"
-
-
-def fusion_key(spec: TrialSpec) -> tuple:
-    """Trials with equal keys can train as members of one fused group (train/fused.py): the
-    same model shape, batch, data order and optimizer settings, differing only in learning
-    rate, schedule and token budget (a shorter member leaves the group after its last step).
-    Pure, so the driver can group without importing torch."""
-    return (
-        spec.shape,
-        spec.batch_size,
-        spec.seed,
-        spec.data,
-        spec.data_identity,
-        spec.optimizer,
-        spec.evaluation,
-    )
 
 
 def trial_identity(fields: dict) -> str:
@@ -177,15 +164,69 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
     return trials
 
 
+# ---- fusion policy: which trials share one task, how many (K), and the task's name ----
+# Which: trainspec.fusion_key (the fused trainer checks its groups with the same function).
+# The driver groups with these and never imports torch; train/fused.py trains such a group.
+
+
+MAX_AUTO_MEMBERS = 8  # benchmarks/trainer_throughput.py's largest K; larger K gains little more
+AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
+# On a CPU, fusing pays only where per-operation overhead dominates a step, i.e. for small
+# batches: benchmarks/trainer_throughput.py measured K=8 fused at 2.0-2.4x (d32) and
+# 1.3-1.8x (d64) the sequential rate with 128-token batches, but 1.2x with 1024-token ones.
+CPU_AUTO_FUSE_MAX_BATCH_TOKENS = 256
+
+
+def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
+    """For each trial, K: the most trials its fused task may train, from ``recipe.fuse``.
+
+    'auto' fuses the trials of one ``fusion_key`` (shape, batch, seed: the learning rates
+    and token budgets of one model size), up to MAX_AUTO_MEMBERS while the group fits
+    ``resources.memory_gb`` (or AUTO_GROUP_MEMORY_BYTES) — on GPUs always, on CPUs only for
+    batches of at most CPU_AUTO_FUSE_MAX_BATCH_TOKENS, where it measured faster. An explicit
+    K is taken as given; 'off' is K = 1.
+    """
+    if recipe.fuse == "off" or not specs:
+        return lambda spec: 1
+    if isinstance(recipe.fuse, int):
+        fixed = recipe.fuse
+        return lambda spec: fixed
+    budget = recipe.resources.memory_gb * 2**30 if recipe.resources.memory_gb else AUTO_GROUP_MEMORY_BYTES
+    on_gpu = recipe.resources.gpus > 0
+    siblings = Counter(fusion_key(spec) for spec in specs)
+
+    def members(spec: TrialSpec) -> int:
+        if not on_gpu and spec.batch_size_tokens > CPU_AUTO_FUSE_MAX_BATCH_TOKENS:
+            return 1
+        count = min(MAX_AUTO_MEMBERS, siblings[fusion_key(spec)])
+        while count > 1 and estimate_group_memory_bytes(spec, count) > budget:
+            count -= 1
+        return count
+
+    return members
+
+
+def task_name(specs: list[TrialSpec]) -> str:
+    """The Ray task name of a single trial or a fused group (shown in the dashboard)."""
+    if len(specs) == 1:
+        return f"trial {specs[0].label}"
+    lrs = ",".join(f"{s.lr:.3g}" for s in specs)
+    cells = sorted({s.cell_id for s in specs})
+    budgets = ",".join(f"{d:.0e}" for d in sorted({s.tokens_budget for s in specs}))
+    where = cells[0] if len(cells) == 1 else f"{specs[0].shape.name} D={budgets}"
+    return f"fused x{len(specs)} {where} B={specs[0].batch_size} lr={lrs}"
+
+
 __all__ = [
     "Cell",
     "TrialSpec",
     "cell_id_for",
     "estimate_group_memory_bytes",
     "estimate_trial_memory_bytes",
-    "fusion_key",
+    "fused_group_size",
     "make_trial",
     "plan_cells",
     "plan_trials",
+    "task_name",
     "trial_identity",
 ]

@@ -23,8 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.errors import SweeperError
 
-class RecipeError(ValueError):
+
+class RecipeError(SweeperError):
     """A recipe that cannot be used. ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str]):

@@ -25,7 +25,8 @@ from sweeper.execute.replay import (
 )
 from sweeper.recipe import Recipe, Search
 from sweeper.runfolder import atomic_write_json
-from sweeper.sweep import SweepSummary, run_sweep
+from sweeper.plan import fused_group_size
+from sweeper.sweep import SweepSummary, planned_trials, run_trials, study_opener
 
 REPLAY_FILE = "replay.json"
 
@@ -71,16 +72,21 @@ def run_replay(table: str | Path, out: str | Path, *, recipe: Recipe | None = No
         run_recipe = table_recipe(sweep_name(table), settings)
         plan = table_plan(rows, run_recipe.name, settings)
     executor = ReplayExecutor(plan.answers, slots=capacity)
-    summary = run_sweep(run_recipe, Path(out), plan=plan.specs, executor=executor,
-                        grid_runs=plan.grid_runs, on_trial=on_trial, seed=seed,
-                        cell_sizes=plan.cell_sizes)
+    out = Path(out)
+    opener = study_opener(run_recipe, plan.specs, out, grid_runs=plan.grid_runs, cell_sizes=plan.cell_sizes,
+                          seed=seed)
+    # The real driver loop; only the executor differs (and no recipe is saved: `sweeper
+    # resume` must not train a replay's placeholder shapes).
+    summary = run_trials(run_recipe, out, plan.specs, opener, members=fused_group_size(run_recipe, plan.specs),
+                         planned=planned_trials(run_recipe, plan.grid_runs), executor=executor,
+                         on_trial=on_trial)
     planned_ids = {spec.trial_id for spec in plan.specs}
     from sweeper.results import read_trials
 
-    trials_run = sum(1 for trial_id in read_trials(Path(out)).table.column("trial_id").to_pylist()
+    trials_run = sum(1 for trial_id in read_trials(out).table.column("trial_id").to_pylist()
                      if trial_id in planned_ids)
-    report = ReplayReport(Path(out), search, plan.recorded_points, trials_run, executor.missing,
+    report = ReplayReport(out, search, plan.recorded_points, trials_run, executor.missing,
                           time.time() - started, summary)
-    atomic_write_json(Path(out) / REPLAY_FILE,
+    atomic_write_json(out / REPLAY_FILE,
                       report.document(str(table), settings.budget if search == "adaptive" else None, seed))
     return report

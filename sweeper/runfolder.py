@@ -1,4 +1,8 @@
-"""The run folder's file primitives: the one way sweeper writes a file.
+"""The run folder: its files, its lock, and the one way sweeper writes a file.
+
+A run folder holds ``recipe.yaml`` (the recipe the sweep ran with), ``progress.json`` (the
+driver's latest state, for ``sweeper status``), ``.driver.lock`` (held by the driver that
+owns the folder), the Optuna journal, and the Parquet datasets ``trials/`` and ``curves/``.
 
 Every file sweeper writes (Parquet parts, fit.json, exports, progress, the saved recipe) is
 written whole under a hidden temporary name in the destination folder, flushed to disk, made
@@ -10,11 +14,24 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable
+
+import yaml
+
+from sweeper.errors import SweeperError
+
+if TYPE_CHECKING:
+    from sweeper.recipe import Recipe
+
+LOCK_FILE = ".driver.lock"
+PROGRESS_FILE = "progress.json"
+RECIPE_FILE = "recipe.yaml"
 
 
 def _umask() -> int:
@@ -55,4 +72,70 @@ def atomic_write_json(path: str | Path, document: Any, *, indent: int = 1) -> Pa
     return atomic_write(path, text)
 
 
-__all__ = ["atomic_write", "atomic_write_json"]
+class RunFolderLock:
+    """Exclusive ownership of a run folder by one driver.
+
+    flock, not a pid file: the kernel drops the lock the moment the holder dies, however it
+    dies, so a leftover file never blocks a restart.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise SweeperError (exit code 3) naming its holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SweeperError(
+                f"{self.path.parent}: run folder is in use by another sweeper driver ({holder}); "
+                "wait for it to finish or stop it first",
+                exit_code=3,
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def save_recipe(recipe: Recipe, run_dir: Path) -> Path:
+    """The recipe a sweep runs with, as ``recipe.yaml`` (what ``sweeper resume`` reads)."""
+    text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    return atomic_write(Path(run_dir) / RECIPE_FILE, text)
+
+
+def write_progress(run_dir: Path, progress: dict[str, Any]) -> Path:
+    """The driver's state as ``progress.json`` (rewritten about once a second while it runs)."""
+    return atomic_write(Path(run_dir) / PROGRESS_FILE, json.dumps(progress, indent=2, default=str))
+
+
+def read_progress(run_dir: Path) -> dict[str, Any]:
+    """``progress.json`` of ``run_dir``; empty when no driver has run there."""
+    path = Path(run_dir) / PROGRESS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+__all__ = [
+    "LOCK_FILE",
+    "PROGRESS_FILE",
+    "RECIPE_FILE",
+    "RunFolderLock",
+    "atomic_write",
+    "atomic_write_json",
+    "read_progress",
+    "save_recipe",
+    "write_progress",
+]

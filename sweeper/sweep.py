@@ -1,49 +1,35 @@
 """The sweep driver: plan -> schedule -> execute -> record, in one loop.
 
-This is the one place where the stages meet. It owns the run folder while it runs (an
-exclusive lock the kernel releases when the process dies, so a killed driver never blocks
-the next one), keeps as many trials in flight as the cluster has room for, records each
-finished trial before telling Optuna (so the Parquet record is never behind the study), and
-writes ``progress.json`` for ``sweeper status``.
+This is the one place where the stages meet. ``run_trials`` owns a run folder while it runs
+(runfolder.RunFolderLock: a killed driver never blocks the next one), starts or attaches to
+the cluster, keeps as many trials in flight as the cluster has room for, records each
+finished trial before telling the schedule (so the Parquet record is never behind the
+study), and writes ``progress.json`` for ``sweeper status``. A sweep (``run_sweep``) gives it
+the planned grid and an Optuna study; a target run (target.py) gives it a few fixed points.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import dataclasses
 import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
-import yaml
-
-from sweeper.outcome import STATUSES, TrialOutcome
-from sweeper.plan import (
-    TrialSpec,
-    estimate_group_memory_bytes,
-    estimate_trial_memory_bytes,
-    fusion_key,
-    plan_trials,
-)
+from sweeper.errors import SweeperError
+from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
+from sweeper.plan import TrialSpec, estimate_trial_memory_bytes, fused_group_size, plan_trials
 from sweeper.recipe import Recipe
 from sweeper.results import ResultSink, read_trials
+from sweeper.runfolder import RunFolderLock, save_recipe, write_progress
+from sweeper.trainspec import fusion_key
 
-LOCK_FILE = ".driver.lock"
-PROGRESS_FILE = "progress.json"
-RECIPE_FILE = "recipe.yaml"
-
-
-class SweepError(RuntimeError):
-    """A sweep that cannot start; the message is one line for the user, ``exit_code`` the
-    CLI's (2: the recipe asks for the impossible, 3: the run folder is busy)."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
+# Rows a driver does not run again: a sweep's finished trials and a target's finished points.
+RECORDED_STATUSES = FINISHED_STATUSES | {TrialStatus.TARGET.value}
 
 
 @dataclass
@@ -61,7 +47,7 @@ class SweepSummary:
     def failed_fraction(self) -> float:
         """Failed share of the whole sweep (earlier runs' trials included)."""
         total = sum(self.sweep_counts.values())
-        return self.sweep_counts["failed"] / total if total else 0.0
+        return self.sweep_counts[TrialStatus.FAILED] / total if total else 0.0
 
     @property
     def ok(self) -> bool:
@@ -70,50 +56,54 @@ class SweepSummary:
 
 
 ProgressCallback = Callable[[TrialSpec, TrialOutcome, Counter], None]
+StartCallback = Callable[[int, int, "str | None"], None]
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(temporary, path)
+class Asked(Protocol):
+    """A trial handed out by a schedule, to be told back when it ends."""
+
+    spec: TrialSpec
 
 
-class RunFolderLock:
-    """Exclusive ownership of a run folder by one driver.
+class Schedule(Protocol):
+    """What the driver loop asks for work: Optuna's study (schedule/study.py) for a sweep,
+    ``FixedOrder`` for a target run. ``has_proposal``: whether it can hand out work now (a
+    law-guided search may wait for results); ``finished``: whether it is done before every
+    pending trial has run (a law-guided search runs only what it chooses)."""
 
-    flock, not a pid file: the kernel drops the lock the moment the holder dies, however it
-    dies, so a leftover file never blocks a restart.
-    """
+    def next_group(self, runnable: set[str], max_members: Callable[[TrialSpec], int],
+                   key: Callable[[TrialSpec], tuple]) -> list[Any]: ...
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / LOCK_FILE
-        self._handle = None
+    def tell(self, asked: Any, outcome: TrialOutcome) -> None: ...
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise SweepError(
-                f"{self.path.parent}: run folder is in use by another sweeper driver ({holder}); "
-                "wait for it to finish or stop it first",
-                exit_code=3,
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        self._handle = handle
+    def has_proposal(self) -> bool: ...
 
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+    def finished(self) -> bool: ...
+
+
+@dataclass
+class Queued:
+    spec: TrialSpec
+
+
+class FixedOrder:
+    """A schedule that hands out a fixed list of trials in order, one per task."""
+
+    def __init__(self, specs: Iterable[TrialSpec]):
+        self.specs = list(specs)
+
+    def next_group(self, runnable: set[str], max_members: Callable[[TrialSpec], int],
+                   key: Callable[[TrialSpec], tuple]) -> list[Queued]:
+        return [Queued(spec) for spec in self.specs if spec.trial_id in runnable][:1]
+
+    def tell(self, asked: Queued, outcome: TrialOutcome) -> None:
+        return None
+
+    def has_proposal(self) -> bool:
+        return True
+
+    def finished(self) -> bool:
+        return False
 
 
 def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[str, int], list[str]]:
@@ -132,18 +122,11 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
         table.column("loss").to_pylist(),
         table.column("attempt").to_pylist(),
     ):
-        if status in ("complete", "diverged"):
+        if status in RECORDED_STATUSES:
             finished[trial_id] = (status, float("nan") if loss is None else loss)
-        elif status == "failed":
+        elif status == TrialStatus.FAILED:
             failed_attempts[trial_id] = attempt or 1
     return finished, failed_attempts, read.problems
-
-
-def save_recipe(recipe: Recipe, run_dir: Path) -> None:
-    path = run_dir / RECIPE_FILE
-    temporary = path.with_name(f".{RECIPE_FILE}.tmp")
-    temporary.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    os.replace(temporary, path)
 
 
 def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
@@ -158,48 +141,11 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe) -> None:
     else:
         limit, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
     if need > limit:
-        raise SweepError(
+        raise SweeperError(
             f"trial {largest.label} needs about {need / 2**30:.1f} GiB (estimated: weights, AdamW "
             f"state and activations of batch {largest.batch_size} x {largest.shape.seq_len}) but "
             f"{what} is {limit / 2**30:.1f} GiB; use smaller shapes or batches, or more memory"
         )
-
-
-MAX_AUTO_MEMBERS = 8  # the issue's benchmark point; larger K gains little more
-AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
-# On a CPU, fusing pays only where per-operation overhead dominates a step, i.e. for small
-# batches: benchmarks/trainer_throughput.py measured K=8 fused at 2.0-2.4x (d32) and
-# 1.3-1.8x (d64) the sequential rate with 128-token batches, but 1.2x with 1024-token ones.
-CPU_AUTO_FUSE_MAX_BATCH_TOKENS = 256
-
-
-def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
-    """For each trial, K: the most trials its fused task may train, from ``recipe.fuse``.
-
-    'auto' fuses the trials of one ``fusion_key`` (shape, batch, seed: the learning rates
-    and token budgets of one model size), up to MAX_AUTO_MEMBERS while the group fits
-    ``resources.memory_gb`` (or AUTO_GROUP_MEMORY_BYTES) — on GPUs always, on CPUs only for
-    batches of at most CPU_AUTO_FUSE_MAX_BATCH_TOKENS, where it measured faster. An explicit
-    K is taken as given; 'off' is K = 1.
-    """
-    if recipe.fuse == "off" or not specs:
-        return lambda spec: 1
-    if isinstance(recipe.fuse, int):
-        fixed = recipe.fuse
-        return lambda spec: fixed
-    budget = recipe.resources.memory_gb * 2**30 if recipe.resources.memory_gb else AUTO_GROUP_MEMORY_BYTES
-    on_gpu = recipe.resources.gpus > 0
-    siblings = Counter(fusion_key(spec) for spec in specs)
-
-    def members(spec: TrialSpec) -> int:
-        if not on_gpu and spec.batch_size_tokens > CPU_AUTO_FUSE_MAX_BATCH_TOKENS:
-            return 1
-        count = min(MAX_AUTO_MEMBERS, siblings[fusion_key(spec)])
-        while count > 1 and estimate_group_memory_bytes(spec, count) > budget:
-            count -= 1
-        return count
-
-    return members
 
 
 def run_sweep(
@@ -209,50 +155,97 @@ def run_sweep(
     address: str | None = None,
     storage_url: str | None = None,
     num_cpus: int | None = None,
-    on_start: Callable[[int, int, str | None], None] | None = None,
+    on_start: StartCallback | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
-    plan: list[TrialSpec] | None = None,
-    executor=None,  # noqa: ANN001 (anything with TrialExecutor's methods, e.g. a ReplayExecutor)
-    grid_runs: int | None = None,
-    seed: int = 0,
-    cell_sizes: dict[str, float] | None = None,
 ) -> SweepSummary:
     """Run every planned trial of ``recipe`` not yet recorded in ``run_dir`` (a law-guided
     search: those its sampler chooses); return counts. ``on_problem`` hears each damaged
-    result file found at the start (its trial re-runs). ``plan`` and ``executor`` replace
-    the recipe's plan and the Ray cluster (a replay of a recorded table); ``grid_runs`` is
-    what the full plan would run, for the adaptive budget; ``cell_sizes`` the law's N per
-    cell where a replayed table's differs from the shape's."""
+    result file found at the start (its trial re-runs)."""
     # Imported here so that ``sweeper status``/``fit`` never pay for Ray, Optuna or torch.
+    from sweeper.train.data import data_identity
+
+    specs = plan_trials(recipe, data_identity(recipe.data))
+    return run_trials(recipe, Path(run_dir), specs, study_opener(recipe, specs, Path(run_dir), storage_url),
+                      address=address, num_cpus=num_cpus, save=True, members=fused_group_size(recipe, specs),
+                      planned=planned_trials(recipe, len(specs)), on_start=on_start, on_trial=on_trial,
+                      on_problem=on_problem)
+
+
+def study_opener(recipe: Recipe, specs: list[TrialSpec], run_dir: Path, storage_url: str | None = None, *,
+                 grid_runs: int | None = None, cell_sizes: dict[str, float] | None = None,
+                 seed: int = 0) -> Callable[[dict[str, tuple[str, float]]], Schedule]:
+    """The sweep's Optuna study over ``specs`` with the recipe's search (grid or law-guided,
+    the latter steered by the fitter's laws). ``grid_runs``: the full grid's runs, the
+    adaptive budget's base; ``cell_sizes``: the law's N per cell where it is not the
+    shape's (a replayed table's)."""
+
+    def open_study(recorded: dict[str, tuple[str, float]]) -> Schedule:
+        from sweeper.fit.guide import predict_optima
+        from sweeper.schedule import SweepStudy
+
+        study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed,
+                                search=recipe.search, predictor=predict_optima, grid_runs=grid_runs,
+                                cell_sizes=cell_sizes)
+        study.reconcile(recorded)
+        return study
+
+    return open_study
+
+
+def planned_trials(recipe: Recipe, grid_runs: int) -> int:
+    """Trials a sweep plans: the whole grid, or at most a law-guided search's budget."""
+    if recipe.search.kind == "adaptive":
+        from sweeper.schedule.adaptive import budget_runs
+
+        return min(grid_runs, budget_runs(recipe.search.budget, grid_runs))
+    return grid_runs
+
+
+def run_trials(
+    recipe: Recipe,
+    run_dir: Path,
+    specs: list[TrialSpec],
+    open_schedule: Callable[[dict[str, tuple[str, float]]], Schedule],
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    save: bool = False,
+    members: Callable[[TrialSpec], int] = lambda spec: 1,
+    complete_as: TrialStatus = TrialStatus.COMPLETE,
+    planned: int | None = None,
+    executor: Any = None,
+    on_start: StartCallback | None = None,
+    on_trial: ProgressCallback | None = None,
+    on_problem: Callable[[str], None] | None = None,
+) -> SweepSummary:
+    """Run each of ``specs`` not yet recorded in ``run_dir``, in the order ``open_schedule``
+    (given the recorded results) decides, ``members(spec)`` trials per task at most.
+
+    ``save`` writes the recipe into the folder (a sweep's, for ``sweeper resume``);
+    ``complete_as`` is the status a complete trial is recorded with (``target`` for a target
+    run). ``planned``: how many of ``specs`` the schedule means to run (a law-guided search's
+    budget; default all). ``executor`` replaces the Ray cluster (a replay answers trials from a
+    recorded table; nothing trains). Raises SweeperError before anything runs: exit code 2
+    when the trials cannot run here (memory, placement), 3 when another driver holds the folder.
+    """
     from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
-    from sweeper.fit.guide import predict_optima
-    from sweeper.schedule import SweepStudy
-    from sweeper.schedule.adaptive import budget_runs
 
-    run_dir = Path(run_dir)
-    if plan is None:
-        from sweeper.train import data_identity
-
-        specs = plan_trials(recipe, data_identity(recipe.data))
+    if executor is None:
         check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
-    else:
-        specs = plan
     lock = RunFolderLock(run_dir)
     lock.acquire()
     started = time.time()
     cluster = None
     try:
-        if plan is None:
+        if save:
             save_recipe(recipe, run_dir)
         recorded, failed_attempts, problems = recorded_results(run_dir)
-        if on_problem is not None:
-            for problem in problems:
-                on_problem(problem)
+        for problem in problems if on_problem is not None else []:
+            on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
-        planned, already_recorded = len(specs), len(specs) - len(pending)
-        if recipe.search.kind == "adaptive":  # at most its budget runs, not the whole grid
-            planned = min(planned, budget_runs(recipe.search.budget, grid_runs or len(specs)))
+        planned = len(specs) if planned is None else planned
+        already_recorded = len(specs) - len(pending)
         to_run = min(len(pending), max(0, planned - already_recorded))
         summary = SweepSummary(
             run_dir,
@@ -267,15 +260,13 @@ def run_sweep(
                 # Refuses at once trials that no node can ever hold.
                 executor = TrialExecutor(recipe.resources, dashboard_url=cluster.dashboard_url)
             except PlacementError as error:
-                raise SweepError(str(error), exit_code=2) from None
+                raise SweeperError(str(error)) from None
         if on_start is not None:
             on_start(planned, to_run, summary.dashboard_url)
         if pending:
-            study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, search=recipe.search,
-                                    predictor=predict_optima, grid_runs=grid_runs, cell_sizes=cell_sizes)
-            study.reconcile(recorded)
-            members = fused_group_size(recipe, specs)
-            _drive(study, executor, ResultSink(run_dir), pending, summary, on_trial, members, failed_attempts)
+            schedule = open_schedule(recorded)
+            _drive(schedule, executor, ResultSink(run_dir), pending, summary, on_trial, members,
+                   failed_attempts, complete_as, recipe.name)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir).table.select(["trial_id", "status"]).to_pylist()
@@ -288,17 +279,17 @@ def run_sweep(
         lock.release()
 
 
-def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepSummary,
+def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str], summary: SweepSummary,
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
-           failed_attempts: dict[str, int]) -> None:
+           failed_attempts: dict[str, int], complete_as: TrialStatus, name: str) -> None:
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
-    metrics = SweepMetrics(study.study.study_name)
+    metrics = SweepMetrics(name)
     asked_by_id = {}
-    while pending and not study.finished():
+    while pending and not schedule.finished():
         runnable = pending - executor.running_ids()
-        while runnable and len(executor.in_flight) < executor.capacity() and study.has_proposal():
-            group = study.next_group(runnable, max_members, fusion_key)
+        while runnable and len(executor.in_flight) < executor.capacity() and schedule.has_proposal():
+            group = schedule.next_group(runnable, max_members, fusion_key)
             if not group:
                 break
             executor.submit([asked.spec for asked in group])
@@ -314,9 +305,12 @@ def _drive(study, executor, sink: ResultSink, pending: set[str], summary: SweepS
                         where=executor.where())
         # Short waits, so that progress.json (and `sweeper status`) follows running trials.
         for spec, outcome in executor.wait(timeout=1.0):
+            told = outcome
+            if outcome.status == TrialStatus.COMPLETE and complete_as != TrialStatus.COMPLETE:
+                outcome = dataclasses.replace(outcome, status=complete_as.value)
             # Record first, then tell: the Parquet record is never behind the study.
             sink.record(spec, outcome, attempt=failed_attempts.get(spec.trial_id, 0) + 1)
-            study.tell(asked_by_id.pop(spec.trial_id), outcome)
+            schedule.tell(asked_by_id.pop(spec.trial_id), told)
             pending.discard(spec.trial_id)
             summary.counts[outcome.status] += 1
             metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
@@ -329,8 +323,8 @@ def _write_progress(run_dir: Path, summary: SweepSummary, running: list[TrialSpe
                     where: dict[str, dict] | None = None) -> None:
     """``where``: trial id -> {"state", "node_id", "node_ip", ...} from the executor, if known."""
     where = where or {}
-    write_json_atomic(
-        run_dir / PROGRESS_FILE,
+    write_progress(
+        run_dir,
         {
             "pid": os.getpid(),
             "host": socket.gethostname(),

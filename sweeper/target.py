@@ -22,35 +22,27 @@ running the same target again re-uses rows already recorded (``target`` or ``div
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from sweeper.hparams import HparamsError, Prediction, load_hparams
-from sweeper.outcome import TrialOutcome
+from sweeper.errors import SweeperError
+from sweeper.hparams import Prediction, load_hparams
+from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import Cell, TrialSpec, cell_id_for, make_trial, trial_identity
 from sweeper.recipe import ModelShape, Recipe
+from sweeper.runfolder import atomic_write_json
+from sweeper.sweep import FixedOrder, run_trials
 
 TARGET_SUMMARY_FILE = "target.json"
-
-
-class TargetError(RuntimeError):
-    """A target run that cannot start; one line for the user, ``exit_code`` for the CLI
-    (2: bad input, 3: the run folder is busy)."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def family_shape(recipe: Recipe, n_params: float) -> ModelShape:
     """The proxy family's shape with N nearest to ``n_params`` (rule in the module doc)."""
     if not n_params > 0:
-        raise TargetError("--params must be positive")
+        raise SweeperError("--params must be positive")
     template = max(recipe.models, key=lambda shape: shape.n_params_nonembedding)
 
     def with_width(d_model: int) -> ModelShape:
@@ -77,7 +69,7 @@ class BracketPoint:
 
     @property
     def loss(self) -> float:
-        if self.outcome is None or self.outcome.status not in ("target", "complete"):
+        if self.outcome is None or self.outcome.status not in (TrialStatus.TARGET, TrialStatus.COMPLETE):
             return float("nan")
         return self.outcome.final_val_loss
 
@@ -140,7 +132,7 @@ class TargetReport:
             lines.append(f"loss law predicted {p.loss:.4f}, measured {self.predicted.loss:.4f}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "requested_params": self.requested_params,
             "shape": self.shape.model_dump(),
@@ -189,7 +181,7 @@ def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
         return {}
     outcomes = {}
     for row in read_trials(run_dir).table.to_pylist():
-        if row["status"] in ("target", "diverged"):
+        if row["status"] in (TrialStatus.TARGET, TrialStatus.DIVERGED):
             outcomes[row["trial_id"]] = TrialOutcome(
                 trial_id=row["trial_id"], status=row["status"], final_val_loss=row["loss"],
                 smoothed_train_loss=row["smoothed_train_loss"], steps_done=row["steps"],
@@ -211,82 +203,51 @@ def run_target(
     num_cpus: int | None = None,
     on_point: Callable[[BracketPoint], None] | None = None,
 ) -> TargetReport:
-    """Train the target (and its bracket) and record each run in ``run_dir`` under its lock.
+    """Train the target (and its bracket) and record each run in ``run_dir``, through the
+    sweep driver's loop (sweep.run_trials: its lock, cluster, results and progress file).
 
     Completed runs are written with status ``target`` (diverged and failed keep theirs).
-    Raises TargetError on bad input or a busy folder; training failures are rows, not errors.
+    Raises SweeperError on bad input or a busy folder; training failures are rows, not errors.
     """
-    # Imported here, as in sweep.run_sweep: building the plan must not pay for Ray or torch.
-    from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
-    from sweeper.results import ResultSink
-    from sweeper.sweep import RunFolderLock, SweepError, check_memory, write_json_atomic
-    from sweeper.train import data_identity
+    from sweeper.train import data_identity  # torch: only once the input is known to be good
 
-    try:
-        hp = load_hparams(fit_json)
-    except HparamsError as error:
-        raise TargetError(str(error)) from None
+    hp = load_hparams(fit_json)
     if not tokens >= 1:
-        raise TargetError("--tokens must be at least 1")
+        raise SweeperError("--tokens must be at least 1")
     shape = family_shape(recipe, n_params)
     budget = int(round(tokens))
-    try:
-        prediction = hp.predict(shape.n_params_nonembedding, budget, shape.seq_len,
-                                flops_per_token=shape.flops_per_token_nonembedding)
-    except HparamsError as error:
-        raise TargetError(str(error)) from None
+    prediction = hp.predict(shape.n_params_nonembedding, budget, shape.seq_len,
+                            flops_per_token=shape.flops_per_token_nonembedding)
     points = plan_points(recipe, shape, budget, prediction, data_identity(recipe.data), bracket)
     report = TargetReport(Path(run_dir), float(n_params), shape, budget, prediction, points)
-    try:
-        check_memory([p.spec for p in points], recipe)
-    except SweepError as error:
-        raise TargetError(str(error), error.exit_code) from None
+    by_id = {p.spec.trial_id: p for p in points}
 
-    lock = RunFolderLock(report.run_dir)
-    try:
-        lock.acquire()
-    except SweepError as error:
-        raise TargetError(str(error), error.exit_code) from None
-    started, cluster = time.time(), None
-    try:
-        recorded = _recorded(report.run_dir)
-        by_id = {p.spec.trial_id: p for p in points}
-        for point in points:
-            if point.spec.trial_id in recorded:
-                point.outcome = recorded[point.spec.trial_id]
+    def reuse_recorded(planned: int, pending: int, dashboard_url: str | None) -> None:
+        # Called under the run folder's lock, before anything trains.
+        for trial_id, outcome in _recorded(report.run_dir).items():
+            point = by_id.get(trial_id)
+            if point is not None:
+                point.outcome = outcome
                 report.reused += 1
                 if on_point is not None:
                     on_point(point)
-        pending = [p for p in points if p.outcome is None]
-        if pending:
-            cluster = connect(address, num_cpus=num_cpus)
-            try:
-                executor = TrialExecutor(recipe.resources)
-            except PlacementError as error:
-                raise TargetError(str(error)) from None
-            sink = ResultSink(report.run_dir)
-            queue = list(pending)
-            while queue or executor.in_flight:
-                while queue and len(executor.in_flight) < executor.capacity():
-                    # One spec per task: a group of one (fusing lrs would tie the bracket's
-                    # points to one process, and they are few).
-                    executor.submit([queue.pop(0).spec])
-                for spec, outcome in executor.wait(timeout=5.0):
-                    if outcome.status == "complete":
-                        outcome = dataclasses.replace(outcome, status="target")
-                    sink.record(spec, outcome)
-                    point = by_id[spec.trial_id]
-                    point.outcome = outcome
-                    if on_point is not None:
-                        on_point(point)
-        report.wall_seconds = time.time() - started
-        write_json_atomic(report.run_dir / TARGET_SUMMARY_FILE,
-                          {"fit": str(Path(fit_json)), "recipe": recipe.name, **report.to_dict()})
-        return report
-    finally:
-        if cluster is not None and cluster.started_here:
-            disconnect()
-        lock.release()
+
+    def finished(spec: TrialSpec, outcome: TrialOutcome, counts: object) -> None:
+        point = by_id[spec.trial_id]
+        point.outcome = outcome
+        if on_point is not None:
+            on_point(point)
+
+    # One point per task: fusing learning rates would tie the bracket's points to one
+    # process, and they are few.
+    summary = run_trials(recipe, report.run_dir, [p.spec for p in points],
+                         lambda recorded: FixedOrder(p.spec for p in points),
+                         address=address, num_cpus=num_cpus, complete_as=TrialStatus.TARGET,
+                         on_start=reuse_recorded, on_trial=finished)
+    report.wall_seconds = summary.wall_seconds
+    atomic_write_json(report.run_dir / TARGET_SUMMARY_FILE,
+                      {"fit": str(Path(fit_json)), "recipe": recipe.name, **report.to_dict()})
+    return report
 
 
-__all__ = ["BracketPoint", "TargetError", "TargetReport", "family_shape", "plan_points", "run_target"]
+__all__ = ["BracketPoint", "TargetReport", "family_shape", "plan_points", "run_target"]

@@ -8,7 +8,8 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import fusion_key, plan_trials
+from sweeper.plan import plan_trials
+from sweeper.trainspec import fusion_key
 from sweeper.recipe import parse_recipe
 from sweeper.schedule import STUDY_FILE, SweepStudy
 from tests.conftest import MINIMAL_RECIPE

@@ -6,29 +6,11 @@ run folder exits 3 (as ``submit`` does).
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-INPUT_ERROR = 2
-
-
-def _fail(message: str, code: int = INPUT_ERROR) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _write_atomic(path: Path, payload: str | bytes) -> None:
-    # Same rule as the results sink: a reader never sees a half-written export.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(payload.encode() if isinstance(payload, str) else payload)
-    os.replace(temporary, path)
+from sweeper.runfolder import atomic_write
 
 
 # Kept in sync with sweeper.export.FORMATS by a test; listed here so `--help` needs no import.
@@ -56,18 +38,14 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
     """Write FIT_JSON's predictions for every target in TARGETS as a table or trainer config."""
     from sweeper.export import ExportError, export, load_targets
 
-    try:
-        targets = load_targets(targets_path)
-        if only:
-            unknown = sorted(set(only) - {t.name for t in targets})
-            if unknown:
-                raise ExportError(f"--only names no target in {targets_path}: {', '.join(unknown)}")
-            targets = [t for t in targets if t.name in only]
-        payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size,
-                         micro_batch=micro_batch)
-    except ExportError as error:
-        _fail(str(error))
-    _write_atomic(out, payload)
+    targets = load_targets(targets_path)
+    if only:
+        unknown = sorted(set(only) - {t.name for t in targets})
+        if unknown:
+            raise ExportError(f"--only names no target in {targets_path}: {', '.join(unknown)}")
+        targets = [t for t in targets if t.name in only]
+    payload = export(fit_json, targets, fmt, round_to=round_to, world_size=world_size, micro_batch=micro_batch)
+    atomic_write(out, payload)
     click.echo(f"wrote {len(targets)} target(s) as {fmt} to {out}")
 
 
@@ -86,24 +64,23 @@ def export_command(fit_json: Path, targets_path: Path, fmt: str, out: Path, roun
 def target_command(recipe_path: Path, fit_json: Path, n_params: float, tokens: float, bracket: bool,
                    out: Path | None, address: str | None) -> None:
     """Train RECIPE's model family at N params on D tokens with the fitted lr and batch."""
-    from sweeper.cli.running import load_or_exit
-    from sweeper.target import TargetError, run_target
+    from sweeper.outcome import TrialStatus
+    from sweeper.recipe import load_recipe
+    from sweeper.target import BracketPoint, run_target
 
-    recipe = load_or_exit(recipe_path)
+    recipe = load_recipe(recipe_path)
     fit_path = Path(fit_json)
     run_dir = out or (fit_path if fit_path.is_dir() else fit_path.parent) / "target"
 
-    def on_point(point) -> None:  # noqa: ANN001 (BracketPoint; imported lazily)
+    def on_point(point: BracketPoint) -> None:
         outcome = point.outcome
-        loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == "target" else outcome.status
+        assert outcome is not None  # called once a point has ended
+        loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == TrialStatus.TARGET else outcome.status
         click.echo(f"{point.label:<10} lr={point.lr:.4g} B={point.batch_size:<5d} {loss}"
                    f"  {outcome.wall_seconds:.1f}s")
 
-    try:
-        report = run_target(recipe, fit_json, n_params, tokens, run_dir, bracket=bracket,
-                            address=address, on_point=on_point)
-    except TargetError as error:
-        _fail(str(error), error.exit_code)
+    report = run_target(recipe, fit_json, n_params, tokens, run_dir, bracket=bracket,
+                        address=address, on_point=on_point)
     for warning in report.prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(report.table())

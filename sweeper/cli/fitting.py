@@ -8,20 +8,12 @@ without writing anything.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from sweeper.cli.common import fail
 from sweeper.fit.registry import ESTIMATORS
-
-INPUT_ERROR = 2
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(INPUT_ERROR)
 
 
 @click.command("fit")
@@ -38,13 +30,10 @@ def _fail(message: str) -> NoReturn:
 def fit(run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, no_plots: bool,
         seed: int) -> None:
     """Fit lr and batch-size laws to RUN_DIR's trials; write RUN_DIR/fit.json and plots/."""
-    from sweeper.fit import DEFAULT_ESTIMATOR, FitError, fit_run
+    from sweeper.fit import DEFAULT_ESTIMATOR, fit_run
 
-    try:
-        report = fit_run(run_dir, estimator=estimator or DEFAULT_ESTIMATOR, n_bootstrap=n_bootstrap,
-                         evaluate=evaluate, plots=not no_plots, seed=seed)
-    except FitError as error:
-        _fail(str(error))
+    report = fit_run(run_dir, estimator=estimator or DEFAULT_ESTIMATOR, n_bootstrap=n_bootstrap,
+                     evaluate=evaluate, plots=not no_plots, seed=seed)
     for problem in report.problems:
         click.echo(f"warning: {problem}", err=True)
     click.echo(report.summary())
@@ -62,12 +51,9 @@ def fit(run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, 
 def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
             flops_per_token: float | None, as_json: bool) -> None:
     """Predict lr and batch size for a target run from FIT_JSON (a fit.json or its folder)."""
-    from sweeper.hparams import HparamsError, load_hparams
+    from sweeper.hparams import load_hparams
 
-    try:
-        prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token)
-    except HparamsError as error:
-        _fail(str(error))
+    prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token)
     for warning in prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -103,12 +89,9 @@ def import_group() -> None:
               help="Column used as the headline loss.")
 def import_steplaw_command(file: Path, out: Path, size_column: str, loss_column: str) -> None:
     """Import a Step Law results CSV (lr, bs in sequences, N/Na, D, loss, smooth loss)."""
-    from sweeper.importers import ImportError_, import_steplaw
+    from sweeper.importers import import_steplaw
 
-    try:
-        rows = import_steplaw(file, out, size_column=size_column, loss_column=loss_column)
-    except ImportError_ as error:
-        _fail(str(error))
+    rows = import_steplaw(file, out, size_column=size_column, loss_column=loss_column)
     click.echo(f"imported {rows} runs from {file} into {out / 'trials'}")
 
 
@@ -117,7 +100,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            _fail(f"{option} expects COLUMN=VALUE, got '{value}'")
+            fail(f"{option} expects COLUMN=VALUE, got '{value}'")
         pairs[key.strip()] = rest.strip()
     return pairs
 
@@ -133,7 +116,7 @@ def import_table_command(file: Path, out: Path, mapping: tuple[str, ...],
                          constants: tuple[str, ...]) -> None:
     """Import any CSV/Parquet sweep table with a column mapping. Needs lr, loss, n_params,
     tokens_budget, seq_len and batch_size (sequences) or batch_size_tokens."""
-    from sweeper.importers import ImportError_, import_table
+    from sweeper.importers import import_table
 
     parsed_constants: dict[str, object] = {}
     for key, raw in _pairs(constants, "--set").items():
@@ -141,10 +124,7 @@ def import_table_command(file: Path, out: Path, mapping: tuple[str, ...],
             parsed_constants[key] = float(raw) if any(c in raw for c in ".eE") else int(raw)
         except ValueError:
             parsed_constants[key] = raw
-    try:
-        rows = import_table(file, out, _pairs(mapping, "--map"), constants=parsed_constants)
-    except ImportError_ as error:
-        _fail(str(error))
+    rows = import_table(file, out, _pairs(mapping, "--map"), constants=parsed_constants)
     click.echo(f"imported {rows} runs from {file} into {out / 'trials'}")
 
 

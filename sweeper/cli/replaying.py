@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from sweeper.errors import SweeperError
+from sweeper.cli.common import fail
 
 
 @click.command()
@@ -24,19 +24,15 @@ from sweeper.errors import SweeperError
 def replay(table: str, out: str, recipe_path: str | None, search: str, budget: float | None,
            seed: int, size_column: str) -> None:
     """Run a sweep whose trials are answered from TABLE (a run folder or a Step Law CSV)."""
-    from sweeper.cli.running import fail, load_or_exit
+    from sweeper.recipe import load_recipe
     from sweeper.replay import run_replay
-    from sweeper.sweep import SweepError
 
     if budget is not None and not 0 < budget <= 1:
         fail(f"--budget must be in (0, 1], got {budget:g}")
-    recipe = load_or_exit(recipe_path) if recipe_path else None
-    try:
-        report = run_replay(table, out, recipe=recipe, search=search, budget=budget, seed=seed,
-                            size_column=size_column)
-    except (SweeperError, SweepError) as error:
-        fail(str(error), code=error.exit_code)
-        raise AssertionError("unreachable")
+    recipe = load_recipe(recipe_path) if recipe_path else None
+    # A table or recipe that cannot be replayed raises SweeperError: main prints it (exit 2).
+    report = run_replay(table, out, recipe=recipe, search=search, budget=budget, seed=seed,
+                        size_column=size_column)
     click.echo(f"replayed {table} ({search}): {report.trials_run} of {report.recorded_points} recorded runs "
                f"({report.runs_fraction:.1%}) in {report.wall_seconds:.1f}s -> {out}")
     if report.missing:

@@ -9,13 +9,17 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 
-from sweeper.outcome import STATUSES
-from sweeper.recipe import Recipe, RecipeError, load_recipe
+from sweeper.cli.common import fail
+from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
+from sweeper.plan import TrialSpec
+from sweeper.recipe import Recipe, load_recipe
 from sweeper.results import read_trials
-from sweeper.sweep import PROGRESS_FILE, RECIPE_FILE, SweepError, SweepSummary, run_sweep
+from sweeper.runfolder import RECIPE_FILE, read_progress
+from sweeper.sweep import SweepSummary, run_sweep
 
 
 # Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
@@ -23,25 +27,14 @@ JOB_ADDRESS_ENV = ["RAY_API_SERVER_ADDRESS", "SWEEPER_JOB_ADDRESS"]
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print one line to stderr and exit: the CLI's only way of reporting bad input."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+# The summary's counts, in this order.
+SHOWN_STATUSES = (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
-def load_or_exit(path: str | Path) -> Recipe:
-    try:
-        return load_recipe(path)
-    except RecipeError as error:
-        for problem in error.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(2)
-
-
-def _trial_line(done: int, total: int, spec, outcome) -> str:
+def _trial_line(done: int, total: int, spec: TrialSpec, outcome: TrialOutcome) -> str:
     loss = f"loss {outcome.final_val_loss:.4f}" if math.isfinite(outcome.final_val_loss) else ""
-    extra = f"at step {outcome.diverged_step}" if outcome.status == "diverged" else ""
-    if outcome.status == "failed":
+    extra = f"at step {outcome.diverged_step}" if outcome.status == TrialStatus.DIVERGED else ""
+    if outcome.status == TrialStatus.FAILED:
         extra = (outcome.error or "")[:120]
     width = len(str(total))
     return (
@@ -50,31 +43,42 @@ def _trial_line(done: int, total: int, spec, outcome) -> str:
     ).rstrip()
 
 
-def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: str | None) -> SweepSummary:
-    state: dict = {"done": 0, "total": 0}
+def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: str | None,
+                  mirror_uri: str | None = None) -> SweepSummary:
+    """Run the sweep, printing a line per finished trial (also what a Ray Job's log shows);
+    with ``mirror_uri``, copy each finished trial's files there as it goes (execute/jobs.py)."""
+    state = {"done": 0, "total": 0}
+    mirror = None
+    if mirror_uri:
+        from sweeper.execute.jobs import ResultMirror
+
+        mirror = ResultMirror(mirror_uri, run_dir)
 
     def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
         state["total"] = pending
         click.echo(
             f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already recorded, "
-            f"{pending} to run -> {run_dir}"
+            f"{pending} to run -> {run_dir}" + (f"; mirrored to {mirror_uri}" if mirror_uri else "")
         )
         if dashboard_url:
             click.echo(f"Ray dashboard: {dashboard_url}")
 
-    def on_trial(spec, outcome, counts: Counter) -> None:
+    def on_trial(spec: TrialSpec, outcome: TrialOutcome, counts: Counter) -> None:
         state["done"] += 1
         click.echo(_trial_line(state["done"], state["total"], spec, outcome))
+        if mirror is not None:
+            mirror.put_trial(spec.trial_id)
 
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
                             on_start=on_start, on_trial=on_trial,
                             on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
-    except SweepError as error:
-        fail(str(error), code=error.exit_code)
-        raise AssertionError("unreachable")
+    finally:
+        if mirror is not None and run_dir.is_dir():
+            mirror.put_all()  # recipe, journal, progress.json, and anything a crash left behind
+
     def listed(counts: Counter) -> str:
-        return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
+        return ", ".join(f"{counts.get(s, 0)} {s}" for s in SHOWN_STATUSES)
 
     click.echo(f"done in {summary.wall_seconds:.0f}s: this run {listed(summary.counts)}; "
                f"the sweep {listed(summary.sweep_counts)}; results in {run_dir}/trials")
@@ -94,8 +98,9 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 @click.option("--storage", help="Optuna storage URL (default: a journal file in the run folder).")
 @click.option("--job", is_flag=True, help="Submit the whole sweep as a Ray Job to --address "
               "(http://HEAD:8265) and return at once; follow it with `sweeper logs --job ID`.")
-@click.option("--results", "results_uri", metavar="URI", help="With --job: storage URI (s3://..., "
-              "gs://..., file://...) the job copies each finished trial to; `sweeper fetch` reads it.")
+@click.option("--results", "results_uri", metavar="URI", help="Storage URI (s3://..., gs://..., "
+              "file://...) each finished trial is copied to as the sweep goes; with --job, where "
+              "`sweeper fetch` reads the job's results.")
 def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
            job: bool, results_uri: str | None) -> None:
     """Run the sweep RECIPE to the end; results stream into the run folder.
@@ -103,14 +108,12 @@ def submit(recipe_path: str, out: str | None, address: str | None, storage: str 
     With --job, --out names the run folder on the head node (default
     $HOME/sweeper-runs/JOB_ID there).
     """
-    recipe = load_or_exit(recipe_path)
+    recipe = load_recipe(recipe_path)
     if job:
         _submit_job(recipe, recipe_path, address, out, results_uri, storage)
         return
-    if results_uri:
-        fail("--results goes with --job (a local driver writes straight to --out)")
-    run_dir = recipe.run_dir(out)
-    summary = execute_sweep(recipe, run_dir, address, storage)
+    run_dir = Path(os.path.expandvars(str(recipe.run_dir(out)))).expanduser()
+    summary = execute_sweep(recipe, run_dir, address, storage, results_uri)
     sys.exit(0 if summary.ok else 1)
 
 
@@ -123,7 +126,7 @@ def resume(run_dir: str, address: str | None, storage: str | None) -> None:
     recipe_file = Path(run_dir) / RECIPE_FILE
     if not recipe_file.is_file():
         fail(f"{run_dir}: no {RECIPE_FILE} here; is this a sweeper run folder?")
-    recipe = load_or_exit(recipe_file)
+    recipe = load_recipe(recipe_file)
     summary = execute_sweep(recipe, Path(run_dir), address, storage)
     sys.exit(0 if summary.ok else 1)
 
@@ -161,17 +164,16 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
     folder = Path(run_dir)
     if not folder.is_dir():
         fail(f"{run_dir}: no such run folder")
-    progress_path = folder / PROGRESS_FILE
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    progress = read_progress(folder)
     read = read_trials(folder)
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
     running = progress.get("running", []) if progress and not progress.get("finished") else []
     planned = progress.get("planned")
-    pending = max(0, planned - sum(counts[s] for s in ("complete", "diverged")) - len(running)) if planned else None
+    pending = max(0, planned - sum(counts[s] for s in FINISHED_STATUSES) - len(running)) if planned else None
     best = []
     if len(frame):
-        complete = frame[frame["status"] == "complete"]
+        complete = frame[frame["status"] == TrialStatus.COMPLETE]
         for cell_id, group in complete.groupby("cell_id", sort=False):
             row = group.loc[group["loss"].idxmin()]
             best.append({
@@ -180,7 +182,7 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
                 "batch_size": int(row["batch_size"]), "runs": int(len(group)),
             })
         best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
-    report = {
+    report: dict[str, Any] = {
         "run_dir": str(folder),
         "driver": _driver_state(progress),
         "planned": planned,
@@ -223,10 +225,9 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
     With RUN_DIR, the address its driver recorded; otherwise ask the cluster itself.
     """
     if run_dir:
-        progress_path = Path(run_dir) / PROGRESS_FILE
-        if not progress_path.is_file():
+        progress = read_progress(Path(run_dir))
+        if not progress:
             fail(f"{run_dir}: no sweep has run here")
-        progress = json.loads(progress_path.read_text())
         state = _driver_state(progress)
         if not state.startswith("running") or not progress.get("dashboard_url"):
             fail(f"{run_dir}: its driver is not running ({state}); the dashboard went with it", code=1)
@@ -240,7 +241,6 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
     except (ConnectionError, RuntimeError) as error:
         fail(f"no running Ray cluster found ({str(error).splitlines()[0][:120]}); "
              "start a sweep with `sweeper submit` or pass --address", code=1)
-        return
     url = context.dashboard_url
     ray.shutdown()
     if not url:
@@ -261,8 +261,8 @@ def _node_words(item: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- Ray Jobs
-# A sweep as a Ray Job: sweeper/execute/jobs.py holds the logic; these only print.
-
+# A sweep as a Ray Job: sweeper/execute/jobs.py holds the logic; these only print. The job
+# itself runs `python -m sweeper submit recipe.yaml --out ... [--results URI]` on the head.
 
 
 def _submit_job(recipe: Recipe, recipe_path: str, address: str | None, out: str | None,
@@ -273,12 +273,7 @@ def _submit_job(recipe: Recipe, recipe_path: str, address: str | None, out: str 
         fail("--job needs --address http://HEAD:8265 (the cluster's dashboard / Job API)")
     if recipe.data.source != "builtin":
         click.echo("note: data.path is read on the cluster's nodes, not sent with the job", err=True)
-    try:
-        submitted = jobs.submit(address, Path(recipe_path), recipe.name, out=out,
-                                results=results_uri, storage=storage)
-    except jobs.JobError as error:
-        fail(str(error), code=1)
-        return
+    submitted = jobs.submit(address, Path(recipe_path), recipe.name, out=out, results=results_uri, storage=storage)
     click.echo(f"job {submitted.job_id} submitted: sweep {recipe.name}")
     click.echo(f"dashboard: {submitted.dashboard_url}")
     click.echo(f"run folder on the head: {submitted.run_dir}"
@@ -290,12 +285,8 @@ def _submit_job(recipe: Recipe, recipe_path: str, address: str | None, out: str 
 def _job_status(job_id: str, address: str, as_json: bool) -> None:
     from sweeper.execute import jobs
 
-    try:
-        details = jobs.info(address, job_id)
-        logs = jobs.client(address).get_job_logs(job_id)
-    except jobs.JobError as error:
-        fail(str(error), code=1)
-        return
+    details = jobs.info(address, job_id)
+    logs = jobs.client(address).get_job_logs(job_id)
     metadata = details.metadata or {}
     report = {
         "job_id": job_id,
@@ -330,16 +321,12 @@ def logs(job_id: str, follow: bool, address: str) -> None:
     """Print the log of a sweep submitted as a Ray Job (its driver's output)."""
     from sweeper.execute import jobs
 
-    try:
-        if not follow:
-            click.echo(jobs.client(address).get_job_logs(job_id), nl=False)
-            return
-        for chunk in jobs.follow(address, job_id):
-            click.echo(chunk, nl=False)
-        final = jobs.wait(address, job_id, timeout=30)
-    except jobs.JobError as error:
-        fail(str(error), code=1)
+    if not follow:
+        click.echo(jobs.client(address).get_job_logs(job_id), nl=False)
         return
+    for chunk in jobs.follow(address, job_id):
+        click.echo(chunk, nl=False)
+    final = jobs.wait(address, job_id, timeout=30)
     click.echo(f"job {job_id}: {final}", err=True)
     sys.exit(0 if final == "SUCCEEDED" else 1)
 
@@ -355,13 +342,18 @@ def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     """Bring a job's run folder home: from its --results URI, else from the head's disk."""
     from sweeper.execute import jobs
 
-    try:
-        source = jobs.fetch(address, job_id, Path(out), from_head=from_head)
-    except jobs.JobError as error:
-        fail(str(error), code=1)
-        return
+    source = jobs.fetch(address, job_id, Path(out), from_head=from_head)
     read = read_trials(out)
     click.echo(f"fetched {read.table.num_rows} trial rows from {source} into {out}")
 
 
-COMMANDS = [submit, resume, status, dashboard, logs, fetch]
+@click.command(hidden=True)
+@click.argument("run_dir")
+def pack(run_dir: str) -> None:
+    """Print RUN_DIR as base64 tar.gz between markers (what `sweeper fetch` runs on the head)."""
+    from sweeper.execute import jobs
+
+    jobs.pack(Path(os.path.expandvars(run_dir)).expanduser())
+
+
+COMMANDS = [submit, resume, status, dashboard, logs, fetch, pack]

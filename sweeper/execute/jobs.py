@@ -6,12 +6,12 @@ the cluster need be reachable. The runtime_env carries the recipe (working_dir) 
 package (py_modules), so the cluster needs Ray and sweeper's dependencies, not sweeper
 itself.
 
-Cluster side, the job's entrypoint is ``python -m sweeper.execute.jobs drive ...``: an
-ordinary sweep driver (``run_sweep``) on the head whose run folder is local to the head
-(``$HOME/sweeper-runs/<job id>`` unless ``--out`` says otherwise), and which, given a
-results URI, copies each finished trial's part files there as it goes (object-store puts
-are atomic; on a local filesystem each file is written under a hidden name and renamed), so
-results outlive the head node.
+Cluster side, the job's entrypoint is ``python -m sweeper submit recipe.yaml --out ...``:
+the ordinary command-line driver on the head, whose run folder is local to the head
+(``$HOME/sweeper-runs/<job id>`` unless ``--out`` says otherwise), and which, given
+``--results URI``, copies each finished trial's part files there as it goes
+(``ResultMirror``: object-store puts are atomic; on a local filesystem each file is written
+with runfolder.atomic_write), so results outlive the head node.
 
 How results come home (``fetch``):
 1. The job was given ``--results URI`` (s3://, gs://, abfs://, file://, any pyarrow.fs URI):
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import re
 import shlex
 import sys
@@ -39,9 +38,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import sweeper
+from sweeper.errors import SweeperError
+from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
+from sweeper.runfolder import atomic_write
 
 PACK_BEGIN = "----- sweeper pack begin -----"
 PACK_END = "----- sweeper pack end -----"
@@ -51,8 +53,10 @@ DEFAULT_REMOTE_RUNS = "$HOME/sweeper-runs"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-class JobError(RuntimeError):
-    """A job request that cannot be served; the message is one line for the user."""
+class JobError(SweeperError):
+    """A job request that cannot be served (the cluster or the job, not the input: exit 1)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -107,7 +111,7 @@ def submit(address: str, recipe_file: Path, sweep_name: str, *, out: str | None 
         arguments += ["--results", results]
     if storage:
         arguments += ["--storage", storage]
-    entrypoint = "python -m sweeper.execute.jobs drive " + " ".join(_shell_word(a) for a in arguments)
+    entrypoint = "python -m sweeper submit " + " ".join(_shell_word(a) for a in arguments)
     with tempfile.TemporaryDirectory(prefix="sweeper-job-") as staging:
         env = runtime_env(recipe_file, Path(staging))
         try:
@@ -212,7 +216,7 @@ def _fetch_by_pack_job(address: str, job_id: str, run_dir: str, destination: Pat
     # The helper job must run where the sweep's driver wrote: job drivers run on the head
     # (the job supervisor is placed there), and so does this one.
     helper = api.submit_job(
-        entrypoint=f"python -m sweeper.execute.jobs pack {_shell_word(run_dir)}",
+        entrypoint=f"python -m sweeper pack {_shell_word(run_dir)}",
         submission_id=f"{job_id}-fetch-{uuid.uuid4().hex[:6]}",
         runtime_env={"py_modules": [str(Path(sweeper.__file__).parent)], "excludes": ["__pycache__"]},
         metadata={"sweeper_fetch_of": job_id},
@@ -231,10 +235,8 @@ def _fetch_by_pack_job(address: str, job_id: str, run_dir: str, destination: Pat
 
 def pack(run_dir: Path) -> None:
     """Print ``run_dir`` as base64 tar.gz between markers (the fetch helper job's body)."""
-    run_dir = Path(os.path.expandvars(str(run_dir))).expanduser()
     if not run_dir.is_dir():
-        print(f"error: {run_dir}: no such run folder on this node", file=sys.stderr)
-        sys.exit(1)
+        raise JobError(f"{run_dir}: no such run folder on this node")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for path in sorted(run_dir.rglob("*")):
@@ -267,95 +269,18 @@ class ResultMirror:
         self.fs.create_dir(parent, recursive=True)
         data = source.read_bytes()
         if self.is_local:
-            # Same rule as the sink: hidden temporary name, then an atomic rename.
-            temporary = f"{parent}/.{target.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
-            with self.fs.open_output_stream(temporary) as stream:
-                stream.write(data)
-            self.fs.move(temporary, target)
+            atomic_write(target, data)
         else:
             # Object stores publish an object only when its upload completes.
             with self.fs.open_output_stream(target) as stream:
                 stream.write(data)
 
+    def put_trial(self, trial_id: str) -> None:
+        """A finished trial's files: curve first, then the row (the order the sink writes)."""
+        self.put(f"{CURVES_DIR}/{trial_id}.parquet")
+        self.put(f"{TRIALS_DIR}/{trial_id}.parquet")
+
     def put_all(self) -> None:
         for path in sorted(self.run_dir.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
                 self.put(str(path.relative_to(self.run_dir)))
-
-
-def drive(recipe_file: Path, out: str, results: str | None, storage: str | None) -> int:
-    """The job's entrypoint: run the sweep on the cluster, mirror results; return exit code.
-
-    Exit codes as ``sweeper submit``: 0 ok, 1 too many failed trials, 2 the recipe is bad
-    or cannot run on this cluster, 3 the run folder is busy.
-    """
-    from sweeper.recipe import RecipeError, load_recipe
-    from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
-    from sweeper.sweep import SweepError, run_sweep
-
-    run_dir = Path(os.path.expandvars(out)).expanduser()
-    try:
-        recipe = load_recipe(recipe_file)
-    except RecipeError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
-    mirror = ResultMirror(results, run_dir) if results else None
-    state = {"done": 0, "total": 0}
-
-    def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
-        state["total"] = pending
-        print(f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already recorded, "
-              f"{pending} to run -> {run_dir}" + (f"; mirrored to {results}" if results else ""), flush=True)
-
-    def on_trial(spec, outcome, counts) -> None:  # noqa: ANN001
-        state["done"] += 1
-        loss = f"loss {outcome.final_val_loss:.4f}" if outcome.status == "complete" else (outcome.error or "")[:100]
-        print(f"[{state['done']}/{state['total']}] {outcome.status:<8} {spec.label} {loss} "
-              f"node {outcome.node_id[:12]}", flush=True)
-        if mirror is not None:
-            # Curve first, then the row: the same order the sink writes them in.
-            mirror.put(f"{CURVES_DIR}/{spec.trial_id}.parquet")
-            mirror.put(f"{TRIALS_DIR}/{spec.trial_id}.parquet")
-
-    try:
-        summary = run_sweep(recipe, run_dir, storage_url=storage, on_start=on_start, on_trial=on_trial)
-    except SweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return getattr(error, "exit_code", 3)
-    finally:
-        if mirror is not None and run_dir.is_dir():
-            mirror.put_all()  # recipe, journal, progress.json, and anything a crash left behind
-    counts = ", ".join(f"{summary.counts.get(s, 0)} {s}" for s in ("complete", "diverged", "failed"))
-    print(f"done in {summary.wall_seconds:.0f}s: {counts}; results in {run_dir}"
-          + (f" and {results}" if results else ""), flush=True)
-    return 0 if summary.ok else 1
-
-
-def build_parser():  # noqa: ANN201 (argparse.ArgumentParser)
-    """The job-side command line (also used by tests to check cluster/ entrypoints)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m sweeper.execute.jobs")
-    commands = parser.add_subparsers(dest="command", required=True)
-    drive_parser = commands.add_parser("drive", help="run a sweep (the job's entrypoint)")
-    drive_parser.add_argument("recipe", type=Path)
-    drive_parser.add_argument("--out", required=True)
-    drive_parser.add_argument("--results")
-    drive_parser.add_argument("--storage")
-    pack_parser = commands.add_parser("pack", help="print a run folder as base64 tar.gz")
-    pack_parser.add_argument("run_dir", type=Path)
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """``python -m sweeper.execute.jobs drive|pack ...``: what a job runs on the cluster."""
-    arguments = build_parser().parse_args(argv)
-    if arguments.command == "pack":
-        pack(arguments.run_dir)
-        return 0
-    return drive(arguments.recipe, arguments.out, arguments.results, arguments.storage)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

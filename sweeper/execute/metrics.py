@@ -21,6 +21,8 @@ import logging
 import math
 from collections import Counter
 
+from sweeper.outcome import TrialStatus
+
 logger = logging.getLogger(__name__)
 
 #: Gauge statuses, in the order a dashboard panel lists them.
@@ -65,9 +67,8 @@ class SweepMetrics:
         values = {
             "pending": pending,
             "running": running,
-            "complete": counts.get("complete", 0),
-            "diverged": counts.get("diverged", 0),
-            "failed": counts.get("failed", 0),
+            **{status.value: counts.get(status, 0) for status in
+               (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)},
             "recorded": recorded,
         }
         try:
@@ -82,7 +83,7 @@ class SweepMetrics:
             return
         try:
             self._finished.inc(1.0, tags={"sweep": self.sweep, "status": status})
-            if status == "complete" and math.isfinite(loss) and loss < self.best_loss.get(cell_id, math.inf):
+            if status == TrialStatus.COMPLETE and math.isfinite(loss) and loss < self.best_loss.get(cell_id, math.inf):
                 self.best_loss[cell_id] = loss
                 self._best.set(loss, tags={"sweep": self.sweep, "cell": cell_id})
         except Exception as error:  # noqa: BLE001

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayError, TaskCancelledError
 
-from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec
+from sweeper.errors import SweeperError
+from sweeper.outcome import TrialOutcome, TrialStatus
+from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
 
 
@@ -95,7 +96,7 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
     return outcome
 
 
-class PlacementError(RuntimeError):
+class PlacementError(SweeperError):
     """The recipe asks per trial for more than any node of the cluster can ever offer.
 
     Raised before anything is submitted: Ray would otherwise leave such tasks pending
@@ -198,15 +199,11 @@ class TrialExecutor:
     def submit(self, specs: list[TrialSpec]) -> None:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
+        options = self._options(task_name(specs))
         if len(specs) == 1:
-            ref = _run_trial_task.options(**self._options(f"trial {specs[0].label}")).remote(specs[0], threads)
+            ref = _run_trial_task.options(**options).remote(specs[0], threads)
         else:
-            lrs = ",".join(f"{s.lr:.3g}" for s in specs)
-            cells = sorted({s.cell_id for s in specs})
-            budgets = ",".join(f"{d:.0e}" for d in sorted({s.tokens_budget for s in specs}))
-            where = cells[0] if len(cells) == 1 else f"{specs[0].shape.name} D={budgets}"
-            name = f"fused x{len(specs)} {where} B={specs[0].batch_size} lr={lrs}"
-            ref = _run_group_task.options(**self._options(name)).remote(specs, threads)
+            ref = _run_group_task.options(**options).remote(specs, threads)
         self.in_flight[ref] = list(specs)
 
     def in_flight_trials(self) -> list[TrialSpec]:
@@ -272,7 +269,7 @@ def failed_outcome(spec: TrialSpec, error: str, node_id: str = "") -> TrialOutco
     now = time.time()
     return TrialOutcome(
         trial_id=spec.trial_id,
-        status="failed",
+        status=TrialStatus.FAILED.value,
         final_val_loss=float("nan"),
         smoothed_train_loss=float("nan"),
         steps_done=0,

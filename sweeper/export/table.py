@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from sweeper.errors import SweeperError
 from sweeper.hparams import Hparams, HparamsError, load_hparams
 
 SCHEMA_NAME = "sweeper.hparams"
@@ -41,7 +42,7 @@ SCHEMA_VERSION = 1
 TABLE_FORMATS = ("json", "yaml", "csv", "parquet")
 
 
-class ExportError(ValueError):
+class ExportError(SweeperError):
     """Bad targets file, fit file or option combination; the message is one line for the user."""
 
 

@@ -15,8 +15,8 @@ from sweeper.fit.data import Cell, FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit
 from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from sweeper.fit.fitjson import FIT_SCHEMA_VERSION
-from sweeper.fit.pipeline import fit_run, fit_sweep, load_sweep
-from sweeper.fit.report import FitReport, build_report
+from sweeper.fit.pipeline import build_report, fit_run, fit_sweep, load_sweep
+from sweeper.fit.report import FitReport
 from sweeper.fit.select import CleaningOptions, clean_trials
 
 __all__ = [

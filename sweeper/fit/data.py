@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sweeper.errors import SweeperError
 
-class FitError(ValueError):
+
+class FitError(SweeperError):
     """Bad input for a fit (no run folder, no complete trials, too few cells). The CLI turns
     it into one line on stderr and exit code 2; nothing is written when it is raised."""
 

@@ -1,23 +1,21 @@
 """fit.json: the fitted laws as a file that `sweeper.hparams` (numpy + json only) can use.
 
-Written atomically (temporary file in the same folder, then os.replace): a reader never sees
-a half-written fit, and a failed fit leaves the previous file untouched. The layout is
+Written with runfolder.atomic_write_json: a reader never sees a half-written fit, and a
+failed fit leaves the previous file untouched. The layout is
 documented in README.md ("fit.json"); ``FIT_SCHEMA_VERSION`` changes whenever a field changes
 meaning or disappears (new fields do not bump it).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sweeper.fit.laws import PowerLawFit
+from sweeper.runfolder import atomic_write_json
 
 FIT_SCHEMA_VERSION = 1
 FIT_KIND = "sweeper.fit"
@@ -62,22 +60,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, document: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(_clean(document), stream, indent=1, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp creates 0600; a fit is meant to be shared like any file the user writes.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+def write_fit_json(path: Path, document: dict[str, Any]) -> Path:
+    """``document`` as strict JSON (NaN and inf written as null), atomically."""
+    return atomic_write_json(path, _clean(document))

@@ -13,8 +13,10 @@ import numpy as np
 
 from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
+from sweeper.fit.fitjson import write_fit_json
 from sweeper.fit.laws import bootstrap_cell_counts
 from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
+from sweeper.fit.report import FitReport
 from sweeper.fit.select import CleaningOptions, clean_trials
 
 
@@ -70,22 +72,61 @@ def load_sweep(run_dir: str | Path, options: CleaningOptions = CleaningOptions()
 
 def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootstrap: int = 1000,
             evaluate: bool = False, plots: bool = True, seed: int = 0,
-            options: CleaningOptions = CleaningOptions(), loss_law: bool = True):
+            options: CleaningOptions = CleaningOptions(), loss_law: bool = True) -> FitReport:
     """Fit a run folder and write ``fit.json`` (and PNG plots under ``plots/``).
 
     ``estimator`` picks the laws that predictions use. With ``evaluate`` every available
     estimator is fitted and scored by leave-one-cell-out regret (see evaluate.py).
     Raises FitError on bad input, before anything is written."""
-    from sweeper.fit.report import FitReport, build_report
-
     if estimator not in ESTIMATORS:
         raise FitError(f"unknown estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
     if n_bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
     run_dir = Path(run_dir)
     sweep, problems = load_sweep(run_dir, options)
-    report: FitReport = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
-                                     evaluate=evaluate, seed=seed, loss_law=loss_law)
+    report = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
+                          evaluate=evaluate, seed=seed, loss_law=loss_law)
     report.problems = problems
-    report.write(run_dir, plots=plots)
+    if plots:
+        from sweeper.fit.plots import write_plots  # matplotlib only when plotting
+
+        report.plots = write_plots(report, run_dir / "plots")
+    report.fit_json = write_fit_json(run_dir / "fit.json", report.document())
     return report
+
+
+def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bool, seed: int,
+                 loss_law: bool = True) -> FitReport:
+    """Fit the selected estimator (and, with ``evaluate``, every available one)."""
+    selected = fit_sweep(sweep, estimator, n_bootstrap=n_bootstrap, seed=seed)
+    fits = {estimator: selected}
+    skipped: dict[str, str] = {}
+    evaluations = None
+    if evaluate:
+        from sweeper.fit.evaluate import evaluate_estimator
+
+        evaluations = {}
+        for name in ESTIMATORS:
+            candidate = make_estimator(name)
+            if name not in fits:
+                reason = candidate.available(sweep)
+                if reason:
+                    skipped[name] = reason
+                    continue
+                try:
+                    fits[name] = fit_sweep(sweep, candidate, n_bootstrap=n_bootstrap, seed=seed)
+                except FitError as error:  # another estimator's failure is not this fit's
+                    skipped[name] = str(error)
+                    continue
+            evaluations[name] = evaluate_estimator(sweep, fits[name])
+    loss_fit, loss_note = None, ""
+    if loss_law:
+        from sweeper.fit.losslaw import fit_loss_law, loss_law_missing_reason
+
+        loss_fit = fit_loss_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
+        if loss_fit is None:
+            loss_note = loss_law_missing_reason(sweep)
+    return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
+                     seed=seed, evaluations=evaluations, skipped_estimators=skipped,
+                     loss_law=loss_fit, loss_law_note=loss_note)
+

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sweeper.fit.report import FitReport
 from sweeper.fit.select import near_optimal_mask
-
-if TYPE_CHECKING:
-    from sweeper.fit.report import FitReport
 
 
 DPI = 80
@@ -65,7 +62,7 @@ def _band(law, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
     return centre, np.exp(lo), np.exp(hi)
 
 
-def write_plots(report: "FitReport", folder: Path) -> list[Path]:
+def write_plots(report: FitReport, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +80,7 @@ def write_plots(report: "FitReport", folder: Path) -> list[Path]:
     return written
 
 
-def _loss_vs_lr(report: "FitReport", path: Path, plt) -> Path:
+def _loss_vs_lr(report: FitReport, path: Path, plt) -> Path:
     cells = report.sweep.cells
     rows, cols = _grid(len(cells))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -106,7 +103,7 @@ def _loss_vs_lr(report: "FitReport", path: Path, plt) -> Path:
     return _finish(fig, path, plt, "loss vs lr per cell (green: within 0.25% of the best)")
 
 
-def _heatmaps(report: "FitReport", path: Path, plt) -> Path:
+def _heatmaps(report: FitReport, path: Path, plt) -> Path:
     from sweeper.fit.estimators import cell_features
 
     cells = report.sweep.cells
@@ -138,7 +135,7 @@ def _heatmaps(report: "FitReport", path: Path, plt) -> Path:
                    " optimum and law prediction", right=0.91)
 
 
-def _laws(report: "FitReport", path: Path, plt) -> Path:
+def _laws(report: FitReport, path: Path, plt) -> Path:
     from sweeper.fit.estimators import cell_features
 
     sweep = report.sweep
@@ -177,7 +174,7 @@ def _laws(report: "FitReport", path: Path, plt) -> Path:
                    top=0.84)
 
 
-def _regret(report: "FitReport", path: Path, plt) -> Path:
+def _regret(report: FitReport, path: Path, plt) -> Path:
     evaluations = report.evaluations or {}
     cells = report.sweep.cells
     fig, ax = plt.subplots(figsize=(min(16, max(6, 0.7 * len(cells) + 2)), 4.5))

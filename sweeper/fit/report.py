@@ -1,4 +1,7 @@
-"""FitReport: everything one fit produced, as text (``summary``) and as fit.json (``document``)."""
+"""FitReport: everything one fit produced, as text (``summary``) and as fit.json (``document``).
+
+The report is data: fit/pipeline.py builds and writes it (fit.json, plots/), and plots.py
+draws from it; nothing here imports either."""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.fit.data import FitError, Sweep
-from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict, write_json_atomic
-from sweeper.fit.laws import PowerLawFit
+from sweeper.fit.data import Sweep
 from sweeper.fit.estimators import EstimatorFit
-from sweeper.fit.pipeline import fit_sweep
-from sweeper.fit.registry import ESTIMATORS, make_estimator
+from sweeper.fit.evaluate import Evaluation
+from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict
+from sweeper.fit.laws import PowerLawFit
+from sweeper.fit.losslaw import LossLawFit
+from sweeper.fit.summary import format_law
 
 BOOTSTRAP_SCHEME = (
     "two-stage: cells drawn with replacement, then each drawn cell's runs resampled"
@@ -29,9 +33,9 @@ class FitReport:
     fits: dict[str, EstimatorFit]
     n_bootstrap: int
     seed: int
-    evaluations: dict[str, Any] | None = None  # name -> evaluate.Evaluation
+    evaluations: dict[str, Evaluation] | None = None
     skipped_estimators: dict[str, str] = field(default_factory=dict)
-    loss_law: Any = None  # losslaw.LossLawFit | None
+    loss_law: LossLawFit | None = None
     loss_law_note: str = ""  # why there is no loss law, when there is none
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
@@ -135,54 +139,62 @@ class FitReport:
             ),
         }
 
-    def write(self, run_dir: Path, *, plots: bool = True) -> Path:
-        run_dir = Path(run_dir)
-        if plots:
-            from sweeper.fit.plots import write_plots
-
-            self.plots = write_plots(self, run_dir / "plots")
-        self.fit_json = write_json_atomic(run_dir / "fit.json", self.document())
-        return self.fit_json
-
     # ----------------------------------------------------------------- text
     def summary(self) -> str:
-        from sweeper.fit.summary import format_summary
-
-        return format_summary(self)
-
-
-def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bool, seed: int,
-                 loss_law: bool = True) -> FitReport:
-    """Fit the selected estimator (and, with ``evaluate``, every available one)."""
-    selected = fit_sweep(sweep, estimator, n_bootstrap=n_bootstrap, seed=seed)
-    fits = {estimator: selected}
-    skipped: dict[str, str] = {}
-    evaluations = None
-    if evaluate:
-        from sweeper.fit.evaluate import evaluate_estimator
-
-        evaluations = {}
-        for name in ESTIMATORS:
-            candidate = make_estimator(name)
-            if name not in fits:
-                reason = candidate.available(sweep)
-                if reason:
-                    skipped[name] = reason
+        """The text ``sweeper fit`` prints: laws with 95% intervals, R^2, near-optimal counts,
+        flags, and (with --evaluate) the held-out regret of every estimator."""
+        sweep = self.sweep
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(sweep.status_counts.items()))
+        lines = [
+            f"sweep '{sweep.name}': {sum(sweep.status_counts.values())} trials ({counts})",
+            f"fitted {sweep.n_runs} grid points in {len(sweep.cells)} cells;"
+            f" {sweep.n_diverged} runs excluded as diverged (loss far above the cell's best)"
+            + (f"; {sweep.snapped_values} grid values re-rounded" if sweep.snapped_values else ""),
+            f"estimator: {self.estimator} -- {self.selected.estimator.source}",
+            "",
+        ]
+        lines += format_law("learning rate", self.lr_law)
+        lines += format_law("batch size (tokens)", self.batch_law)
+        if self.n_bootstrap:
+            lines.append(f"  bootstrap: {self.n_bootstrap} resamples of cells and of runs within cells")
+        total_runs = sweep.n_runs
+        lines += ["", f"near-optimal runs (within 0.25% of the cell's best loss):"
+                  f" {self.near_optimal_runs} of {total_runs}"]
+        for cell, optimum in zip(sweep.cells, self.selected.cell_optima):
+            best = cell.best_index
+            lines.append(
+                f"  {cell.cell_id:<24} {cell.label:<22} {optimum['near_optimal_runs']:>3} of"
+                f" {cell.loss.size:<3} best {cell.best_loss:.4f} at lr {cell.lr[best]:.3g},"
+                f" B {cell.batch_tokens[best]:.4g} tok; optimum lr {optimum['lr']:.3g},"
+                f" B {optimum['batch_size_tokens']:.4g}"
+            )
+        if self.loss_law is not None:
+            lines += [""] + self.loss_law.summary_lines()
+        elif self.loss_law_note:
+            lines += ["", self.loss_law_note]
+        if self.evaluations:
+            lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
+                      " point / cell's best - 1):"]
+            lines.append(f"  {'estimator':<10} {'mean':>9} {'median':>9} {'worst':>9}  cells")
+            for name, ev in self.evaluations.items():
+                marker = "  <- selected" if name == self.estimator else ""
+                lines.append(f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
+                             f"  {ev.n_evaluated}{marker}")
+            for name, fit in self.fits.items():
+                if name == self.estimator:
                     continue
-                try:
-                    fits[name] = fit_sweep(sweep, candidate, n_bootstrap=n_bootstrap, seed=seed)
-                except FitError as error:  # another estimator's failure is not this fit's
-                    skipped[name] = str(error)
-                    continue
-            evaluations[name] = evaluate_estimator(sweep, fits[name])
-    loss_fit, loss_note = None, ""
-    if loss_law:
-        from sweeper.fit.losslaw import fit_loss_law, loss_law_missing_reason
-
-        loss_fit = fit_loss_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
-        if loss_fit is None:
-            loss_note = loss_law_missing_reason(sweep)
-    return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
-                     seed=seed, evaluations=evaluations, skipped_estimators=skipped,
-                     loss_law=loss_fit, loss_law_note=loss_note)
-
+                lines += [f"  [{name}] {fit.estimator.source}"]
+                lines += ["  " + line for line in format_law("lr", fit.lr_law) + format_law("B", fit.batch_law)]
+            for name, reason in self.skipped_estimators.items():
+                lines.append(f"  {name}: skipped ({reason})")
+        loud = [f"  !! {c.cell_id} ({c.label}): {flag}" for c in sweep.cells for flag in c.flags]
+        loud += [f"  !! {o_cell.cell_id}: {o['note']}" for o_cell, o in
+                 zip(sweep.cells, self.selected.cell_optima) if o.get("note")]
+        loud += [f"  !! cell {e['cell_id']} ({e['runs']} runs) excluded: {e['reason']}"
+                 for e in sweep.excluded_cells]
+        loud += [f"  !! {w}" for w in sweep.warnings + self.problems]
+        if loud:
+            lines += ["", "WARNINGS:"] + loud
+        if self.fit_json:
+            lines += ["", f"wrote {self.fit_json}" + (f" and {len(self.plots)} plots" if self.plots else "")]
+        return "\n".join(lines)

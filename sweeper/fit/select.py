@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from sweeper.fit.data import Cell, FitError, Sweep
+from sweeper.outcome import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,13 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
     status = np.array([s or "unknown" for s in table.column("status").to_pylist()], dtype=object)
     status_counts = dict(Counter(status.tolist()))
     loss = _float_column(table, "loss")
-    complete = status == "complete"
+    complete = status == TrialStatus.COMPLETE.value
     nonfinite = complete & ~np.isfinite(loss)
     if nonfinite.any():
         # The row says complete but the loss is not a number: it diverged, count it so.
-        status_counts["diverged"] = status_counts.get("diverged", 0) + int(nonfinite.sum())
-        status_counts["complete"] -= int(nonfinite.sum())
+        diverged, complete_key = TrialStatus.DIVERGED.value, TrialStatus.COMPLETE.value
+        status_counts[diverged] = status_counts.get(diverged, 0) + int(nonfinite.sum())
+        status_counts[complete_key] -= int(nonfinite.sum())
     usable = complete & np.isfinite(loss)
     if not usable.any():
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(status_counts.items()))

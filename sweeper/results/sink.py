@@ -1,17 +1,15 @@
 """Results sink: turns trial outcomes into Parquet part files, atomically.
 
-The rule: a reader never sees a half-written file. Each part is written to a hidden
-temporary name in the same folder (pyarrow datasets and pandas skip names starting with
-'.' or '_'), flushed to disk, then renamed into place with os.replace, which is atomic on
-POSIX within one filesystem. Part files are named after the trial id, so writing the same
+The rule: a reader never sees a half-written file. Each part is written with
+runfolder.atomic_write (a hidden temporary name in the same folder, which pyarrow datasets
+and pandas skip, flushed to disk, then renamed into place). Part files are named after the trial id, so writing the same
 trial twice replaces one file with an identical one: a trial is in the results once.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,26 +17,15 @@ import pyarrow.parquet as pq
 from sweeper.outcome import TrialOutcome
 from sweeper.plan import TrialSpec
 from sweeper.results.schema import CURVES_DIR, CURVES_SCHEMA, TRIALS_DIR, TRIALS_SCHEMA
+from sweeper.runfolder import atomic_write
 
 
 def write_part(dataset_dir: Path, name: str, table: pa.Table) -> Path:
     """Write ``table`` as ``dataset_dir/<name>.parquet``, atomically (see module doc)."""
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    final = dataset_dir / f"{name}.parquet"
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dataset_dir)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pq.write_table(table, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return final
+    return atomic_write(Path(dataset_dir) / f"{name}.parquet", lambda stream: pq.write_table(table, stream))
 
 
-def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict:
+def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[str, Any]:
     shape = spec.shape
     row = {
         "trial_id": spec.trial_id,
@@ -125,6 +112,6 @@ class ResultSink:
         row = pa.Table.from_pylist([trial_row(spec, outcome, attempt)], schema=TRIALS_SCHEMA)
         write_part(self.trials_dir, spec.trial_id, row)
 
-    def record_rows(self, rows: list[dict], name: str) -> Path:
+    def record_rows(self, rows: list[dict[str, Any]], name: str) -> Path:
         """Write already-formed trial rows (importers) as one part file."""
         return write_part(self.trials_dir, name, pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA))

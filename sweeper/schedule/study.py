@@ -23,16 +23,12 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from sweeper.outcome import TrialOutcome
+from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Search
 from sweeper.schedule.adaptive import ABANDONED, AdaptiveSettings, LawGuidedSampler, Predictor, SearchCell
 
 STUDY_FILE = "optuna.journal"
-
-# ERROR, not WARNING: the sampler warns when it re-proposes a visited point, which this loop
-# expects after a restart and handles (see next_trial).
-optuna.logging.set_verbosity(logging.ERROR)
 
 
 def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
@@ -105,6 +101,11 @@ class SweepStudy:
         grid_runs: int | None = None,
         cell_sizes: dict[str, float] | None = None,
     ) -> "SweepStudy":
+        # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
+        # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
+        # next_trial). Set when a driver opens its study, not at import, so that importing
+        # sweeper leaves the user's Optuna logging alone.
+        optuna.logging.set_verbosity(logging.ERROR)
         sampler: optuna.samplers.BaseSampler
         if search is not None and search.kind == "adaptive":
             sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs, cell_sizes)
@@ -231,7 +232,7 @@ class SweepStudy:
         self._close(asked.trial.number, outcome.status, outcome.final_val_loss)
 
     def _close(self, number: int, status: str, loss: float) -> None:
-        if status == "complete" and math.isfinite(loss):
+        if status == TrialStatus.COMPLETE and math.isfinite(loss):
             self.study.tell(number, loss)
         else:
             # Diverged and failed runs have no loss to compare; FAIL keeps them out of

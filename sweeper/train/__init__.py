@@ -2,11 +2,12 @@
 the single-trial loop (``run_trial``) and the fused trainer (``run_fused``: K compatible
 trials as one stacked model, see ``fused.py``).
 
-The trainer knows nothing of Optuna or Ray: it turns ``TrialSpec``s into ``TrialOutcome``s.
+The trainer knows nothing of Optuna, Ray or pydantic: it turns ``trainspec.TrainSpec``s (plain
+dataclasses; a planned ``TrialSpec`` is read into one) into ``TrialOutcome``s, with torch alone.
 """
 
 from sweeper.train.data import data_identity, load_corpus
-from sweeper.train.fused import can_fuse, fused_memory_bytes, group_fusable, run_fused
+from sweeper.train.fused import run_fused
 from sweeper.train.loop import run_trial
 
-__all__ = ["can_fuse", "data_identity", "fused_memory_bytes", "group_fusable", "load_corpus", "run_fused", "run_trial"]
+__all__ = ["data_identity", "load_corpus", "run_fused", "run_trial"]

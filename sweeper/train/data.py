@@ -1,7 +1,7 @@
 """Training data: one token stream per DataSource, split into train and validation, and the
 batches a trial draws from it.
 
-Sources (``recipe.DataSource``):
+Sources (``trainspec.DataSettings``, the recipe's ``data:``):
 - builtin: the Python standard library's top-level ``*.py`` files (sorted by name, read as
   bytes, concatenated, truncated to ``max_bytes``); byte-level tokens, vocabulary 256. Needs
   no network and is the same on every machine running one Python version.
@@ -25,11 +25,12 @@ import hashlib
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from sweeper.recipe import DataSource
+from sweeper.trainspec import DataSettings, as_data_settings
 
 VAL_BATCH_SEQUENCES = 16  # sequences per validation batch, fixed so every trial sees the same
 BYTE_VOCAB = 256
@@ -64,7 +65,7 @@ def builtin_corpus_bytes(max_bytes: int) -> bytes:
     return b"".join(parts)[:max_bytes]
 
 
-def _cache_key(source: DataSource) -> tuple:
+def _cache_key(source: DataSettings) -> tuple:
     """What identifies the stream: the source settings and, for files, the file's version
     (a file rewritten in place during a long-lived worker must not be served stale)."""
     if source.source == "builtin":
@@ -108,13 +109,13 @@ def _load(key: tuple) -> Corpus:
     )
 
 
-def load_corpus(source: DataSource) -> Corpus:
-    """The corpus of ``source``, loaded once per process (cached on the source settings and
-    the file's size and modification time)."""
-    return _load(_cache_key(source))
+def load_corpus(source: DataSettings | Any) -> Corpus:
+    """The corpus of ``source`` (DataSettings, or the recipe's DataSource), loaded once per
+    process (cached on the source settings and the file's size and modification time)."""
+    return _load(_cache_key(as_data_settings(source)))
 
 
-def data_identity(source: DataSource) -> str:
+def data_identity(source: DataSettings | Any) -> str:
     """16 hex digits identifying the token stream of ``source`` (part of every trial id)."""
     return load_corpus(source).identity
 

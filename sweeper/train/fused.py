@@ -16,7 +16,7 @@ smaller token budget (fewer steps) ends the same way after its last update: its 
 validation, then out of the stack. Its batches are the first ones of the shared sequence,
 exactly those its single run draws (one seed, one data order).
 
-What may differ inside a group (``fuse_key``): learning rate, schedule and length (the
+What may differ inside a group (``trainspec.fusion_key``): learning rate, schedule and length (the
 token budget). Everything else that shapes the computation must be equal: model shape,
 batch size, seed (init and data order), data, optimizer settings and evaluation.
 """
@@ -24,52 +24,18 @@ batch size, seed (init and data order), data, optimizer settings and evaluation.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec, estimate_group_memory_bytes, fusion_key
-from sweeper.recipe import Optimizer
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, resolve_device
 from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
-
-# ---- grouping ---------------------------------------------------------------------------
-
-
-# The key lives in plan.py so that the driver can group trials without importing torch.
-fuse_key = fusion_key
-
-
-def can_fuse(a: TrialSpec, b: TrialSpec) -> bool:
-    """True when ``a`` and ``b`` may be members of one fused group (they differ at most in
-    learning rate, schedule and token budget)."""
-    return fuse_key(a) == fuse_key(b)
-
-
-def group_fusable(specs: Iterable[TrialSpec], max_members: int) -> list[list[TrialSpec]]:
-    """Split ``specs`` into fusable groups of at most ``max_members``, keeping the input
-    order inside each group and ordering groups by their first member."""
-    if max_members < 1:
-        raise ValueError(f"max_members must be >= 1, got {max_members}")
-    by_key: dict[tuple, list[list[TrialSpec]]] = {}
-    groups: list[list[TrialSpec]] = []
-    for spec in specs:
-        chunks = by_key.setdefault(fuse_key(spec), [])
-        if not chunks or len(chunks[-1]) >= max_members:
-            chunks.append([])
-            groups.append(chunks[-1])
-        chunks[-1].append(spec)
-    return groups
-
-
-# One estimate for the planner, the driver's choice of K and this module (plan.py).
-fused_memory_bytes = estimate_group_memory_bytes
-
+from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, fusion_key
 
 # ---- optimizer --------------------------------------------------------------------------
 
@@ -89,7 +55,7 @@ class StackedAdamW:
     kernel's own decay. tests/train/test_fused.py holds it to run_trial's curves.
     """
 
-    def __init__(self, params: StackedParameters, settings: Optimizer):
+    def __init__(self, params: StackedParameters, settings: OptimizerSettings):
         self.params = params
         self.settings = settings
         self.exp_avg = torch.zeros_like(params.flat, requires_grad=False)
@@ -135,17 +101,20 @@ class StackedAdamW:
 # ---- training ---------------------------------------------------------------------------
 
 
-def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str | None = None) -> list[TrialOutcome]:
+def run_fused(planned: list[TrainSpec] | list[Any], *, threads: int | None = None,
+              device: str | None = None) -> list[TrialOutcome]:
     """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``.
 
-    Raises ValueError only for a group that cannot be fused (a caller's bug, see
-    ``can_fuse``); a training problem never raises: it fails every member still running,
-    with the error message, while members that had already diverged keep their outcome.
+    Raises ValueError only for a group that cannot be fused (a caller's bug: members must
+    share ``trainspec.fusion_key``); a training problem never raises: it fails every member
+    still running, with the error message, while members that had already diverged keep their
+    outcome. ``planned``: TrainSpecs, or planned TrialSpecs (read into them).
     """
+    specs = [as_train_spec(spec) for spec in planned]
     if not specs:
         return []
     for spec in specs[1:]:
-        if not can_fuse(specs[0], spec):
+        if fusion_key(spec) != fusion_key(specs[0]):
             raise ValueError(f"trial {spec.trial_id} cannot be fused with {specs[0].trial_id}")
     monitors = [TrialMonitor(spec) for spec in specs]
     outcomes: list[TrialOutcome | None] = [None] * len(specs)
@@ -160,16 +129,16 @@ def run_fused(specs: list[TrialSpec], *, threads: int | None = None, device: str
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _build_params(specs: list[TrialSpec], device: torch.device) -> StackedParameters:
+def _build_params(specs: list[TrainSpec], device: torch.device) -> StackedParameters:
     """Every member starts from ``loop.build_model(specs[k])``'s weights: one GPT built from
-    the group's seed (members share it, see ``fuse_key``), stacked K times."""
+    the group's seed (members share it, see ``trainspec.fusion_key``), stacked K times."""
     torch.manual_seed(specs[0].seed)
     model = GPT(GPTConfig.from_shape(specs[0].shape))
     return StackedParameters([model] * len(specs), device)
 
 
 def _train_fused(
-    specs: list[TrialSpec],
+    specs: list[TrainSpec],
     monitors: list[TrialMonitor],
     outcomes: list[TrialOutcome | None],
     clock: float,
@@ -252,4 +221,4 @@ def _train_fused(
             return
 
 
-__all__ = ["StackedAdamW", "can_fuse", "fuse_key", "fused_memory_bytes", "group_fusable", "run_fused"]
+__all__ = ["StackedAdamW", "run_fused"]

@@ -17,11 +17,13 @@ import contextlib
 import math
 import time
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from sweeper.outcome import TrialOutcome
-from sweeper.plan import TrialSpec
+from sweeper.trainspec import TrainSpec, as_train_spec
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig
 from sweeper.train.monitor import TrialMonitor, error_text
@@ -40,14 +42,14 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def build_model(spec: TrialSpec, device: torch.device) -> GPT:
+def build_model(spec: TrainSpec, device: torch.device) -> GPT:
     """The trial's initial model: the global RNG seeded with ``spec.seed`` and nothing drawn
     before construction, so the weights are a function of (shape, seed) alone."""
     torch.manual_seed(spec.seed)
     return GPT(GPTConfig.from_shape(spec.shape)).to(device)
 
 
-def make_optimizer(model: torch.nn.Module, spec: TrialSpec) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on every matrix (linear weights and the embeddings,
     the tied embedding included, as nanoGPT and Megatron do) and none on the norm gains:
     decaying a gain pulls it towards zero, which shrinks the signal rather than regularising."""
@@ -82,10 +84,12 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def run_trial(spec: TrialSpec, *, threads: int | None = None, device: str | None = None) -> TrialOutcome:
+def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None) -> TrialOutcome:
     """Train one proxy model as ``spec`` says and report how it ended (never raises for a
-    training problem). ``threads``: torch intra-op threads (default 1, one per Ray CPU);
-    ``device``: torch device string (default CPU). ``node_id`` is left for the executor."""
+    training problem). ``spec``: a TrainSpec, or a planned TrialSpec (read into one);
+    ``threads``: torch intra-op threads (default 1, one per Ray CPU); ``device``: torch device
+    string (default CPU). ``node_id`` is left for the executor."""
+    spec = as_train_spec(spec)
     monitor = TrialMonitor(spec)
     clock = time.perf_counter()
     try:
@@ -95,7 +99,7 @@ def run_trial(spec: TrialSpec, *, threads: int | None = None, device: str | None
     return monitor.outcome(time.perf_counter() - clock, final_val_loss=final_val_loss)
 
 
-def _train(spec: TrialSpec, monitor: TrialMonitor, threads: int, device: torch.device) -> float:
+def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.device) -> float:
     # ---- setup -------------------------------------------------------------------------
     torch.set_num_threads(threads)
     corpus = load_corpus(spec.data)

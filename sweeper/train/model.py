@@ -1,6 +1,6 @@
 """The proxy model: a nanoGPT-style decoder-only transformer, and nothing else.
 
-Shape contract (must match ``ModelShape.n_params_nonembedding`` exactly, it is the N of the
+Shape contract (must match ``recipe.ModelShape.n_params_nonembedding`` exactly, it is the N of the
 fitted laws): per block, a bias-free LayerNorm before attention and before the MLP (2*d),
 a fused qkv projection and an output projection without biases (4*d*d), and a two-layer
 MLP without biases (2*d*mlp_ratio*d); one final bias-free LayerNorm (d). Token and learned
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper.recipe import ModelShape
+from sweeper.trainspec import Shape
 
 INIT_STD = 0.02  # GPT-2's initialiser range
 NORM_EPS = 1e-5
@@ -39,7 +39,7 @@ class GPTConfig:
     mlp_ratio: int = 4
 
     @classmethod
-    def from_shape(cls, shape: ModelShape) -> "GPTConfig":
+    def from_shape(cls, shape: Shape) -> "GPTConfig":
         return cls(
             vocab_size=shape.vocab_size,
             seq_len=shape.seq_len,

@@ -14,8 +14,8 @@ import math
 import time
 import traceback
 
-from sweeper.outcome import CurvePoint, TrialOutcome
-from sweeper.plan import TrialSpec
+from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
+from sweeper.trainspec import TrainSpec
 
 EMA_ALPHA = 0.1  # weight of the newest loss in the smoothed train loss
 
@@ -29,7 +29,7 @@ def error_text(error: BaseException) -> str:
 class TrialMonitor:
     """Collects one trial's curve and decides when it has diverged."""
 
-    def __init__(self, spec: TrialSpec):
+    def __init__(self, spec: TrainSpec):
         self.spec = spec
         self.curve: list[CurvePoint] = []
         self.initial_loss = math.nan
@@ -66,17 +66,17 @@ class TrialMonitor:
     def outcome(self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None) -> TrialOutcome:
         """The trial's outcome: failed when ``error`` is given, diverged when a loss blew up
         (including a non-finite final validation loss), else complete."""
-        status = "complete"
+        status = TrialStatus.COMPLETE
         if error is not None:
-            status = "failed"
+            status = TrialStatus.FAILED
         elif self.diverged_step is not None:
-            status = "diverged"
+            status = TrialStatus.DIVERGED
         elif not math.isfinite(final_val_loss):
-            status, self.diverged_step = "diverged", self.steps_done
+            status, self.diverged_step = TrialStatus.DIVERGED, self.steps_done
         return TrialOutcome(
             trial_id=self.spec.trial_id,
-            status=status,
-            final_val_loss=final_val_loss if status == "complete" else math.nan,
+            status=status.value,
+            final_val_loss=final_val_loss if status == TrialStatus.COMPLETE else math.nan,
             smoothed_train_loss=self.smoothed,
             steps_done=self.steps_done,
             tokens_done=self.steps_done * self._batch_tokens,
@@ -84,7 +84,7 @@ class TrialMonitor:
             started_at=self.started_at,
             ended_at=time.time(),
             initial_loss=self.initial_loss,
-            diverged_step=self.diverged_step if status == "diverged" else None,
+            diverged_step=self.diverged_step if status == TrialStatus.DIVERGED else None,
             error=error,
             curve=self.curve,
         )

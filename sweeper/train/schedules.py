@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 
-from sweeper.recipe import Schedule
+from sweeper.trainspec import ScheduleSettings
 
 
-def warmup_steps(total_steps: int, schedule: Schedule) -> int:
+def warmup_steps(total_steps: int, schedule: ScheduleSettings) -> int:
     """Warmup length of a ``total_steps`` run: the schedule's fixed count (capped at the run),
     else its fraction of the run."""
     if schedule.warmup_steps is not None:
@@ -26,13 +26,13 @@ def warmup_steps(total_steps: int, schedule: Schedule) -> int:
     return int(round((schedule.warmup_fraction or 0.0) * total_steps))
 
 
-def decay_steps(total_steps: int, schedule: Schedule) -> int:
+def decay_steps(total_steps: int, schedule: ScheduleSettings) -> int:
     """Length of the wsd decay phase (at least 1, never overlapping the warmup)."""
     wanted = max(1, int(round(schedule.decay_fraction * total_steps)))
     return min(wanted, max(1, total_steps - warmup_steps(total_steps, schedule)))
 
 
-def lr_at(step: int, total_steps: int, peak: float, schedule: Schedule) -> float:
+def lr_at(step: int, total_steps: int, peak: float, schedule: ScheduleSettings) -> float:
     """Learning rate of the 1-based ``step`` of a ``total_steps`` run peaking at ``peak``.
 
     Steps outside 1..total_steps are clamped into it.
@@ -58,7 +58,7 @@ def lr_at(step: int, total_steps: int, peak: float, schedule: Schedule) -> float
     raise ValueError(f"unknown schedule kind {schedule.kind!r}")
 
 
-def lr_table(total_steps: int, peak: float, schedule: Schedule) -> list[float]:
+def lr_table(total_steps: int, peak: float, schedule: ScheduleSettings) -> list[float]:
     """``[lr_at(1), ..., lr_at(total_steps)]``, computed once so the hot loop only indexes."""
     return [lr_at(step, total_steps, peak, schedule) for step in range(1, total_steps + 1)]
 

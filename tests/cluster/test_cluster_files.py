@@ -11,7 +11,7 @@ import jsonschema
 import ray
 import yaml
 
-from sweeper.execute.jobs import build_parser
+from sweeper.cli.running import submit
 from sweeper.recipe import Recipe
 from tests.conftest import REPO
 
@@ -77,16 +77,17 @@ def test_kuberay_rayjob_runs_a_sweep_from_a_recipe() -> None:
     yaml.safe_load(spec["runtimeEnvYAML"])
     # The entrypoint is a valid call of the job-side CLI, and its recipe is mounted.
     words = shlex.split(spec["entrypoint"])
-    assert words[:3] == ["python", "-m", "sweeper.execute.jobs"]
-    arguments = build_parser().parse_args(words[3:])
-    assert arguments.command == "drive" and arguments.results
+    assert words[:4] == ["python", "-m", "sweeper", "submit"]
+    arguments = submit.make_context("submit", words[4:]).params
+    assert arguments["results_uri"] and not arguments["job"]
     mounts = {m["mountPath"]: m["name"] for c in _containers(spec["rayClusterSpec"]["headGroupSpec"]["template"])
               for m in c.get("volumeMounts", [])}
-    mount_path = str(arguments.recipe.parent)
+    recipe = Path(arguments["recipe_path"])
+    mount_path = str(recipe.parent)
     volumes = {v["name"]: v for v in spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]}
     config_map = volumes[mounts[mount_path]]["configMap"]["name"]
     assert by_kind["ConfigMap"]["metadata"]["name"] == config_map
-    Recipe.model_validate(yaml.safe_load(by_kind["ConfigMap"]["data"][arguments.recipe.name]))
+    Recipe.model_validate(yaml.safe_load(by_kind["ConfigMap"]["data"][recipe.name]))
 
 
 DOCKER_INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",

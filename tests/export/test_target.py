@@ -12,8 +12,9 @@ from sweeper.hparams import load_hparams
 from sweeper.plan import Cell, make_trial
 from sweeper.recipe import load_recipe
 from sweeper.results import read_trials
-from sweeper.sweep import RunFolderLock
-from sweeper.target import TargetError, family_shape, plan_points, run_target
+from sweeper.errors import SweeperError
+from sweeper.runfolder import RunFolderLock
+from sweeper.target import family_shape, plan_points, run_target
 
 from .conftest import DATA
 
@@ -56,7 +57,7 @@ def test_busy_folder_exit_3(tmp_path: Path) -> None:
     lock = RunFolderLock(tmp_path / "t")
     lock.acquire()
     try:
-        with pytest.raises(TargetError) as raised:
+        with pytest.raises(SweeperError) as raised:
             run_target(smoke_recipe(), DATA / "fit.json", 5e4, 4000, tmp_path / "t")
         assert raised.value.exit_code == 3
     finally:

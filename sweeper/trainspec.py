@@ -1,0 +1,164 @@
+"""What a trainer is given: one trial's settings as plain, frozen dataclasses.
+
+The trainer (train/) takes these and nothing of the recipe's pydantic models, so it runs
+where only torch (and numpy) is installed: a GPU machine runs its tests and benchmarks
+without the rest of sweeper's dependencies. Each class mirrors the recipe model of the same
+role field by field (recipe.ModelShape, Schedule, Optimizer, DataSource, Evaluation, and
+plan.TrialSpec); ``as_train_spec`` reads a planned TrialSpec into them by field name, and a
+test holds the field lists equal.
+
+``fusion_key`` lives here, next to the fields it names, so that the driver (which groups
+trials, plan.fused_group_size) and the fused trainer (which checks a group) decide
+fusability with one function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A decoder-only transformer shape (recipe.ModelShape)."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    seq_len: int = 64
+    vocab_size: int = 256
+    mlp_ratio: int = 4
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Learning-rate schedule (recipe.Schedule); the trial's lr is its peak."""
+
+    kind: str = "cosine"  # cosine, constant or wsd
+    warmup_fraction: float | None = 0.05
+    warmup_steps: int | None = None  # replaces warmup_fraction when given
+    min_lr_ratio: float = 0.1
+    decay_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW settings (recipe.Optimizer)."""
+
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where training tokens come from (recipe.DataSource)."""
+
+    source: str = "builtin"  # builtin, text or tokens
+    path: str | None = None
+    dtype: str = "uint16"
+    val_fraction: float = 0.1
+    max_bytes: int = 4_000_000
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How and when a trial measures itself (recipe.Evaluation)."""
+
+    every_steps: int = 0
+    val_batches: int = 8
+    divergence_factor: float = 1.5
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One proxy training, everything the trainer needs (plan.TrialSpec's trainer view)."""
+
+    trial_id: str
+    shape: Shape
+    lr: float  # peak learning rate
+    batch_size: int  # sequences of shape.seq_len
+    steps: int  # optimizer steps
+    seed: int
+    data_identity: str = ""
+    schedule: ScheduleSettings = ScheduleSettings()
+    optimizer: OptimizerSettings = OptimizerSettings()
+    data: DataSettings = DataSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+
+    @property
+    def batch_size_tokens(self) -> int:
+        return self.batch_size * self.shape.seq_len
+
+    @property
+    def tokens(self) -> int:
+        """Tokens trained on: steps * batch tokens."""
+        return self.steps * self.batch_size_tokens
+
+
+Settings = TypeVar("Settings")
+
+
+def _read(cls: type[Settings], value: Any) -> Settings:
+    """``value`` (a recipe model or already ``cls``) as ``cls``, field by field."""
+    if isinstance(value, cls):
+        return value
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # cls is a dataclass
+    return cls(**{name: getattr(value, name) for name in names})
+
+
+def as_train_spec(spec: Any) -> TrainSpec:
+    """A TrainSpec as is; a planned trial (plan.TrialSpec, or anything with its fields) read
+    into one. Reads attributes only, so no pydantic import is needed here."""
+    if isinstance(spec, TrainSpec):
+        return spec
+    return TrainSpec(
+        trial_id=spec.trial_id,
+        shape=_read(Shape, spec.shape),
+        lr=float(spec.lr),
+        batch_size=int(spec.batch_size),
+        steps=int(spec.steps),
+        seed=int(spec.seed),
+        data_identity=spec.data_identity,
+        schedule=_read(ScheduleSettings, spec.schedule),
+        optimizer=_read(OptimizerSettings, spec.optimizer),
+        data=as_data_settings(spec.data),
+        evaluation=_read(EvaluationSettings, spec.evaluation),
+    )
+
+
+def as_data_settings(data: Any) -> DataSettings:
+    """recipe.DataSource (or DataSettings) as DataSettings."""
+    return _read(DataSettings, data)
+
+
+def fusion_key(spec: Any) -> tuple[Any, ...]:
+    """Trials (TrialSpec or TrainSpec) with equal keys can train as members of one fused
+    group (train/fused.py): the same model shape, batch, data order and optimizer settings,
+    differing only in learning rate, schedule and token budget (a shorter member leaves the
+    group after its last step)."""
+    return (
+        _read(Shape, spec.shape),
+        spec.batch_size,
+        spec.seed,
+        as_data_settings(spec.data),
+        spec.data_identity,
+        _read(OptimizerSettings, spec.optimizer),
+        _read(EvaluationSettings, spec.evaluation),
+    )
+
+
+__all__ = [
+    "DataSettings",
+    "EvaluationSettings",
+    "OptimizerSettings",
+    "ScheduleSettings",
+    "Shape",
+    "TrainSpec",
+    "as_data_settings",
+    "as_train_spec",
+    "fusion_key",
+]
