@@ -52,6 +52,9 @@ class Prediction:
     loss: float | None = None
     loss_interval: tuple[float, float] | None = None
     lr_interval_width_in_range: float | None = None  # hi/lo of the lr interval mid-range
+    # The Power scheduler's parameters for this target (fits of WSD sweeps): a, b, lr_max,
+    # lr_at_end = min(lr_max, B * a * D^b) at the predicted batch; None when not fitted.
+    power_schedule: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +82,7 @@ class Law:
     bootstrap: np.ndarray  # (R, p)
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "Law":
+    def from_dict(cls, entry: dict[str, Any]) -> Law:
         samples = np.asarray(entry.get("bootstrap_log_coefficients") or [], dtype=float)
         coef = np.asarray(entry["log_coefficients"], dtype=float)
         return cls(tuple(entry["variables"]), coef, samples.reshape(-1, coef.size))
@@ -166,6 +169,7 @@ class Hparams:
             warnings.append(f"seq_len {seq_len} is outside the fitted seq_len range"
                             f" [{rng['seq_len_min']}, {rng['seq_len_max']}]")
         loss, loss_iv = self._loss(n_params, tokens)
+        power = self._power_schedule(tokens, b_tokens)
         return Prediction(
             n_params=float(n_params), tokens=float(tokens), seq_len=int(seq_len),
             lr=math.exp(log_lr), batch_size_tokens=b_tokens,
@@ -175,8 +179,22 @@ class Hparams:
                                            max(1, round(b_iv[1] / seq_len))),
             extrapolation_n_params=fn, extrapolation_tokens=fd, estimator=self.estimator,
             flops_per_token=flops, loss=loss, loss_interval=loss_iv,
-            lr_interval_width_in_range=width_in_range, warnings=warnings,
+            lr_interval_width_in_range=width_in_range, power_schedule=power, warnings=warnings,
         )
+
+    def _power_schedule(self, tokens: float, batch_tokens: float) -> dict[str, Any] | None:
+        """The Power scheduler (Shen et al. 2024) for a target of ``tokens`` tokens at
+        ``batch_tokens`` tokens per step: lr(n) = min(lr_max, B * a * n^b)."""
+        law = self.document.get("power_scheduler")
+        if not law:
+            return None
+        a, b, lr_max = float(law["a"]), float(law["b"]), float(law["lr_max"])
+        intervals = law.get("intervals") or {}
+        return {
+            "kind": "power", "a": a, "b": b, "a_interval": intervals.get("a"), "b_interval": intervals.get("b"),
+            "lr_max": lr_max, "lr_at_end": min(lr_max, batch_tokens * a * tokens**b),
+            "formula": "lr(n) = min(lr_max, B * a * n^b), B in tokens, n = tokens seen",
+        }
 
     def _loss(self, n_params: float, tokens: float) -> tuple[float | None, tuple[float, float] | None]:
         law = self.document.get("loss_law")

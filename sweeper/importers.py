@@ -40,7 +40,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path)
-    except Exception as error:  # pandas raises many types for a malformed file
+    except Exception as error:  # noqa: BLE001 (pandas raises many types for a malformed file)
         raise ImportError_(f"cannot read {path}: {str(error).splitlines()[0]}") from None
 
 
@@ -67,7 +67,8 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     rows = []
     for index, record in enumerate(frame.to_dict(orient="records")):
         row: dict[str, Any] = {name: None for name in SCHEMA_COLUMNS}
-        for name, raw in record.items():
+        for column, raw in record.items():
+            name = str(column)
             value = _value(raw)
             if value is not None:
                 kind = kinds[name]

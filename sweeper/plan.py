@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +38,11 @@ class TrialSpec(BaseModel):
     data: DataSource
     data_identity: str  # hash of the token stream (see train.data)
     evaluation: Evaluation
+    mup_base_width: int | None = None  # None: standard parametrization; else μP's base width
+
+    @property
+    def parametrization(self) -> str:
+        return "standard" if self.mup_base_width is None else "mup"
 
     @property
     def batch_size_tokens(self) -> int:
@@ -103,13 +108,17 @@ def make_trial(
         "steps": steps,
         "lr": float(lr),
         "batch_size": batch_size,
-        "schedule": recipe.schedule.model_dump(),
+        # exclude_none: a field added later at its neutral default (None) keeps old ids.
+        "schedule": recipe.schedule.model_dump(exclude_none=True),
         "optimizer": recipe.optimizer.model_dump(),
         "seed": seed,
         "data_identity": data_identity,
         "val_fraction": recipe.data.val_fraction,
         "evaluation": recipe.evaluation.model_dump(),
     }
+    if recipe.mup_base_width is not None:
+        # Only when set, so that standard trials keep the ids they always had.
+        determining["mup_base_width"] = recipe.mup_base_width
     return TrialSpec(
         trial_id=trial_identity(determining),
         sweep=recipe.name,
@@ -125,6 +134,7 @@ def make_trial(
         data=recipe.data,
         data_identity=data_identity,
         evaluation=recipe.evaluation,
+        mup_base_width=recipe.mup_base_width,
     )
 
 

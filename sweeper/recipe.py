@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import yaml
 from pydantic import (
@@ -51,7 +51,7 @@ class ModelShape(_Strict):
     mlp_ratio: int = Field(4, gt=0, description="MLP hidden width as a multiple of d_model.")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelShape":
+    def _heads_divide_width(self) -> ModelShape:
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
@@ -97,7 +97,7 @@ class TokenBudgets(_Strict):
     )
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "TokenBudgets":
+    def _exactly_one(self) -> TokenBudgets:
         given = [v for v in (self.absolute, self.per_param) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'absolute' or 'per_param'")
@@ -123,7 +123,7 @@ class LogGrid(_Strict):
     count: int = Field(ge=2, description="Number of points, log-spaced, at least 2.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LogGrid":
+    def _ordered(self) -> LogGrid:
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
         return self
@@ -151,7 +151,7 @@ class LearningRates(_Strict):
     values: list[float] | None = Field(None, description="Explicit peak learning rates.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "LearningRates":
+    def _exactly_one(self) -> LearningRates:
         if (self.grid is None) == (self.values is None):
             raise ValueError("give exactly one of 'grid' or 'values'")
         if self.values is not None:
@@ -165,10 +165,20 @@ class LearningRates(_Strict):
 class Schedule(_Strict):
     """Learning-rate schedule. The learning rate of the sweep is the schedule's peak."""
 
-    kind: Literal["cosine", "constant", "wsd"] = Field(
+    kind: Literal["cosine", "constant", "wsd", "power"] = Field(
         "cosine",
         description="cosine: linear warmup then cosine decay to min_lr_ratio*peak; constant: "
-        "linear warmup then flat; wsd: warmup, stable at peak, linear decay over decay_fraction.",
+        "linear warmup then flat; wsd: warmup, stable at peak, linear decay over decay_fraction; "
+        "power (the Power scheduler): lr(n) = min(peak, B * a * n^b) with B the batch in tokens "
+        "and n the tokens seen, after a linear warmup, then the wsd decay.",
+    )
+    a: float | None = Field(
+        None, gt=0, description="power only: the prefactor a of lr = B * a * n^b (B in tokens, "
+        "n in tokens), as `sweeper fit` reports it for a WSD sweep.",
+    )
+    b: float | None = Field(
+        None, allow_inf_nan=False, description="power only: the exponent b of lr = B * a * n^b "
+        "(negative for a decaying law).",
     )
     warmup_fraction: float | None = Field(
         0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
@@ -183,7 +193,7 @@ class Schedule(_Strict):
         0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine, wsd)."
     )
     decay_fraction: float = Field(
-        0.2, gt=0, le=1, description="Share of the run's steps spent decaying (wsd only)."
+        0.2, gt=0, le=1, description="Share of the run's steps spent decaying (wsd and power)."
     )
 
     @model_validator(mode="before")
@@ -197,11 +207,44 @@ class Schedule(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _fits(self) -> "Schedule":
+    def _fits(self) -> Schedule:
         if self.warmup_steps is None and self.warmup_fraction is None:
             raise ValueError("give one of warmup_steps or warmup_fraction")
-        if self.kind == "wsd" and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
+        if self.kind == "power" and (self.a is None or self.b is None):
+            raise ValueError("kind 'power' needs its law's a and b")
+        if self.kind != "power" and (self.a is not None or self.b is not None):
+            raise ValueError("a and b are only for kind 'power'")
+        if self.kind in ("wsd", "power") and (self.warmup_fraction or 0.0) + self.decay_fraction > 1:
             raise ValueError("warmup_fraction + decay_fraction must not exceed 1")
+        return self
+
+
+class Parametrization(_Strict):
+    """How weights are initialised and how their learning rates scale with width."""
+
+    kind: Literal["standard", "mup"] = Field(
+        "standard",
+        description="standard: GPT-2/nanoGPT initialisation, one learning rate for every weight; "
+        "mup: the maximal update parametrization for Adam (hidden matrices' init variance and "
+        "learning rate divided by the width multiplier d_model / base_width, readout logits "
+        "multiplied by 1 / multiplier, attention scaled by 1 / head_dim), under which the "
+        "optimal learning rate is meant to stay put as the width grows.",
+    )
+    base_width: int | None = Field(
+        None, gt=0, description="mup only: the width at which mup equals the standard "
+        "parametrization (default: the smallest d_model of the ladder).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, data: object) -> object:
+        # `parametrization: mup` is the short form of `parametrization: {kind: mup}`.
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _base_width_for_mup(self) -> Parametrization:
+        if self.kind == "standard" and self.base_width is not None:
+            raise ValueError("base_width is only for kind 'mup'")
         return self
 
 
@@ -234,7 +277,7 @@ class DataSource(_Strict):
     )
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DataSource":
+    def _path_needed(self) -> DataSource:
         if self.source == "builtin":
             if self.path is not None:
                 raise ValueError("path is only for source 'text' or 'tokens'")
@@ -313,6 +356,9 @@ class Recipe(_Strict):
     )
     schedule: Schedule = Field(default_factory=Schedule, description="Learning-rate schedule.")
     optimizer: Optimizer = Field(default_factory=Optimizer, description="AdamW settings.")
+    parametrization: Parametrization = Field(
+        default_factory=Parametrization, description="standard or mup (with its base width)."
+    )
     data: DataSource = Field(default_factory=DataSource, description="Training data.")
     seeds: list[int] = Field([0], min_length=1, description="Seeds; each is a separate trial.")
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
@@ -364,18 +410,25 @@ class Recipe(_Strict):
         return values
 
     @model_validator(mode="after")
-    def _data_fits_vocab(self) -> "Recipe":
+    def _data_fits_vocab(self) -> Recipe:
         if self.data.source != "tokens":
             small = [m.name for m in self.models if m.vocab_size < 256]
             if small:
                 raise ValueError(f"byte-level data needs vocab_size >= 256 (shapes {', '.join(small)})")
         return self
 
+    @property
+    def mup_base_width(self) -> int | None:
+        """The μP base width every trial uses (None in the standard parametrization)."""
+        if self.parametrization.kind != "mup":
+            return None
+        return self.parametrization.base_width or min(shape.d_model for shape in self.models)
+
     def run_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.output or Path("runs") / self.name)
 
 
-def _field_path(location: tuple[Union[int, str], ...]) -> str:
+def _field_path(location: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in location:
         if isinstance(item, int):

@@ -19,8 +19,9 @@ import json
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import yaml
 

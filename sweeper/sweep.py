@@ -15,10 +15,10 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from sweeper.errors import SweeperError
 from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
@@ -241,8 +241,9 @@ def run_trials(
         if save:
             save_recipe(recipe, run_dir)
         recorded, failed_attempts, problems = recorded_results(run_dir)
-        for problem in problems if on_problem is not None else []:
-            on_problem(problem)
+        if on_problem is not None:
+            for problem in problems:
+                on_problem(problem)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         planned = len(specs) if planned is None else planned
         already_recorded = len(specs) - len(pending)

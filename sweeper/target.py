@@ -23,10 +23,10 @@ running the same target again re-uses rows already recorded (``target`` or ``div
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sweeper.errors import SweeperError
 from sweeper.hparams import Prediction, load_hparams

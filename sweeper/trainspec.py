@@ -35,11 +35,13 @@ class Shape:
 class ScheduleSettings:
     """Learning-rate schedule (recipe.Schedule); the trial's lr is its peak."""
 
-    kind: str = "cosine"  # cosine, constant or wsd
+    kind: str = "cosine"  # cosine, constant, wsd or power
     warmup_fraction: float | None = 0.05
     warmup_steps: int | None = None  # replaces warmup_fraction when given
     min_lr_ratio: float = 0.1
     decay_fraction: float = 0.2
+    a: float | None = None  # power only: lr = min(peak, B * a * n^b), B and n in tokens
+    b: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class TrainSpec:
     optimizer: OptimizerSettings = OptimizerSettings()
     data: DataSettings = DataSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    mup_base_width: int | None = None  # None: standard parametrization; else μP's base width
 
     @property
     def batch_size_tokens(self) -> int:
@@ -127,6 +130,7 @@ def as_train_spec(spec: Any) -> TrainSpec:
         optimizer=_read(OptimizerSettings, spec.optimizer),
         data=as_data_settings(spec.data),
         evaluation=_read(EvaluationSettings, spec.evaluation),
+        mup_base_width=getattr(spec, "mup_base_width", None),
     )
 
 
@@ -142,6 +146,7 @@ def fusion_key(spec: Any) -> tuple[Any, ...]:
     group after its last step)."""
     return (
         _read(Shape, spec.shape),
+        getattr(spec, "mup_base_width", None),  # μP and standard members never share a model
         spec.batch_size,
         spec.seed,
         as_data_settings(spec.data),

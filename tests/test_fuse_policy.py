@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sweeper.plan import plan_trials
+from sweeper.plan import CPU_AUTO_FUSE_MAX_BATCH_TOKENS, fused_group_size, plan_trials
 from sweeper.recipe import parse_recipe
-from sweeper.plan import CPU_AUTO_FUSE_MAX_BATCH_TOKENS, fused_group_size
 from tests.conftest import MINIMAL_RECIPE
 
 LRS = {"values": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256, 0.512]}

@@ -9,9 +9,9 @@ from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
 from sweeper.plan import plan_trials
-from sweeper.trainspec import fusion_key
 from sweeper.recipe import parse_recipe
 from sweeper.schedule import STUDY_FILE, SweepStudy
+from sweeper.trainspec import fusion_key
 from tests.conftest import MINIMAL_RECIPE
 
 RECIPE = parse_recipe({

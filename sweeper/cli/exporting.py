@@ -12,7 +12,6 @@ import click
 
 from sweeper.runfolder import atomic_write
 
-
 # Kept in sync with sweeper.export.FORMATS by a test; listed here so `--help` needs no import.
 _FORMATS = ("json", "yaml", "csv", "parquet", "hf", "torchtitan", "megatron", "nanogpt")
 

@@ -72,6 +72,10 @@ def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
         interval = (f" 95% interval [{p.loss_interval[0]:.4g}, {p.loss_interval[1]:.4g}]"
                     if p.loss_interval else "")
         lines.append(f"expected loss            {p.loss:<11.4g}{interval}")
+    if p.power_schedule is not None:
+        power = p.power_schedule
+        lines.append(f"power scheduler          a {power['a']:.4g}, b {power['b']:.4f}, lr_max {power['lr_max']:.4g}"
+                     f" (lr at the end {power['lr_at_end']:.4g}; {power['formula']})")
     click.echo("\n".join(lines))
 
 

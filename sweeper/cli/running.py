@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -20,7 +21,6 @@ from sweeper.recipe import Recipe, load_recipe
 from sweeper.results import read_trials
 from sweeper.runfolder import RECIPE_FILE, read_progress
 from sweeper.sweep import SweepSummary, run_sweep
-
 
 # Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
 JOB_ADDRESS_ENV = ["RAY_API_SERVER_ADDRESS", "SWEEPER_JOB_ADDRESS"]
@@ -237,7 +237,7 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        context = ray.init(address=address or "auto", log_to_driver=False, logging_level="ERROR")
+        context = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as error:
         fail(f"no running Ray cluster found ({str(error).splitlines()[0][:120]}); "
              "start a sweep with `sweeper submit` or pass --address", code=1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from typing import Any
 
 from sweeper.outcome import TrialStatus
 
@@ -35,6 +36,9 @@ class SweepMetrics:
     def __init__(self, sweep: str):
         self.sweep = sweep
         self.best_loss: dict[str, float] = {}
+        self._trials: Any = None  # Ray's Gauge and Counter, when Ray's metrics load
+        self._best: Any = None
+        self._finished: Any = None
         try:
             from ray.util.metrics import Counter as RayCounter
             from ray.util.metrics import Gauge

@@ -7,10 +7,12 @@ the same code serves a laptop and a multi-node cluster.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.exceptions import RayError, TaskCancelledError
@@ -38,10 +40,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
-        context = ray.get_runtime_context()
-        return ClusterInfo(context.gcs_address, _dashboard_url(), started_here=False)
+        return ClusterInfo(ray.get_runtime_context().gcs_address, _dashboard_url(), started_here=False)
     if address:
-        context = ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
         context = ray.init(
@@ -49,12 +50,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             log_to_driver=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
         )
         started_here = True
     url = context.dashboard_url
     return ClusterInfo(
-        context.address_info.get("gcs_address", address or ""),
+        # ray.init returns a RayContext; its annotation names only the BaseContext base class.
+        context.address_info.get("gcs_address", address or ""),  # type: ignore[attr-defined]
         f"http://{url}" if url and not url.startswith("http") else url,
         started_here,
     )
@@ -200,6 +202,7 @@ class TrialExecutor:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
         options = self._options(task_name(specs))
+        ref: ray.ObjectRef[Any]
         if len(specs) == 1:
             ref = _run_trial_task.options(**options).remote(specs[0], threads)
         else:
@@ -240,7 +243,7 @@ class TrialExecutor:
             task = by_task.get(ref.task_id().hex())
             if task is None:
                 continue
-            state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else task.state.lower())
+            state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
             info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
             for spec in specs:
                 result[spec.trial_id] = info
@@ -252,7 +255,7 @@ class TrialExecutor:
         if not self.in_flight:
             return []
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
-        finished = []
+        finished: list[tuple[TrialSpec, TrialOutcome]] = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
             try:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sweeper.export.table import SCHEMA_NAME, SCHEMA_VERSION, ExportError
 
@@ -66,6 +67,10 @@ def layout(record: dict[str, Any], world_size: int, micro_batch: int | None) -> 
 
 def _need_schedule(record: dict[str, Any], trainer: str) -> str:
     kind = record["schedule"]
+    if kind == "power":
+        # None of the supported trainers' schedulers computes lr from the tokens seen.
+        raise ExportError(f"target {record['name']}: {trainer} has no Power scheduler (lr = min(peak,"
+                          " B * a * n^b)); export --format json or yaml, which carry its parameters")
     if kind == "unknown" or record["warmup_steps"] is None:
         raise ExportError(f"target {record['name']}: the proxies' schedule is unknown (no schedule in"
                           f" fit.json and no recipe.yaml next to it); {trainer} needs warmup and decay")

@@ -188,6 +188,11 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "fitted_tokens_max": rng["tokens_max"],
         "fitted_seq_len_min": rng.get("seq_len_min"),
         "fitted_seq_len_max": rng.get("seq_len_max"),
+        # The Power scheduler for this target (null unless the fit has its law): lr(n) =
+        # min(power_lr_max, B * power_a * n^power_b), B in tokens, n the tokens seen.
+        "power_a": p.power_schedule["a"] if p.power_schedule else None,
+        "power_b": p.power_schedule["b"] if p.power_schedule else None,
+        "power_lr_max": p.power_schedule["lr_max"] if p.power_schedule else None,
     }
 
 
@@ -197,6 +202,7 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
         hp = load_hparams(fit_json)
     except HparamsError as error:
         raise ExportError(str(error)) from None
+    assert hp.path is not None  # load_hparams records the file it read
     digest = sha256_of(Path(hp.path))
     return [build_record(hp, target, digest, round_to) for target in targets]
 

@@ -13,9 +13,9 @@ Public API::
 
 from sweeper.fit.data import Cell, FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit
-from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from sweeper.fit.fitjson import FIT_SCHEMA_VERSION
 from sweeper.fit.pipeline import build_report, fit_run, fit_sweep, load_sweep
+from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from sweeper.fit.report import FitReport
 from sweeper.fit.select import CleaningOptions, clean_trials
 

@@ -43,7 +43,7 @@ class EstimatorFit:
     """One estimator's laws on one sweep. ``cell_optima``: one dict per cell with the
     optimum this estimator reads (lr, batch_size_tokens), near_optimal_runs, note."""
 
-    estimator: "Estimator"
+    estimator: Estimator
     lr_law: PowerLawFit
     batch_law: PowerLawFit
     cell_optima: list[dict[str, Any]]

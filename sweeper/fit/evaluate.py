@@ -22,6 +22,7 @@ import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from sweeper.fit.data import Cell, Sweep
+from sweeper.fit.estimators import EstimatorFit
 
 METHOD = ("leave-one-cell-out; regret from a thin-plate RBF of the held-out cell's landscape"
           " in (log lr, log B), prediction clipped to the cell's grid, negative regret -> 0")
@@ -82,7 +83,7 @@ def landscapes(sweep: Sweep) -> list[Landscape]:
     return sweep.cache["landscapes"]
 
 
-def evaluate_estimator(sweep: Sweep, fit) -> Evaluation:
+def evaluate_estimator(sweep: Sweep, fit: EstimatorFit) -> Evaluation:
     """Leave-one-cell-out regret of one fitted estimator on its sweep."""
     log_lr, log_b, ok = fit.estimator.holdout(sweep, fit)
     evaluation = Evaluation(fit.name)

@@ -165,7 +165,7 @@ class LossLawFit:
         if len(self.bootstrap):
             coefs = np.array([list(self.coefficients(t).values()) for t in self.bootstrap])
             lo, hi = np.percentile(coefs, [2.5, 97.5], axis=0)
-            intervals = {k: [float(l), float(h)] for k, l, h in zip(PARAMETER_NAMES, lo, hi)}
+            intervals = {k: [float(low), float(high)] for k, low, high in zip(PARAMETER_NAMES, lo, hi)}
         return {
             "formula": "L = E + A / N^a + B / D^b",
             "method": "Huber (delta 1e-3) on log L, several starts; bootstrap over cells",

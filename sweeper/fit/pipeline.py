@@ -15,6 +15,7 @@ from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
 from sweeper.fit.fitjson import write_fit_json
 from sweeper.fit.laws import bootstrap_cell_counts
+from sweeper.fit.power import fit_power_scheduler, power_scheduler_missing_reason
 from sweeper.fit.registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from sweeper.fit.report import FitReport
 from sweeper.fit.select import CleaningOptions, clean_trials
@@ -126,7 +127,9 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
         loss_fit = fit_loss_law(sweep, n_bootstrap=n_bootstrap, seed=seed)
         if loss_fit is None:
             loss_note = loss_law_missing_reason(sweep)
+    power_fit = fit_power_scheduler(sweep, n_bootstrap=n_bootstrap, seed=seed)
     return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
                      seed=seed, evaluations=evaluations, skipped_estimators=skipped,
-                     loss_law=loss_fit, loss_law_note=loss_note)
+                     loss_law=loss_fit, loss_law_note=loss_note, power_law=power_fit,
+                     power_law_note="" if power_fit is not None else power_scheduler_missing_reason(sweep))
 

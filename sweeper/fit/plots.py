@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import ModuleType
+from typing import Any  # matplotlib's figures and axes (imported lazily, when plotting)
 
 import numpy as np
 
+from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.report import FitReport
 from sweeper.fit.select import near_optimal_mask
-
 
 DPI = 80
 
@@ -28,7 +30,7 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _log_axes(ax, plt, y_log: bool = False) -> None:
+def _log_axes(ax: Any, plt: ModuleType, y_log: bool = False) -> None:
     """Log axes with small tick labels (grids often span less than a decade, so the minor
     ticks carry the only labels)."""
     ax.set_xscale("log")
@@ -37,7 +39,7 @@ def _log_axes(ax, plt, y_log: bool = False) -> None:
     ax.tick_params(which="both", labelsize=5)
 
 
-def _finish(fig, path: Path, plt, title: str, right: float = 0.97, top: float = 0.92) -> Path:
+def _finish(fig: Any, path: Path, plt: ModuleType, title: str, right: float = 0.97, top: float = 0.92) -> Path:
     # subplots_adjust, not tight_layout: the latter costs seconds on a 20-panel figure.
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.06, right=right, bottom=0.1, top=top, hspace=0.45, wspace=0.3)
@@ -46,7 +48,7 @@ def _finish(fig, path: Path, plt, title: str, right: float = 0.97, top: float = 
     return path
 
 
-def _law_log(law, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
+def _law_log(law: PowerLawFit, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
     """log of the law at points (n,) for coefficient rows coef (p,) -> (n,) or (R, p) -> (R, n)."""
     coef = np.atleast_2d(coef)
     value = coef[:, :1] + sum(coef[:, 1 + k:2 + k] * log_features[v][None, :]
@@ -54,7 +56,7 @@ def _law_log(law, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.n
     return value[0] if value.shape[0] == 1 else value
 
 
-def _band(law, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _band(law: PowerLawFit, log_features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     centre = np.exp(_law_log(law, log_features, law.coef))
     if len(law.bootstrap) < 2:
         return centre, centre, centre
@@ -80,7 +82,7 @@ def write_plots(report: FitReport, folder: Path) -> list[Path]:
     return written
 
 
-def _loss_vs_lr(report: FitReport, path: Path, plt) -> Path:
+def _loss_vs_lr(report: FitReport, path: Path, plt: ModuleType) -> Path:
     cells = report.sweep.cells
     rows, cols = _grid(len(cells))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -103,7 +105,7 @@ def _loss_vs_lr(report: FitReport, path: Path, plt) -> Path:
     return _finish(fig, path, plt, "loss vs lr per cell (green: within 0.25% of the best)")
 
 
-def _heatmaps(report: FitReport, path: Path, plt) -> Path:
+def _heatmaps(report: FitReport, path: Path, plt: ModuleType) -> Path:
     from sweeper.fit.estimators import cell_features
 
     cells = report.sweep.cells
@@ -135,7 +137,7 @@ def _heatmaps(report: FitReport, path: Path, plt) -> Path:
                    " optimum and law prediction", right=0.91)
 
 
-def _laws(report: FitReport, path: Path, plt) -> Path:
+def _laws(report: FitReport, path: Path, plt: ModuleType) -> Path:
     from sweeper.fit.estimators import cell_features
 
     sweep = report.sweep
@@ -174,7 +176,7 @@ def _laws(report: FitReport, path: Path, plt) -> Path:
                    top=0.84)
 
 
-def _regret(report: FitReport, path: Path, plt) -> Path:
+def _regret(report: FitReport, path: Path, plt: ModuleType) -> Path:
     evaluations = report.evaluations or {}
     cells = report.sweep.cells
     fig, ax = plt.subplots(figsize=(min(16, max(6, 0.7 * len(cells) + 2)), 4.5))

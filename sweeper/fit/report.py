@@ -18,6 +18,7 @@ from sweeper.fit.evaluate import Evaluation
 from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict
 from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.losslaw import LossLawFit
+from sweeper.fit.power import PowerSchedulerFit
 from sweeper.fit.summary import format_law
 
 BOOTSTRAP_SCHEME = (
@@ -37,6 +38,8 @@ class FitReport:
     skipped_estimators: dict[str, str] = field(default_factory=dict)
     loss_law: LossLawFit | None = None
     loss_law_note: str = ""  # why there is no loss law, when there is none
+    power_law: PowerSchedulerFit | None = None  # the Power scheduler's law (WSD sweeps)
+    power_law_note: str = ""  # why there is none, when there is none
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
@@ -58,14 +61,14 @@ class FitReport:
         return int(sum(o["near_optimal_runs"] for o in self.selected.cell_optima))
 
     # ----------------------------------------------------------------- fit.json
-    def flops_model(self) -> dict[str, float] | None:
+    def flops_model(self) -> dict[str, Any] | None:
         """log M = k0 + k1 log N over the cells (M known), so a compute-law prediction can
         estimate M from N when the user gives none."""
-        cells = [c for c in self.sweep.cells if c.flops_per_token]
-        if not cells:
+        known = [(c.n_params, m) for c in self.sweep.cells if (m := c.flops_per_token)]
+        if not known:
             return None
-        log_n = np.log([c.n_params for c in cells])
-        log_m = np.log([c.flops_per_token for c in cells])
+        log_n = np.log([n for n, _ in known])
+        log_m = np.log([m for _, m in known])
         if np.ptp(log_n) > 0:
             k1, k0 = np.polyfit(log_n, log_m, 1)
         else:
@@ -125,6 +128,7 @@ class FitReport:
             "lr_law": law_to_dict(self.lr_law, with_samples=True),
             "batch_law": law_to_dict(self.batch_law, with_samples=True),
             "loss_law": self.loss_law.to_dict() if self.loss_law is not None else None,
+            "power_scheduler": self.power_law.to_dict() if self.power_law is not None else None,
             "flops_model": self.flops_model(),
             "data_range": sweep.data_range(),
             "schedule": sweep.schedule,
@@ -172,6 +176,10 @@ class FitReport:
             lines += [""] + self.loss_law.summary_lines()
         elif self.loss_law_note:
             lines += ["", self.loss_law_note]
+        if self.power_law is not None:
+            lines += [""] + self.power_law.summary_lines()
+        elif (sweep.schedule or {}).get("kind") == "wsd" and self.power_law_note:
+            lines += ["", self.power_law_note]
         if self.evaluations:
             lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                       " point / cell's best - 1):"]

@@ -34,6 +34,8 @@ TRIALS_SCHEMA = pa.schema(
         ("min_lr_ratio", pa.float64()),
         ("decay_fraction", pa.float64()),
         ("weight_decay", pa.float64()),
+        ("parametrization", pa.string()),  # standard | mup
+        ("mup_base_width", pa.int32()),  # μP's base width; null for standard
         ("seed", pa.int64()),
         ("data_identity", pa.string()),
         ("status", pa.string()),  # complete | diverged | failed | pruned | target

@@ -49,6 +49,8 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[
         "min_lr_ratio": spec.schedule.min_lr_ratio,
         "decay_fraction": spec.schedule.decay_fraction,
         "weight_decay": spec.optimizer.weight_decay,
+        "parametrization": spec.parametrization,
+        "mup_base_width": spec.mup_base_width,
         "seed": spec.seed,
         "data_identity": spec.data_identity,
         "status": outcome.status,

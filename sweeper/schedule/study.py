@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -81,7 +81,7 @@ class SweepStudy:
         self.recorded: dict[str, tuple[str, float]] = {}
         sampler = study.sampler
         self.adaptive = sampler if isinstance(sampler, LawGuidedSampler) else None
-        self.distributions = {
+        self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
             "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
             "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
@@ -100,7 +100,7 @@ class SweepStudy:
         predictor: Predictor | None = None,
         grid_runs: int | None = None,
         cell_sizes: dict[str, float] | None = None,
-    ) -> "SweepStudy":
+    ) -> SweepStudy:
         # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
         # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
         # next_trial). Set when a driver opens its study, not at import, so that importing

@@ -23,6 +23,8 @@ batch size, seed (init and data order), data, optimizer settings and evaluation.
 
 from __future__ import annotations
 
+import functools
+import operator
 import time
 from typing import Any
 
@@ -30,8 +32,8 @@ import torch
 
 from sweeper.outcome import TrialOutcome
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
-from sweeper.train.loop import autocast_for, resolve_device
-from sweeper.train.model import GPT, GPTConfig
+from sweeper.train.loop import autocast_for, model_config, resolve_device
+from sweeper.train.model import GPT
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
@@ -55,9 +57,11 @@ class StackedAdamW:
     kernel's own decay. tests/train/test_fused.py holds it to run_trial's curves.
     """
 
-    def __init__(self, params: StackedParameters, settings: OptimizerSettings):
+    def __init__(self, params: StackedParameters, settings: OptimizerSettings, hidden_lr_mult: float = 1.0):
         self.params = params
         self.settings = settings
+        # μP: the hidden matrices (columns [0, n_hidden)) learn at lr * hidden_lr_mult.
+        self.hidden_lr_mult = hidden_lr_mult
         self.exp_avg = torch.zeros_like(params.flat, requires_grad=False)
         self.exp_avg_sq = torch.zeros_like(params.flat, requires_grad=False)
         # The kernel reads each row's step count (float32, on the device) for bias correction.
@@ -75,6 +79,7 @@ class StackedAdamW:
         """Scale each member's gradient so that its own global norm is at most ``max_norm``
         (torch's ``clip_grad_norm_`` formula, per member row). Returns the (K,) norms."""
         grad = self.params.flat.grad
+        assert grad is not None  # called after backward()
         norms = torch.linalg.vector_norm(grad, dim=1)
         grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1))
         return norms
@@ -84,15 +89,29 @@ class StackedAdamW:
         """One AdamW update; ``lrs[k]`` is the learning rate of member row k."""
         opt = self.settings
         flat, grad = self.params.flat.detach(), self.params.flat.grad
+        assert grad is not None  # called after backward()
+        # Column ranges that share one learning rate per member: [(start, end, lr multiple)].
+        if self.hidden_lr_mult == 1.0:
+            ranges = [(0, flat.shape[1], 1.0)]
+        else:
+            ranges = [(0, self.params.n_hidden, self.hidden_lr_mult), (self.params.n_hidden, flat.shape[1], 1.0)]
         if opt.weight_decay:
-            keep_fraction = 1.0 - torch.tensor(lrs, dtype=flat.dtype, device=flat.device) * opt.weight_decay
-            flat[:, : self.params.n_decayed].mul_(keep_fraction.unsqueeze(1))
+            member_lrs = torch.tensor(lrs, dtype=flat.dtype, device=flat.device)
+            decayed = self.params.n_decayed
+            for start, end, mult in ranges:
+                if start < decayed:
+                    # As torch's AdamW: decay by the parameter's own lr (lr * mult * wd).
+                    keep_fraction = 1.0 - member_lrs * mult * opt.weight_decay
+                    flat[:, start:min(end, decayed)].mul_(keep_fraction.unsqueeze(1))
         self.step_counts += 1
         for row, lr in enumerate(lrs):
-            torch._fused_adamw_(
-                [flat[row]], [grad[row]], [self.exp_avg[row]], [self.exp_avg_sq[row]], [], [self.step_counts[row]],
-                lr=lr, beta1=opt.beta1, beta2=opt.beta2, weight_decay=0.0, eps=opt.eps, amsgrad=False, maximize=False,
-            )
+            for start, end, mult in ranges:
+                torch._fused_adamw_(
+                    [flat[row, start:end]], [grad[row, start:end]], [self.exp_avg[row, start:end]],
+                    [self.exp_avg_sq[row, start:end]], [], [self.step_counts[row]],
+                    lr=lr * mult, beta1=opt.beta1, beta2=opt.beta2, weight_decay=0.0, eps=opt.eps, amsgrad=False,
+                    maximize=False,
+                )
 
     def zero_grad(self) -> None:
         self.params.flat.grad = None
@@ -133,7 +152,7 @@ def _build_params(specs: list[TrainSpec], device: torch.device) -> StackedParame
     """Every member starts from ``loop.build_model(specs[k])``'s weights: one GPT built from
     the group's seed (members share it, see ``trainspec.fusion_key``), stacked K times."""
     torch.manual_seed(specs[0].seed)
-    model = GPT(GPTConfig.from_shape(specs[0].shape))
+    model = GPT(model_config(specs[0]))
     return StackedParameters([model] * len(specs), device)
 
 
@@ -150,11 +169,12 @@ def _train_fused(
     first = specs[0]
     corpus = load_corpus(first.data)
     check_vocab(corpus, first.shape.vocab_size)
-    model = StackedGPT(GPTConfig.from_shape(first.shape))
-    optimizer = StackedAdamW(_build_params(specs, device), first.optimizer)
+    config = model_config(first)
+    model = StackedGPT(config)
+    optimizer = StackedAdamW(_build_params(specs, device), first.optimizer, hidden_lr_mult=1.0 / config.width_mult)
     sampler = BatchSampler(corpus, first.batch_size, first.shape.seq_len, first.seed, str(device))
     val_batches = validation_batches(corpus, first.shape.seq_len, first.evaluation.val_batches, str(device))
-    lr_rows = [lr_table(s.steps, s.lr, s.schedule) for s in specs]  # Python floats, as run_trial's
+    lr_rows = [lr_table(s.steps, s.lr, s.schedule, s.batch_size_tokens) for s in specs]  # Python floats, as run_trial's
     active = list(range(len(specs)))  # member index of each row of the stack
     clip = first.optimizer.grad_clip
     every = first.evaluation.every_steps
@@ -166,7 +186,7 @@ def _train_fused(
             if len(rows) < len(active):
                 index = torch.tensor(rows, device=device)
                 params = {name: tensor[index] for name, tensor in params.items()}
-            total = sum(model.member_losses(params, x, y) for x, y in val_batches)
+            total = functools.reduce(operator.add, [model.member_losses(params, x, y) for x, y in val_batches])
         return (total / len(val_batches)).tolist()
 
     def drop(rows: list[int]) -> bool:

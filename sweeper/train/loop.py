@@ -16,18 +16,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sweeper.outcome import TrialOutcome
-from sweeper.trainspec import TrainSpec, as_train_spec
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
-from sweeper.train.model import GPT, GPTConfig
+from sweeper.train.model import GPT, GPTConfig, hidden_parameter_names
 from sweeper.train.monitor import TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
+from sweeper.trainspec import TrainSpec, as_train_spec
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -46,21 +45,34 @@ def build_model(spec: TrainSpec, device: torch.device) -> GPT:
     """The trial's initial model: the global RNG seeded with ``spec.seed`` and nothing drawn
     before construction, so the weights are a function of (shape, seed) alone."""
     torch.manual_seed(spec.seed)
-    return GPT(GPTConfig.from_shape(spec.shape)).to(device)
+    return GPT(model_config(spec)).to(device)
 
 
-def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
+def model_config(spec: TrainSpec) -> GPTConfig:
+    return GPTConfig.from_shape(spec.shape, spec.mup_base_width)
+
+
+def make_optimizer(model: GPT, spec: TrainSpec) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on every matrix (linear weights and the embeddings,
     the tied embedding included, as nanoGPT and Megatron do) and none on the norm gains:
-    decaying a gain pulls it towards zero, which shrinks the signal rather than regularising."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
+    decaying a gain pulls it towards zero, which shrinks the signal rather than regularising.
+
+    Each param group carries ``lr_mult``, its learning rate as a multiple of the schedule's:
+    1 everywhere in the standard parametrization; in μP, 1 / m for the hidden matrices."""
+    hidden = hidden_parameter_names(model.config)
+    named = list(model.named_parameters())
+    hidden_matrices = [p for name, p in named if name in hidden]
+    other_matrices = [p for name, p in named if p.dim() >= 2 and name not in hidden]
+    vectors = [p for _, p in named if p.dim() < 2]
     opt = spec.optimizer
+    hidden_mult = 1.0 / model.config.width_mult
+    groups = [
+        {"params": hidden_matrices, "weight_decay": opt.weight_decay, "lr_mult": hidden_mult},
+        {"params": other_matrices, "weight_decay": opt.weight_decay, "lr_mult": 1.0},
+        {"params": vectors, "weight_decay": 0.0, "lr_mult": 1.0},
+    ]
     return torch.optim.AdamW(
-        [
-            {"params": matrices, "weight_decay": opt.weight_decay},
-            {"params": vectors, "weight_decay": 0.0},
-        ],
+        groups,
         lr=spec.lr,
         betas=(opt.beta1, opt.beta2),
         eps=opt.eps,
@@ -110,7 +122,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     parameters = list(model.parameters())
     sampler = BatchSampler(corpus, spec.batch_size, spec.shape.seq_len, spec.seed, str(device))
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
-    lrs = lr_table(spec.steps, spec.lr, spec.schedule)
+    lrs = lr_table(spec.steps, spec.lr, spec.schedule, spec.batch_size_tokens)
     clip = spec.optimizer.grad_clip
     every = spec.evaluation.every_steps
     vocab = spec.shape.vocab_size
@@ -120,7 +132,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     for step in range(1, spec.steps + 1):
         lr = lrs[step - 1]
         for group in groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         inputs, targets = sampler.next()
         with autocast_for(device):
             logits = model(inputs)
@@ -142,4 +154,4 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     return final_val_loss
 
 
-__all__ = ["autocast_for", "build_model", "evaluate", "make_optimizer", "resolve_device", "run_trial"]
+__all__ = ["autocast_for", "build_model", "evaluate", "make_optimizer", "model_config", "resolve_device", "run_trial"]

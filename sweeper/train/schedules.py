@@ -9,6 +9,12 @@ exactly ``min_lr_ratio * peak`` on the last step.
 - constant: warmup, then the peak until the end (min_lr_ratio is ignored).
 - wsd: warmup, stable at the peak, then linear decay to the floor over the last
   ``round(decay_fraction * total_steps)`` steps (at least one).
+- power: the Power scheduler (Shen et al. 2024, "Power Scheduler: A Batch Size and Token
+  Number Agnostic Learning Rate Scheduler"): lr(n) = min(peak, B * a * n^b), n the tokens seen
+  after the step and B the batch in tokens; the warmup rises linearly to the value at its end,
+  and the last ``decay_fraction`` of the steps decay linearly, as wsd's, from the value at the
+  decay start to ``min_lr_ratio`` times it. Before its decay a power run does not depend on its
+  length, so runs of several budgets share that stem (as wsd's do).
 """
 
 from __future__ import annotations
@@ -32,8 +38,17 @@ def decay_steps(total_steps: int, schedule: ScheduleSettings) -> int:
     return min(wanted, max(1, total_steps - warmup_steps(total_steps, schedule)))
 
 
-def lr_at(step: int, total_steps: int, peak: float, schedule: ScheduleSettings) -> float:
+def power_lr(tokens_seen: float, peak: float, schedule: ScheduleSettings, batch_tokens: int) -> float:
+    """The Power scheduler's min(peak, B * a * n^b)."""
+    assert schedule.a is not None and schedule.b is not None
+    return min(peak, batch_tokens * schedule.a * tokens_seen**schedule.b)
+
+
+def lr_at(
+    step: int, total_steps: int, peak: float, schedule: ScheduleSettings, batch_tokens: int | None = None
+) -> float:
     """Learning rate of the 1-based ``step`` of a ``total_steps`` run peaking at ``peak``.
+    ``batch_tokens`` (tokens per step) is needed by the power schedule only.
 
     Steps outside 1..total_steps are clamped into it.
     """
@@ -41,6 +56,17 @@ def lr_at(step: int, total_steps: int, peak: float, schedule: ScheduleSettings) 
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     step = min(max(step, 1), total_steps)
     warmup = warmup_steps(total_steps, schedule)
+    if schedule.kind == "power":
+        if batch_tokens is None:
+            raise ValueError("the power schedule needs the batch size in tokens")
+        decay = decay_steps(total_steps, schedule)
+        decay_start = total_steps - decay
+        if step <= warmup:
+            return power_lr(warmup * batch_tokens, peak, schedule, batch_tokens) * step / warmup
+        if step <= decay_start:
+            return power_lr(step * batch_tokens, peak, schedule, batch_tokens)
+        start = power_lr(max(decay_start, 1) * batch_tokens, peak, schedule, batch_tokens)
+        return start + (schedule.min_lr_ratio * start - start) * (step - decay_start) / decay
     if step <= warmup:
         return peak * step / warmup
     floor = schedule.min_lr_ratio * peak
@@ -58,9 +84,11 @@ def lr_at(step: int, total_steps: int, peak: float, schedule: ScheduleSettings) 
     raise ValueError(f"unknown schedule kind {schedule.kind!r}")
 
 
-def lr_table(total_steps: int, peak: float, schedule: ScheduleSettings) -> list[float]:
+def lr_table(
+    total_steps: int, peak: float, schedule: ScheduleSettings, batch_tokens: int | None = None
+) -> list[float]:
     """``[lr_at(1), ..., lr_at(total_steps)]``, computed once so the hot loop only indexes."""
-    return [lr_at(step, total_steps, peak, schedule) for step in range(1, total_steps + 1)]
+    return [lr_at(step, total_steps, peak, schedule, batch_tokens) for step in range(1, total_steps + 1)]
 
 
-__all__ = ["decay_steps", "lr_at", "lr_table", "warmup_steps"]
+__all__ = ["decay_steps", "lr_at", "lr_table", "power_lr", "warmup_steps"]

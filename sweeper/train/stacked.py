@@ -28,13 +28,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sweeper.train.model import GPT, NORM_EPS, GPTConfig
+from sweeper.train.model import GPT, NORM_EPS, GPTConfig, hidden_parameter_names
 
 
 class StackedParameters:
     """The K members' weights as one (K, P) leaf tensor ``flat``: row k is member k, the
     weight matrices first (columns ``[0, n_decayed)``, the ones weight decay applies to),
-    then the norm gains.
+    μP's hidden matrices first among them (columns ``[0, n_hidden)``, the ones whose learning
+    rate μP scales), then the norm gains.
 
     Why one tensor: per-member gradient clipping is one norm over ``flat.grad``'s rows and
     the optimizer runs one fused kernel per member row instead of a multi-tensor loop over
@@ -45,13 +46,20 @@ class StackedParameters:
 
     def __init__(self, models: list[GPT], device: torch.device | str = "cpu"):
         named = list(models[0].named_parameters())
+        hidden = hidden_parameter_names(models[0].config)
         self.names = [name for name, _ in named]
-        # Matrices (embeddings included, as loop.make_optimizer decays them) before vectors.
-        self.layout = [name for name, p in named if p.dim() >= 2] + [name for name, p in named if p.dim() < 2]
+        # Hidden matrices, other matrices (embeddings included, as loop.make_optimizer decays
+        # them), then vectors: each optimizer rule applies to one contiguous column range.
+        self.layout = (
+            [name for name, p in named if name in hidden]
+            + [name for name, p in named if p.dim() >= 2 and name not in hidden]
+            + [name for name, p in named if p.dim() < 2]
+        )
         shapes = {name: tuple(p.shape) for name, p in named}
         self.shapes = [shapes[name] for name in self.layout]
         self.sizes = [math.prod(shape) for shape in self.shapes]
         self.n_decayed = sum(size for name, size in zip(self.layout, self.sizes) if len(shapes[name]) >= 2)
+        self.n_hidden = sum(size for name, size in zip(self.layout, self.sizes) if name in hidden)
         per_model = [dict(m.named_parameters()) for m in models]
         rows = [torch.cat([params[name].detach().reshape(-1) for name in self.layout]) for params in per_model]
         self.flat = torch.stack(rows).to(device).requires_grad_(True)
@@ -95,12 +103,13 @@ class StackedGPT:
             prefix = f"blocks.{layer}."
             qkv = _normed_matmul(x, params[prefix + "norm1.weight"], params[prefix + "attn.qkv.weight"])
             q, k, v = qkv.view(members * batch, time, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=cfg.attention_scale)
             y = y.transpose(1, 2).reshape(members, batch * time, width)
             x = x + torch.bmm(y, params[prefix + "attn.proj.weight"].transpose(1, 2))
             h = F.gelu(_normed_matmul(x, params[prefix + "norm2.weight"], params[prefix + "mlp.fc.weight"]))
             x = x + torch.bmm(h, params[prefix + "mlp.proj.weight"].transpose(1, 2))
-        return _normed_matmul(x, params["norm_f.weight"], wte)  # tied head
+        logits = _normed_matmul(x, params["norm_f.weight"], wte)  # tied head
+        return logits if cfg.mup_base_width is None else logits * cfg.output_mult
 
     def member_losses(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(K,) mean cross-entropy of each member on the shared batch (nats/token)."""

@@ -27,7 +27,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 BIN = Path(sys.executable).parent
 
 
@@ -98,7 +97,7 @@ class LocalCluster:
     _pids: set[int] = field(default_factory=set)
 
     @classmethod
-    def start(cls, root: Path | None, worker_resources: dict[str, float], timeout: float = 90) -> "LocalCluster":
+    def start(cls, root: Path | None, worker_resources: dict[str, float], timeout: float = 90) -> LocalCluster:
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
         env.update({

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.errors import SweeperError
 from sweeper.hparams import load_hparams
 from sweeper.plan import Cell, make_trial
 from sweeper.recipe import load_recipe
 from sweeper.results import read_trials
-from sweeper.errors import SweeperError
 from sweeper.runfolder import RunFolderLock
 from sweeper.target import family_shape, plan_points, run_target
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.train import run_trial
 from sweeper.plan import estimate_group_memory_bytes
-from sweeper.trainspec import fusion_key
+from sweeper.train import run_trial
 from sweeper.train.fused import _build_params, run_fused
 from sweeper.train.loop import build_model
+from sweeper.trainspec import fusion_key
 
 from .conftest import build_specs
 
