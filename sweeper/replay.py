@@ -10,9 +10,10 @@ of the table's runs the search used, and the proposals the table could not answe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sweeper.execute.replay import (
     ReplayExecutor,
@@ -23,9 +24,9 @@ from sweeper.execute.replay import (
     table_plan,
     table_recipe,
 )
+from sweeper.plan import fused_group_size
 from sweeper.recipe import Recipe, Search
 from sweeper.runfolder import atomic_write_json
-from sweeper.plan import fused_group_size
 from sweeper.sweep import SweepSummary, planned_trials, run_trials, study_opener
 
 REPLAY_FILE = "replay.json"

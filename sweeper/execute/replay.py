@@ -28,7 +28,16 @@ import numpy as np
 from sweeper.errors import SweeperError
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, plan_trials, trial_identity
-from sweeper.recipe import DataSource, ModelShape, Recipe, Schedule, Search, parse_recipe
+from sweeper.recipe import (
+    DataSource,
+    Evaluation,
+    ModelShape,
+    Optimizer,
+    Recipe,
+    Schedule,
+    Search,
+    parse_recipe,
+)
 
 NOT_RECORDED = "NotRecorded: the replayed table has no run at this grid point"
 SNAP_TOLERANCE = 5e-3  # the fitter's: grid values within 0.5% are one value
@@ -106,7 +115,7 @@ def _shape(row: dict[str, Any]) -> ModelShape:
 def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayPlan:
     """The table's own ladder. An adaptive search may propose any lr x batch pair of a cell's
     recorded values; a grid replays exactly the recorded points."""
-    identity = hashlib.sha256(repr(sorted((r["trial_id"] for r in rows))).encode()).hexdigest()[:16]
+    identity = hashlib.sha256(repr(sorted(r["trial_id"] for r in rows)).encode()).hexdigest()[:16]
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         cells.setdefault((row["n_params"], row["tokens_budget"], row["seq_len"]), []).append(row)
@@ -132,9 +141,9 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
             specs.append(TrialSpec(
                 trial_id=trial_id, sweep=name, cell_id=cell_id, shape=shape, tokens_budget=tokens,
                 lr=lr, batch_size=batch_size, steps=max(1, round(tokens / (batch_size * seq_len))),
-                schedule=schedule, optimizer=Recipe.model_fields["optimizer"].default_factory(),
+                schedule=schedule, optimizer=Optimizer(),
                 seed=seed, data=DataSource(), data_identity=f"replay-{identity}",
-                evaluation=Recipe.model_fields["evaluation"].default_factory(),
+                evaluation=Evaluation(),
             ))
             found = points.get((lr, batch_size, seed))
             answers[trial_id] = _answer(found) if found else _answer_missing(members[0])

@@ -37,8 +37,9 @@ same study proposes the same next points. A trial marked with the user attribute
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -112,8 +113,10 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         if predictor is None:
             # The fitter sits right of the schedule in the data flow; only this default
             # reaches over, lazily, and the driver may inject its own.
-            from sweeper.fit.guide import predict_optima as predictor
-        self.predictor = predictor
+            from sweeper.fit.guide import predict_optima
+
+            predictor = predict_optima
+        self.predictor: Predictor = predictor
         self.fit_seed = fit_seed
         # ``grid_runs``: what the full sweep would run (default: every grid point x seed); a
         # recorded table that is not a full cross product of its values passes its row count.
@@ -236,7 +239,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         return k, (i, j), int(params.get("seed", self.seeds[0]))
 
     # -- the laws ------------------------------------------------------------------------
-    def _predict(self, states: list[_CellState], prior: int, k: int):
+    def _predict(self, states: list[_CellState], prior: int, k: int) -> Any:
         """The laws fitted on cells ranked below ``prior``, evaluated at cell k (or None)."""
         if prior < 1:
             return None
@@ -305,7 +308,7 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
                   _nearest(cell.batch_sizes, other.batch_sizes[j] * other.seq_len / cell.seq_len))
         return _cross(cell, centre, self.settings.window, self.settings.window)
 
-    def _guided_stage(self, cell: SearchCell, prediction) -> list[Point]:
+    def _guided_stage(self, cell: SearchCell, prediction: Any) -> list[Point]:
         centre = (_nearest(cell.lrs, math.exp(prediction.log_lr)),
                   _nearest(cell.batch_sizes, math.exp(prediction.log_batch_tokens) / cell.seq_len))
         w = self.settings.window
