@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/fit_speed.py [--runs-per-cell 100] [--bootstrap 1000] [--repeats 5]
 
-Target (issue 3): all estimators together under 1 s on one core. (Step Law's own tool takes
+Goal: all estimators together under 1 s on one core. (Step Law's own tool takes
 about 7 s on 2 cores for 1,911 runs and one estimator.) Times are wall-clock, best of
 ``--repeats`` (the machine may be shared; the median is printed too). Cleaning (Parquet-free:
 from an in-memory Arrow table), the held-out evaluation and the loss law are timed apart.
-The last line printed is one JSON object with every figure.
+The last line printed is one JSON object with every figure. Runs on any machine (CPU only:
+the fitter never uses a GPU).
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 4 in one short call on a lent device machine (H100/H200):
-# the CUDA trainer tests and the trainer benchmark on CUDA (bf16 autocast), figures to $OUT.
+# The GPU checks in one call, on any CUDA machine (written on H100/H200): the CUDA trainer
+# tests and the trainer benchmark on CUDA (bf16 autocast); logs and figures go to $OUT.
 #
-# The device image has torch, numpy, pyyaml, pytest, hypothesis and pytest-timeout but not
-# pydantic (the recipe types the trainer imports); carry its wheels. Once, here:
-#     bash benchmarks/gpu_wheels.sh            # fills .whl/ (ignored by git)
-# Then, with the device tool:
-#     run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
-# Ray and Optuna are not installed there, so sweeps (fractional GPUs per Ray task) are not
-# part of this check; the trainer is what runs on the GPU.
+#     OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh      # about 5 minutes
+#
+# It needs torch (a CUDA build), numpy, pyyaml, pytest, pytest-timeout, hypothesis and
+# pydantic: the trainer itself runs on torch alone, but these tests and the benchmark build
+# their trials from recipes. Without network access there, fetch pydantic's wheels on a
+# machine that has it (bash benchmarks/gpu_wheels.sh fills .whl/, ignored by git) and copy
+# .whl/ along with the repository: this script installs from it when present. Ray and Optuna
+# are not needed: sweeps (fractional GPUs per Ray task) are not part of this check.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"

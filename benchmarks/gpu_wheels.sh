@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Wheels the device machine lacks (Python 3.12, x86-64), saved to .whl/ for gpu_check.sh.
-# Versions match this repository's tested environment.
+# pydantic's wheels for a CUDA machine without network access (Python 3.12, x86-64), saved
+# to .whl/ for gpu_check.sh. Versions match this repository's tested environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -3,6 +3,7 @@ machine's matmul peak, measured in one run.
 
     python benchmarks/trainer_throughput.py --quick      # < 2 min on 2 CPU cores
     python benchmarks/trainer_throughput.py              # more steps and repetitions, all fused
+    python benchmarks/trainer_throughput.py --quick --device cuda   # any CUDA machine (bf16 autocast)
 
 For each shape (2 layers, seq 64, batch 16, byte vocabulary; d_model 32..256) it measures
 
@@ -237,7 +238,7 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
 
     # The headline: K trainings one after another through run_trial vs the same K as one
     # fused group, for d_model 32 and 64 and per-step batches from the overhead-bound regime
-    # (2 sequences = 128 tokens: a 25k-parameter model at ~7 GFLOP/s, the premise)
+    # (2 sequences = 128 tokens: a 25k-parameter model at ~7 GFLOP/s, the regime fusing is for)
     # to the table's 16 sequences. Every run trains the same number of tokens.
     headline = []
     for width in (32, 64):

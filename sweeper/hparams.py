@@ -8,6 +8,10 @@ so they widen as the target moves away from the fitted (N, D) range.
     hp = load_hparams("runs/demo/fit.json")
     p = hp.predict(n_params=5e6, tokens=1e8, seq_len=256)
     p.lr, p.batch_size_tokens, p.batch_size_sequences, p.lr_interval, p.warnings
+
+A prediction is refused (``PredictionRefused``) when a law behind it is undetermined, the
+target lies beyond the extrapolation limit, or rounding moves the batch more than 2x (see
+``sweeper.uncertainty``); ``force=True`` returns it with each reason as a ``FORCED:`` warning.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sweeper.errors import SweeperError
+from sweeper.uncertainty import EXTRAPOLATION_LIMIT, refusal_message, rounding_refusal, undetermined_reasons
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INTERVAL_LEVEL = 0.95
@@ -30,11 +35,21 @@ class HparamsError(SweeperError):
     """fit.json missing, unreadable or of an unknown schema version; or a bad target."""
 
 
+class PredictionRefused(HparamsError):
+    """The numbers would mislead (undetermined law, extrapolation past the limit, batch
+    rounding > 2x); ``reasons`` lists why. ``force=True`` turns it into warnings."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__(refusal_message(reasons))
+        self.reasons = reasons
+
+
 @dataclass
 class Prediction:
     """Settings for one target run. ``*_interval`` are 95% bootstrap intervals; the
     ``extrapolation_*`` factors say how many times beyond the fitted range the target lies
-    (1.0 = inside it)."""
+    (1.0 = inside it). An interval is None when the law's uncertainty is undetermined;
+    ``forced`` lists the refusals that ``force=True`` overrode (each also a warning)."""
 
     n_params: float
     tokens: float
@@ -42,9 +57,9 @@ class Prediction:
     lr: float
     batch_size_tokens: float
     batch_size_sequences: int
-    lr_interval: tuple[float, float]
-    batch_size_tokens_interval: tuple[float, float]
-    batch_size_sequences_interval: tuple[int, int]
+    lr_interval: tuple[float, float] | None
+    batch_size_tokens_interval: tuple[float, float] | None
+    batch_size_sequences_interval: tuple[int, int] | None
     extrapolation_n_params: float
     extrapolation_tokens: float
     estimator: str
@@ -56,9 +71,13 @@ class Prediction:
     # lr_at_end = min(lr_max, B * a * D^b) at the predicted batch; None when not fitted.
     power_schedule: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
 
     @property
-    def lr_interval_width(self) -> float:
+    def lr_interval_width(self) -> float | None:
+        """hi / lo of the lr interval; None when the interval is undetermined."""
+        if self.lr_interval is None:
+            return None
         return self.lr_interval[1] / self.lr_interval[0]
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +87,16 @@ class Prediction:
                 out[key] = list(value)
         out["lr_interval_width"] = self.lr_interval_width
         return out
+
+
+def _non_finite(record: dict[str, Any]) -> list[str]:
+    """Names of the float fields (and interval ends) of ``record`` that are inf or NaN."""
+    bad = []
+    for key, value in record.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(key)
+    return sorted(bad)
 
 
 def _factor(value: float, low: float, high: float) -> float:
@@ -80,12 +109,16 @@ class Law:
     variables: tuple[str, ...]
     coef: np.ndarray  # (log prefactor, exponents...)
     bootstrap: np.ndarray  # (R, p)
+    undetermined: list[str] = field(default_factory=list)  # why its interval is unknown
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> Law:
         samples = np.asarray(entry.get("bootstrap_log_coefficients") or [], dtype=float)
         coef = np.asarray(entry["log_coefficients"], dtype=float)
-        return cls(tuple(entry["variables"]), coef, samples.reshape(-1, coef.size))
+        samples = samples.reshape(-1, coef.size)
+        # Judged from the stored replicates, so older fit.json files get the same verdict.
+        reasons = undetermined_reasons(samples, int(entry.get("n_degenerate") or 0), entry.get("r2"))
+        return cls(tuple(entry["variables"]), coef, samples, reasons)
 
     def log_value(self, logs: dict[str, float]) -> tuple[float, np.ndarray]:
         x = np.array([1.0] + [logs[v] for v in self.variables])
@@ -106,6 +139,11 @@ class Hparams:
         self.lr_law = Law.from_dict(document["lr_law"])
         self.batch_law = Law.from_dict(document["batch_law"])
         self.range = document["data_range"]
+        for key in ("n_params_min", "n_params_max", "tokens_min", "tokens_max"):
+            value = self.range[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise HparamsError(f"{path or 'fit'}: malformed fit.json (data_range.{key} = {value!r}, "
+                                   "expected a positive number)")
 
     def _flops(self, n_params: float, flops_per_token: float | None, warnings: list[str]) -> float | None:
         if flops_per_token is not None:
@@ -126,12 +164,39 @@ class Hparams:
         return logs
 
     def predict(self, n_params: float, tokens: float, seq_len: int,
-                flops_per_token: float | None = None) -> Prediction:
+                flops_per_token: float | None = None, *, force: bool = False) -> Prediction:
         """lr and batch size (tokens and sequences of ``seq_len``) for a target run of
-        ``n_params`` non-embedding parameters (N) trained on ``tokens`` tokens (D)."""
-        if not (n_params > 0 and tokens > 0 and seq_len >= 1):
-            raise HparamsError("params, tokens and seq_len must be positive")
+        ``n_params`` non-embedding parameters (N) trained on ``tokens`` tokens (D).
+
+        Raises PredictionRefused (see the module docstring) unless ``force``."""
+        for name, value in (("params", n_params), ("tokens", tokens), ("flops_per_token", flops_per_token)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise HparamsError(f"{name} must be a positive finite number, got {value!r}")
+        if seq_len < 1:
+            raise HparamsError(f"seq_len must be a positive integer, got {seq_len!r}")
+        try:
+            prediction = self._predict(n_params, tokens, seq_len, flops_per_token, force)
+        except OverflowError:
+            prediction = None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            if isinstance(error, HparamsError):
+                raise
+            raise HparamsError(f"{self.path or 'fit'}: malformed fit.json ({type(error).__name__}: {error})") from None
+        # A law evaluated far outside its range can overflow; inf or NaN is never a setting.
+        bad = ["overflow"] if prediction is None else _non_finite(prediction.to_dict())
+        if bad:
+            raise HparamsError(f"the fit gives no finite prediction at N={n_params:.3g}, D={tokens:.3g} "
+                               f"({', '.join(bad)} not finite): the target is too far from the fitted range")
+        assert prediction is not None
+        return prediction
+
+    def _predict(self, n_params: float, tokens: float, seq_len: int,
+                 flops_per_token: float | None, force: bool) -> Prediction:
         warnings: list[str] = []
+        refusals = [f"the {name} law is undetermined ({'; '.join(law.undetermined)}): widen the"
+                    " grid until it brackets each cell's optimum, or add cells"
+                    for name, law in (("lr", self.lr_law), ("batch size", self.batch_law))
+                    if law.undetermined]
         flops = self._flops(n_params, flops_per_token, warnings)
         logs = self._logs(n_params, tokens, flops)
         tail = 50.0 * (1.0 - INTERVAL_LEVEL)
@@ -142,7 +207,8 @@ class Hparams:
 
         log_lr, lr_samples = self.lr_law.log_value(logs)
         log_b, b_samples = self.batch_law.log_value(logs)
-        lr_iv, b_iv = interval(lr_samples), interval(b_samples)
+        lr_iv = None if self.lr_law.undetermined else interval(lr_samples)
+        b_iv = None if self.batch_law.undetermined else interval(b_samples)
         b_tokens = math.exp(log_b)
         rng = self.range
         fn = _factor(n_params, rng["n_params_min"], rng["n_params_max"])
@@ -154,32 +220,41 @@ class Hparams:
         mid_flops = self._flops(mid_n, None, []) if flops is not None else None
         _, mid_samples = self.lr_law.log_value(self._logs(mid_n, mid_d, mid_flops))
         mid_iv = interval(mid_samples)
-        width_in_range = mid_iv[1] / mid_iv[0]
+        width_in_range = mid_iv[1] / mid_iv[0] if lr_iv is not None else None
         for name, value, factor, low, high in (
             ("N", n_params, fn, rng["n_params_min"], rng["n_params_max"]),
             ("D", tokens, fd, rng["tokens_min"], rng["tokens_max"]),
         ):
-            if factor > 1.0:
-                warnings.append(
-                    f"{name} = {value:.3g} is {factor:.3g}x beyond the fitted range"
-                    f" [{low:.3g}, {high:.3g}]: the lr interval spans a factor"
-                    f" {lr_iv[1] / lr_iv[0]:.3g} (mid-range: {width_in_range:.3g})"
-                )
+            beyond = f"{name} = {value:.3g} is {factor:.3g}x beyond the fitted range [{low:.3g}, {high:.3g}]"
+            if factor > EXTRAPOLATION_LIMIT:
+                refusals.append(f"{beyond}, past the {EXTRAPOLATION_LIMIT:g}x extrapolation limit:"
+                                " fit proxies closer to the target")
+            elif factor > 1.0:
+                spread = (f"the lr interval spans a factor {lr_iv[1] / lr_iv[0]:.3g} (mid-range:"
+                          f" {width_in_range:.3g})" if lr_iv is not None and width_in_range
+                          else "the lr interval is undetermined")
+                warnings.append(f"{beyond}: {spread}")
         if not rng["seq_len_min"] <= seq_len <= rng["seq_len_max"]:
             warnings.append(f"seq_len {seq_len} is outside the fitted seq_len range"
                             f" [{rng['seq_len_min']}, {rng['seq_len_max']}]")
+        sequences = max(1, round(b_tokens / seq_len))
+        rounding = rounding_refusal(b_tokens, sequences, seq_len)
+        if rounding:
+            refusals.append(rounding)
+        if refusals and not force:
+            raise PredictionRefused(refusals)
         loss, loss_iv = self._loss(n_params, tokens)
         power = self._power_schedule(tokens, b_tokens)
         return Prediction(
             n_params=float(n_params), tokens=float(tokens), seq_len=int(seq_len),
-            lr=math.exp(log_lr), batch_size_tokens=b_tokens,
-            batch_size_sequences=max(1, round(b_tokens / seq_len)),
+            lr=math.exp(log_lr), batch_size_tokens=b_tokens, batch_size_sequences=sequences,
             lr_interval=lr_iv, batch_size_tokens_interval=b_iv,
-            batch_size_sequences_interval=(max(1, round(b_iv[0] / seq_len)),
-                                           max(1, round(b_iv[1] / seq_len))),
+            batch_size_sequences_interval=None if b_iv is None else
+            (max(1, round(b_iv[0] / seq_len)), max(1, round(b_iv[1] / seq_len))),
             extrapolation_n_params=fn, extrapolation_tokens=fd, estimator=self.estimator,
             flops_per_token=flops, loss=loss, loss_interval=loss_iv,
-            lr_interval_width_in_range=width_in_range, power_schedule=power, warnings=warnings,
+            lr_interval_width_in_range=width_in_range, power_schedule=power,
+            warnings=[f"FORCED: {reason}" for reason in refusals] + warnings, forced=refusals,
         )
 
     def _power_schedule(self, tokens: float, batch_tokens: float) -> dict[str, Any] | None:
@@ -223,14 +298,17 @@ def load_hparams(path: str | Path) -> Hparams:
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise HparamsError(f"fit file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise HparamsError(f"cannot read {path}: {error}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise HparamsError(f"cannot read {path}: not a JSON text ({reason})") from None
     if not isinstance(document, dict) or document.get("kind") != "sweeper.fit":
         raise HparamsError(f"{path} is not a sweeper fit.json")
     try:
         return Hparams(document, path)
-    except (KeyError, TypeError, ValueError) as error:
-        raise HparamsError(f"{path}: malformed fit.json ({error})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        if isinstance(error, HparamsError):
+            raise
+        raise HparamsError(f"{path}: malformed fit.json ({type(error).__name__}: {error})") from None
 
 
-__all__ = ["Hparams", "HparamsError", "Prediction", "load_hparams"]
+__all__ = ["Hparams", "HparamsError", "Prediction", "PredictionRefused", "load_hparams"]

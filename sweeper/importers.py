@@ -23,9 +23,11 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.outcome import TrialStatus
 from sweeper.results.schema import TRIALS_SCHEMA
+from sweeper.runfolder import check_writable_folder
 
 SCHEMA_COLUMNS = TRIALS_SCHEMA.names
 REQUIRED = ("lr", "loss", "n_params", "tokens_budget")
+STEPLAW_MIN_LR = 1e-5  # absolute floor of Step Law's cosine schedule
 
 
 class ImportError_(SweeperError):
@@ -61,6 +63,26 @@ def _trial_id(source: str, index: int, row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A loss may be inf or NaN: that run diverged, which is data. Every other number sets up the
+# run (sizes, lr, batch) and must be finite.
+NON_FINITE_ALLOWED = ("loss", "smoothed_train_loss", "initial_loss")
+
+
+def _number(raw: Any, column: str, index: int, *, whole: bool) -> float | int:
+    where = f"column {column}, data row {index + 1}"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ImportError_(f"{where}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        if column in NON_FINITE_ALLOWED:
+            return value
+        raise ImportError_(f"{where}: {raw!r} is not a finite number")
+    if whole and not -(2**63) <= value < 2**63:
+        raise ImportError_(f"{where}: {raw!r} is out of range for a whole-number column")
+    return int(round(value)) if whole else value
+
+
 def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
     """Typed TRIALS_SCHEMA rows from a frame whose columns are schema names."""
     kinds = {f.name: str(f.type) for f in TRIALS_SCHEMA}
@@ -72,13 +94,14 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             value = _value(raw)
             if value is not None:
                 kind = kinds[name]
-                if kind.startswith("int"):
-                    value = int(round(float(value)))
-                elif kind == "double":
-                    value = float(value)
+                if kind.startswith("int") or kind == "double":
+                    value = _number(value, name, index, whole=kind.startswith("int"))
                 else:
                     value = str(value)
             row[name] = value
+        for name in ("lr", "n_params", "tokens_budget"):
+            if row[name] is None:
+                raise ImportError_(f"column {name}, data row {index + 1}: empty (every run needs one)")
         if row["batch_size_tokens"] is None and row["batch_size"] and row["seq_len"]:
             row["batch_size_tokens"] = int(row["batch_size"]) * int(row["seq_len"])
         if row["batch_size"] is None and row["batch_size_tokens"] and row["seq_len"]:
@@ -111,6 +134,7 @@ def import_table(path: str | Path, out: str | Path, mapping: dict[str, str], *,
     """Import any CSV/Parquet: ``mapping`` maps schema columns to source columns,
     ``constants`` sets schema columns to one value (e.g. seq_len=2048). Needs lr, loss,
     n_params, tokens_budget, seq_len and batch_size or batch_size_tokens. Returns the row count."""
+    check_writable_folder(out, "--out")
     frame = read_table(path)
     constants = dict(constants or {})
     unknown = [c for c in list(mapping) + list(constants) if c not in SCHEMA_COLUMNS]
@@ -139,6 +163,7 @@ def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
                    loss_column: str = "smooth loss") -> int:
     """Import a Step Law table. ``size_column`` is the model size of the law (``Na``, the
     active parameters, for MoE tables); ``loss_column`` the headline loss. Returns rows."""
+    check_writable_folder(out, "--out")
     frame = read_table(path)
     needed = ["lr", "bs", "D", size_column, loss_column]
     absent = [c for c in needed if c not in frame.columns]
@@ -152,9 +177,15 @@ def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
         "batch_size": frame["bs"],
         "seq_len": seq_len,
         "loss": frame[loss_column],
-        "schedule": "steplaw-cosine",  # their runs: warmup then cosine to 1e-5
+        # What the released table says of the schedule: cosine decay to an absolute floor of
+        # 1e-5 (the "mlr1e-5" in every exp_name), i.e. min_lr_ratio = 1e-5 / lr per run. The
+        # warmup is not in the table: it stays unknown, and an export asks for it.
+        "schedule": "cosine",
+        "min_lr_ratio": STEPLAW_MIN_LR / frame["lr"].astype(float),
     })
-    optional = {"N": "n_params_total", "M": "flops_per_token", "h": "d_model", "numl": "n_layers",
+    # Step Law's N is a non-embedding count (total for MoE experts, but without embeddings):
+    # the table has no total with embeddings, so n_params_total stays null rather than wrong.
+    optional = {"M": "flops_per_token", "h": "d_model", "numl": "n_layers",
                 "numh": "n_heads", "smooth loss": "smoothed_train_loss", "ti": "steps",
                 "total_time": "wall_seconds", "exp_name": "shape"}
     for column, target in optional.items():

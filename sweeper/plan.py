@@ -15,8 +15,14 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from sweeper.recipe import DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
-from sweeper.trainspec import fusion_key
+from sweeper.errors import SweeperError
+from sweeper.recipe import MAX_TOKENS, DataSource, Evaluation, ModelShape, Optimizer, Recipe, Schedule
+from sweeper.trainspec import budget_line_key, eval_every_steps, fusion_key, warmup_steps_of
+
+
+class PlanError(SweeperError):
+    """A recipe whose plan would not be what it says (two cells or trials with one id, a
+    budget smaller than one batch); refused before anything is written."""
 
 
 class TrialSpec(BaseModel):
@@ -58,6 +64,16 @@ class TrialSpec(BaseModel):
         return self.shape.n_params_nonembedding
 
     @property
+    def warmup_steps(self) -> int:
+        """Warmup steps this run takes (the schedule's count, capped at ``steps``)."""
+        return warmup_steps_of(self.schedule, self.steps)
+
+    @property
+    def eval_every_steps(self) -> int:
+        """Steps between validation measurements (0: only the final one)."""
+        return eval_every_steps(self.evaluation, self.batch_size_tokens)
+
+    @property
     def label(self) -> str:
         """Short human name, used for Ray task names and progress lines."""
         return f"{self.cell_id} lr={self.lr:.3g} B={self.batch_size}"
@@ -87,21 +103,39 @@ def cell_id_for(shape: ModelShape, tokens_budget: int) -> str:
 
 
 def plan_cells(recipe: Recipe) -> list[Cell]:
+    """One cell per (shape, budget). Two that would share a cell id are refused, not merged:
+    a merged cell runs fewer trials than the recipe lists."""
     cells: list[Cell] = []
-    seen: set[str] = set()
+    seen: dict[str, Cell] = {}
     for shape in recipe.models:
         for budget in recipe.tokens.for_shape(shape):
+            if budget > MAX_TOKENS:
+                raise PlanError(f"tokens: shape {shape.name} gets a budget of {budget:.3g} tokens, above "
+                                f"the limit of {MAX_TOKENS:.0e}")
             cell = Cell(cell_id_for(shape, budget), shape, budget)
-            if cell.cell_id not in seen:
-                seen.add(cell.cell_id)
-                cells.append(cell)
+            earlier = seen.get(cell.cell_id)
+            if earlier is not None:
+                if earlier.shape != shape:
+                    raise PlanError(f"models: two shapes are both named {shape.name} (they differ only in "
+                                    "mlp_ratio, which cells do not tell apart)")
+                if earlier.tokens_budget == budget:
+                    raise PlanError(f"models: shape {shape.name} is listed twice")
+                raise PlanError(f"tokens: budgets {earlier.tokens_budget} and {budget} give one cell "
+                                f"{cell.cell_id} (cells tell budgets apart at 3 significant digits); "
+                                "make them differ there")
+            seen[cell.cell_id] = cell
+            cells.append(cell)
     return cells
 
 
 def make_trial(
     recipe: Recipe, cell: Cell, lr: float, batch_size: int, seed: int, data_identity: str
 ) -> TrialSpec:
-    steps = max(1, round(cell.tokens_budget / (batch_size * cell.shape.seq_len)))
+    batch_tokens = batch_size * cell.shape.seq_len
+    if cell.tokens_budget < batch_tokens:
+        raise PlanError(f"tokens: budget {cell.tokens_budget} of cell {cell.cell_id} is smaller than one "
+                        f"batch ({batch_size} x seq_len {cell.shape.seq_len} = {batch_tokens} tokens)")
+    steps = max(1, round(cell.tokens_budget / batch_tokens))
     determining = {
         "shape": cell.shape.model_dump(),
         "tokens_budget": cell.tokens_budget,
@@ -171,6 +205,13 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
         for lr in recipe.learning_rates.all()
         for seed in recipe.seeds
     ]
+    # Ids hash what determines a run, so equal ids mean the recipe lists one run twice.
+    first_of: dict[str, TrialSpec] = {}
+    for trial in trials:
+        earlier = first_of.setdefault(trial.trial_id, trial)
+        if earlier is not trial:
+            raise PlanError(f"trials {earlier.label} and {trial.label} are the same run (one trial id); "
+                            "remove the repeated value")
     return trials
 
 
@@ -216,6 +257,14 @@ def fused_group_size(recipe: Recipe, specs: list[TrialSpec]) -> Callable[[TrialS
     return members
 
 
+def whole_runs(members: Callable[[TrialSpec], int], specs: list[TrialSpec]) -> Callable[[TrialSpec], int]:
+    """``members`` raised to the number of token budgets of each trial's run, so that WSD
+    budgets that branch from one run always share its task (train/branching.py); the
+    schedule hands such runs out whole (schedule.SweepStudy's ``line``)."""
+    budgets = Counter(map(budget_line_key, specs))
+    return lambda spec: max(members(spec), budgets[budget_line_key(spec)])
+
+
 def task_name(specs: list[TrialSpec]) -> str:
     """The Ray task name of a single trial or a fused group (shown in the dashboard)."""
     if len(specs) == 1:
@@ -229,7 +278,9 @@ def task_name(specs: list[TrialSpec]) -> str:
 
 __all__ = [
     "Cell",
+    "PlanError",
     "TrialSpec",
+    "budget_line_key",
     "cell_id_for",
     "estimate_group_memory_bytes",
     "estimate_trial_memory_bytes",
@@ -239,4 +290,5 @@ __all__ = [
     "plan_trials",
     "task_name",
     "trial_identity",
+    "whole_runs",
 ]

@@ -84,6 +84,14 @@ class ModelShape(_Strict):
         return 6.0 * (self.n_params_nonembedding - d) + 12.0 * L * d * s
 
 
+# Upper bounds that turn an absurd request into a refusal instead of a hang: a proxy sweep of
+# more trials than this, a log grid of more points, or a budget of more tokens than any
+# pre-training run has used is a typo (1e9 for 1e3), not a plan.
+MAX_TRIALS = 100_000
+MAX_GRID_POINTS = 1_000
+MAX_TOKENS = 1e14
+
+
 class TokenBudgets(_Strict):
     """Training tokens D of each run. Give exactly one of ``absolute`` or ``per_param``."""
 
@@ -106,6 +114,10 @@ class TokenBudgets(_Strict):
             raise ValueError("needs at least one token budget")
         if any(not math.isfinite(v) or v <= 0 for v in values):
             raise ValueError("token budgets must be positive numbers")
+        if len(set(values)) != len(values):
+            raise ValueError("token budgets must be distinct")
+        if self.absolute is not None and max(values) > MAX_TOKENS:
+            raise ValueError(f"token budget {max(values):.3g} is above the limit of {MAX_TOKENS:.0e} tokens")
         return self
 
     def for_shape(self, shape: ModelShape) -> list[int]:
@@ -120,12 +132,22 @@ class LogGrid(_Strict):
 
     min: float = Field(gt=0, description="Smallest value.")
     max: float = Field(gt=0, description="Largest value.")
-    count: int = Field(ge=2, description="Number of points, log-spaced, at least 2.")
+    count: int = Field(ge=2, le=MAX_GRID_POINTS, description="Number of points, log-spaced, "
+                       f"at least 2, at most {MAX_GRID_POINTS}.")
 
     @model_validator(mode="after")
     def _ordered(self) -> LogGrid:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError("min and max must be finite numbers")
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
+        distinct = len(set(self.values()))
+        if distinct != self.count:
+            # Values are rounded to 6 significant digits (for stable trial ids); a grid that
+            # collapses there would run fewer trials than it says.
+            raise ValueError(f"{self.count} points from {self.min:g} to {self.max:g} give only "
+                             f"{distinct} distinct values at 6 significant digits; use fewer points "
+                             "or a wider range")
         return self
 
     def values(self) -> list[float]:
@@ -162,6 +184,9 @@ class LearningRates(_Strict):
         return self.grid.values() if self.grid is not None else sorted(self.values or [])
 
 
+DEFAULT_WARMUP_STEPS = 100  # see Schedule.warmup_steps for the measurements behind it
+
+
 class Schedule(_Strict):
     """Learning-rate schedule. The learning rate of the sweep is the schedule's peak."""
 
@@ -181,13 +206,15 @@ class Schedule(_Strict):
         "(negative for a decaying law).",
     )
     warmup_fraction: float | None = Field(
-        0.05, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
-        "null when warmup_steps is given."
+        None, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
+        "replaces warmup_steps when given. Within one cell it gives small batches more warmup "
+        "steps than large ones (steps scale as 1/B), which biases the batch comparison."
     )
     warmup_steps: int | None = Field(
-        None, ge=0, description="Linear warmup as a fixed number of optimizer steps, the same for "
-        "every batch size and token budget (a run shorter than this warms up over all its steps); "
-        "replaces warmup_fraction."
+        DEFAULT_WARMUP_STEPS, ge=0, description="Linear warmup as a fixed number of optimizer steps, "
+        "the same for every batch size and token budget (a run shorter than this warms up over all "
+        "its steps). The default, 100, is supported by measured proxies: 80 warmup steps beat 20 "
+        "(optimal lr 2-4x higher, seed spread 10x lower) and about 117 beat 469 on a 2,344-step run."
     )
     min_lr_ratio: float = Field(
         0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine, wsd)."
@@ -199,11 +226,11 @@ class Schedule(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _one_warmup(cls, data: object) -> object:
-        # A count replaces the default fraction; both given is ambiguous, so it is refused.
-        if isinstance(data, dict) and data.get("warmup_steps") is not None:
-            if data.get("warmup_fraction") is not None:
+        # A fraction replaces the default count; both given is ambiguous, so it is refused.
+        if isinstance(data, dict) and data.get("warmup_fraction") is not None:
+            if data.get("warmup_steps") is not None:
                 raise ValueError("give one of warmup_steps or warmup_fraction, not both")
-            data = {**data, "warmup_fraction": None}
+            data = {**data, "warmup_steps": None}
         return data
 
     @model_validator(mode="after")
@@ -308,10 +335,16 @@ class Evaluation(_Strict):
     every_steps: int = Field(
         0, ge=0, description="Measure validation loss every this many steps (0: only at the end)."
     )
+    every_tokens: int | None = Field(
+        None, gt=0, description="Measure validation loss every this many training tokens instead "
+        "(rounded to whole steps of each run's batch), so the runs of one cell are measured at the "
+        "same points whatever their batch size; replaces every_steps."
+    )
     val_batches: int = Field(8, gt=0, description="Validation batches per measurement.")
     divergence_factor: float = Field(
         1.5, gt=1, description="A run is diverged once its smoothed train loss exceeds this "
-        "multiple of its initial loss (or any loss is NaN/inf)."
+        "multiple of its initial loss (or any loss is NaN/inf). The smoothing averages over a "
+        "fixed number of tokens, the same at every batch size (see train/monitor.py)."
     )
 
 
@@ -341,6 +374,15 @@ class Search(_Strict):
     )
 
 
+class PredictionTarget(_Strict):
+    """A run to predict settings for once the laws are fitted (`sweeper report` shows them)."""
+
+    name: str = Field(min_length=1, description="A name for the target, e.g. 1b.")
+    params: float = Field(gt=0, description="N: non-embedding parameters of the target.")
+    tokens: float = Field(gt=0, description="D: training tokens of the target.")
+    seq_len: int = Field(gt=0, description="Sequence length of the target, in tokens.")
+
+
 class Recipe(_Strict):
     """A whole sweep: the proxy ladder, the grids, and how each trial trains."""
 
@@ -364,6 +406,10 @@ class Recipe(_Strict):
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Measurement.")
     output: str | None = Field(None, description="Run folder (default runs/<name>).")
+    targets: list[PredictionTarget] = Field(
+        [], description="Runs to predict lr and batch size for; `sweeper report` shows the "
+        "predictions (they do not change what the sweep trains)."
+    )
     fuse: Literal["auto", "off"] | int = Field(
         "auto",
         description="Train trials that differ only in learning rate or token budget as one fused "
@@ -408,6 +454,16 @@ class Recipe(_Strict):
         if len(set(values)) != len(values):
             raise ValueError("seeds must be distinct")
         return values
+
+    @model_validator(mode="after")
+    def _plan_size(self) -> Recipe:
+        budgets = self.tokens.absolute or self.tokens.per_param or []
+        lrs = self.learning_rates.grid.count if self.learning_rates.grid else len(self.learning_rates.values or [])
+        trials = len(self.models) * len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
+        if trials > MAX_TRIALS:
+            raise ValueError(f"the plan has {trials} trials (models x token budgets x learning rates x "
+                             f"batch sizes x seeds); the limit is {MAX_TRIALS}")
+        return self
 
     @model_validator(mode="after")
     def _data_fits_vocab(self) -> Recipe:

@@ -35,6 +35,10 @@ PROGRESS_FILE = "progress.json"
 RECIPE_FILE = "recipe.yaml"
 
 
+class DestinationError(SweeperError):
+    """A file or folder sweeper was asked to write cannot be written there."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -66,6 +70,42 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None] | bytes | s
     return path
 
 
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder this process may write."""
+    ancestor = _existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        raise DestinationError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DestinationError(f"{what} {path}: {ancestor} is not writable (read-only place or no permission)")
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a destination file that is a folder or cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise DestinationError(f"{what} {path}: is a folder; name a file to write")
+    _check_creatable(path, what)
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a destination folder that is a file or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DestinationError(f"{what} {path}: exists and is not a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise DestinationError(f"{what} {path}: folder is not writable (read-only place or no permission)")
+        return
+    _check_creatable(path, what)
+
+
 def atomic_write_json(path: str | Path, document: Any, *, indent: int = 1) -> Path:
     """``document`` as strict JSON (``allow_nan=False``: NaN/inf are not JSON; clean them
     first), written atomically."""
@@ -86,8 +126,12 @@ class RunFolderLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise SweeperError (exit code 3) naming its holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise DestinationError(f"run folder {self.path.parent}: cannot be created or written "
+                                   f"({error.strerror})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -104,6 +148,16 @@ class RunFolderLock:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         self._handle = handle
+
+    def remove(self) -> None:
+        """Release, and delete the lock file and the run folder it made (a refused sweep
+        leaves nothing behind); a folder holding anything else is kept."""
+        self.release()
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._handle is not None:
@@ -124,18 +178,31 @@ def write_progress(run_dir: Path, progress: dict[str, Any]) -> Path:
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
-    """``progress.json`` of ``run_dir``; empty when no driver has run there."""
+    """``progress.json`` of ``run_dir``; empty when no driver has run there. A damaged one
+    is refused by name (the next driver rewrites it)."""
     path = Path(run_dir) / PROGRESS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SweeperError(f"{path}: unreadable ({str(error).splitlines()[0][:120]}); the next "
+                           "`sweeper resume` rewrites it") from None
+    if not isinstance(progress, dict):
+        raise SweeperError(f"{path}: not a sweeper progress file")
+    return progress
 
 
 __all__ = [
+    "DestinationError",
     "LOCK_FILE",
     "PROGRESS_FILE",
     "RECIPE_FILE",
     "RunFolderLock",
     "atomic_write",
     "atomic_write_json",
+    "check_writable_file",
+    "check_writable_folder",
     "read_progress",
     "save_recipe",
     "write_progress",

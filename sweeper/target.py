@@ -7,7 +7,9 @@ neighbours of the predicted point (lr x1/2, lr x2, B x1/2, B x2, at the predicte
 the other) and reports the prediction's regret against the best of the five. Four axis
 neighbours rather than the 3x3 grid: the regret needs to know whether either knob alone
 would have done better, and at target scale each extra run is the most expensive of all
-(5 runs instead of 9).
+(5 runs instead of 9). With ``seeds`` > 1 every point trains once per seed (the recipe's
+first seed and the next ones); a point's loss is the mean over its seeds, and the spread of
+its seeds is printed beside it, so a regret can be read against the noise that blurs it.
 
 The shape rule (``family_shape``): the template is the recipe's largest rung; n_layers,
 n_heads, seq_len, vocab_size and mlp_ratio are kept, and d_model is the multiple of n_heads
@@ -66,12 +68,35 @@ class BracketPoint:
     batch_size: int  # sequences
     spec: TrialSpec
     outcome: TrialOutcome | None = None
+    seed: int = 0
 
     @property
     def loss(self) -> float:
         if self.outcome is None or self.outcome.status not in (TrialStatus.TARGET, TrialStatus.COMPLETE):
             return float("nan")
         return self.outcome.final_val_loss
+
+
+@dataclass
+class BracketSetting:
+    """One (lr, B) setting of the bracket and its runs, one per seed."""
+
+    label: str
+    lr: float
+    batch_size: int
+    runs: list[BracketPoint] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        """Mean loss over the seeds; nan unless every seed finished."""
+        losses = [run.loss for run in self.runs]
+        return sum(losses) / len(losses) if all(math.isfinite(x) for x in losses) else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """Max - min of the seeds' losses (nats); nan with fewer than two finished seeds."""
+        losses = [run.loss for run in self.runs if math.isfinite(run.loss)]
+        return max(losses) - min(losses) if len(losses) >= 2 else float("nan")
 
 
 @dataclass
@@ -87,47 +112,71 @@ class TargetReport:
     wall_seconds: float = 0.0
     reused: int = 0  # points already recorded in the run folder, not run again
 
-    @property
-    def predicted(self) -> BracketPoint:
-        return self.points[0]
+    def settings(self) -> list[BracketSetting]:
+        """The bracket's (lr, B) settings in plan order, each with its runs (one per seed)."""
+        by_label: dict[str, BracketSetting] = {}
+        for point in self.points:
+            setting = by_label.setdefault(point.label, BracketSetting(point.label, point.lr, point.batch_size))
+            setting.runs.append(point)
+        return list(by_label.values())
 
     @property
-    def best(self) -> BracketPoint | None:
-        finished = [p for p in self.points if math.isfinite(p.loss)]
-        return min(finished, key=lambda p: p.loss) if finished else None
+    def predicted(self) -> BracketSetting:
+        return self.settings()[0]
+
+    @property
+    def best(self) -> BracketSetting | None:
+        finished = [s for s in self.settings() if math.isfinite(s.loss)]
+        return min(finished, key=lambda s: s.loss) if finished else None
 
     @property
     def regret(self) -> float:
-        """Predicted point's loss minus the bracket's best (nats; 0 when it is the best)."""
+        """Predicted setting's loss minus the bracket's best (nats; 0 when it is the best)."""
         best = self.best
         return self.predicted.loss - best.loss if best is not None else float("nan")
+
+    @property
+    def seed_spread(self) -> float:
+        """The largest max-min of one setting's seed losses (nats; nan with one seed)."""
+        spreads = [s.spread for s in self.settings() if math.isfinite(s.spread)]
+        return max(spreads) if spreads else float("nan")
 
     def table(self) -> str:
         """The regret table printed by ``sweeper target``."""
         best = self.best
         p = self.prediction
+        interval = ("undetermined" if p.lr_interval is None
+                    else f"[{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]")
+        seeds = max(len(s.runs) for s in self.settings())
         lines = [
             f"target {self.shape.name}: N={self.shape.n_params_nonembedding:,} (asked {self.requested_params:.4g})"
             f" D={self.tokens:,} seq_len={self.shape.seq_len}",
-            f"predicted lr {p.lr:.4g} (95% [{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]),"
+            f"predicted lr {p.lr:.4g} (95% {interval}),"
             f" batch {p.batch_size_sequences} sequences = {p.batch_size_sequences * self.shape.seq_len} tokens"
             f" (law: {p.batch_size_tokens:.0f}); extrapolation N x{p.extrapolation_n_params:.3g}"
             f" D x{p.extrapolation_tokens:.3g}",
-            f"{'point':<10} {'lr':>10} {'B (seq)':>8} {'B (tok)':>8} {'status':>9} {'loss':>8} {'vs best':>16}",
+            f"{'point':<10} {'lr':>10} {'B (seq)':>8} {'B (tok)':>8} {'status':>9} {'loss':>8}"
+            f" {'seed spread':>11} {'vs best':>16}",
         ]
-        for point in self.points:
-            status = point.outcome.status if point.outcome else "missing"
-            if math.isfinite(point.loss) and best is not None:
-                gap = point.loss - best.loss
+        for setting in self.settings():
+            status = "/".join(sorted({r.outcome.status if r.outcome else "missing" for r in setting.runs}))
+            if math.isfinite(setting.loss) and best is not None:
+                gap = setting.loss - best.loss
                 versus = f"{gap:+.4f} ({gap / best.loss:+.2%})"
-                loss = f"{point.loss:.4f}"
+                loss = f"{setting.loss:.4f}"
             else:
                 versus, loss = "", "-"
-            lines.append(f"{point.label:<10} {point.lr:>10.4g} {point.batch_size:>8d}"
-                         f" {point.batch_size * self.shape.seq_len:>8d} {status:>9} {loss:>8} {versus:>16}")
+            spread = f"{setting.spread:.4f}" if math.isfinite(setting.spread) else "-"
+            lines.append(f"{setting.label:<10} {setting.lr:>10.4g} {setting.batch_size:>8d}"
+                         f" {setting.batch_size * self.shape.seq_len:>8d} {status:>9} {loss:>8}"
+                         f" {spread:>11} {versus:>16}")
         if best is not None and math.isfinite(self.predicted.loss):
+            per = f", mean of {seeds} seeds each" if seeds > 1 else ""
             lines.append(f"regret of the prediction: {self.regret:+.4f} nats ({self.regret / best.loss:+.2%})"
-                         f" against the best of the {len(self.points)} runs ({best.label})")
+                         f" against the best of the {len(self.settings())} settings ({best.label}{per})")
+            if math.isfinite(self.seed_spread):
+                lines.append(f"seed spread (largest max-min of one setting's {seeds} seeds):"
+                             f" {self.seed_spread:.4f} nats ({self.seed_spread / best.loss:.2%})")
         if p.loss is not None and math.isfinite(self.predicted.loss):
             lines.append(f"loss law predicted {p.loss:.4f}, measured {self.predicted.loss:.4f}")
         return "\n".join(lines)
@@ -140,23 +189,36 @@ class TargetReport:
             "tokens": self.tokens,
             "prediction": self.prediction.to_dict(),
             "points": [{"label": p.label, "lr": p.lr, "batch_size": p.batch_size,
-                        "trial_id": p.spec.trial_id,
+                        "seed": p.seed, "trial_id": p.spec.trial_id,
                         "status": p.outcome.status if p.outcome else None,
                         "loss": p.loss if math.isfinite(p.loss) else None} for p in self.points],
+            "settings": [{"label": s.label, "loss": s.loss if math.isfinite(s.loss) else None,
+                          "seed_spread": s.spread if math.isfinite(s.spread) else None} for s in self.settings()],
             "regret": self.regret if math.isfinite(self.regret) else None,
+            "seed_spread": self.seed_spread if math.isfinite(self.seed_spread) else None,
             "best": self.best.label if self.best else None,
         }
 
 
-def _target_spec(recipe: Recipe, cell: Cell, lr: float, batch_size: int, identity: str) -> TrialSpec:
-    spec = make_trial(recipe, cell, lr, batch_size, recipe.seeds[0], identity)
+def _target_spec(recipe: Recipe, cell: Cell, lr: float, batch_size: int, identity: str,
+                 seed: int) -> TrialSpec:
+    spec = make_trial(recipe, cell, lr, batch_size, seed, identity)
     return spec.model_copy(update={"trial_id": trial_identity({"role": "target", "proxy_trial": spec.trial_id})})
 
 
+def target_seeds(recipe: Recipe, count: int) -> list[int]:
+    """``count`` seeds: the recipe's first seed and the integers after it."""
+    if count < 1:
+        raise SweeperError("--seeds must be at least 1")
+    return [recipe.seeds[0] + k for k in range(count)]
+
+
 def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Prediction, identity: str,
-                bracket: bool) -> list[BracketPoint]:
+                bracket: bool, seeds: list[int] | None = None) -> list[BracketPoint]:
     """The predicted point, then (with ``bracket``) its four axis neighbours, duplicates dropped
-    (B x1/2 of a one-sequence batch is the batch itself)."""
+    (B x1/2 of a one-sequence batch is the batch itself); each once per seed (default: the
+    recipe's first)."""
+    seeds = seeds or [recipe.seeds[0]]
     cell = Cell(f"target-{cell_id_for(shape, tokens)}", shape, tokens)
     lr, batch = prediction.lr, prediction.batch_size_sequences
     wanted = [("predicted", lr, batch)]
@@ -168,9 +230,14 @@ def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Pred
         if (point_lr, point_batch) in seen:
             continue
         seen.add((point_lr, point_batch))
-        points.append(BracketPoint(label, point_lr, point_batch,
-                                   _target_spec(recipe, cell, point_lr, point_batch, identity)))
+        points += [BracketPoint(label, point_lr, point_batch,
+                                _target_spec(recipe, cell, point_lr, point_batch, identity, seed), seed=seed)
+                   for seed in seeds]
     return points
+
+
+def _unix(moment) -> float:  # noqa: ANN001 (a datetime from a timestamp column, or None)
+    return moment.timestamp() if moment is not None else float("nan")
 
 
 def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
@@ -186,7 +253,7 @@ def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
                 trial_id=row["trial_id"], status=row["status"], final_val_loss=row["loss"],
                 smoothed_train_loss=row["smoothed_train_loss"], steps_done=row["steps"],
                 tokens_done=row["tokens"], wall_seconds=row["wall_seconds"],
-                started_at=row["started_at"], ended_at=row["ended_at"],
+                started_at=_unix(row["started_at"]), ended_at=_unix(row["ended_at"]),
                 diverged_step=row["diverged_step"], node_id=row["node_id"] or "")
     return outcomes
 
@@ -199,6 +266,7 @@ def run_target(
     run_dir: str | Path,
     *,
     bracket: bool = False,
+    seeds: int = 1,
     address: str | None = None,
     num_cpus: int | None = None,
     on_point: Callable[[BracketPoint], None] | None = None,
@@ -218,7 +286,8 @@ def run_target(
     budget = int(round(tokens))
     prediction = hp.predict(shape.n_params_nonembedding, budget, shape.seq_len,
                             flops_per_token=shape.flops_per_token_nonembedding)
-    points = plan_points(recipe, shape, budget, prediction, data_identity(recipe.data), bracket)
+    points = plan_points(recipe, shape, budget, prediction, data_identity(recipe.data), bracket,
+                         target_seeds(recipe, seeds))
     report = TargetReport(Path(run_dir), float(n_params), shape, budget, prediction, points)
     by_id = {p.spec.trial_id: p for p in points}
 
@@ -250,4 +319,5 @@ def run_target(
     return report
 
 
-__all__ = ["BracketPoint", "TargetReport", "family_shape", "plan_points", "run_target"]
+__all__ = ["BracketPoint", "BracketSetting", "TargetReport", "family_shape", "plan_points", "run_target",
+           "target_seeds"]

@@ -36,8 +36,8 @@ class ScheduleSettings:
     """Learning-rate schedule (recipe.Schedule); the trial's lr is its peak."""
 
     kind: str = "cosine"  # cosine, constant, wsd or power
-    warmup_fraction: float | None = 0.05
-    warmup_steps: int | None = None  # replaces warmup_fraction when given
+    warmup_fraction: float | None = None  # replaces warmup_steps when given
+    warmup_steps: int | None = 100  # recipe.DEFAULT_WARMUP_STEPS
     min_lr_ratio: float = 0.1
     decay_fraction: float = 0.2
     a: float | None = None  # power only: lr = min(peak, B * a * n^b), B and n in tokens
@@ -71,6 +71,7 @@ class EvaluationSettings:
     """How and when a trial measures itself (recipe.Evaluation)."""
 
     every_steps: int = 0
+    every_tokens: int | None = None  # replaces every_steps when given
     val_batches: int = 8
     divergence_factor: float = 1.5
 
@@ -85,6 +86,7 @@ class TrainSpec:
     batch_size: int  # sequences of shape.seq_len
     steps: int  # optimizer steps
     seed: int
+    tokens_budget: int = 0  # the cell's D (steps * batch tokens when not given)
     data_identity: str = ""
     schedule: ScheduleSettings = ScheduleSettings()
     optimizer: OptimizerSettings = OptimizerSettings()
@@ -100,6 +102,25 @@ class TrainSpec:
     def tokens(self) -> int:
         """Tokens trained on: steps * batch tokens."""
         return self.steps * self.batch_size_tokens
+
+
+def warmup_steps_of(schedule: Any, total_steps: int) -> int:
+    """Warmup length of a ``total_steps`` run under ``schedule`` (recipe.Schedule or
+    ScheduleSettings): the fixed count capped at the run, else the fraction of the run,
+    rounded. The one rule: the plan, the trainer, the results and the export all use it."""
+    if schedule.warmup_steps is not None:
+        return min(schedule.warmup_steps, total_steps)
+    return int(round((schedule.warmup_fraction or 0.0) * total_steps))
+
+
+def eval_every_steps(evaluation: Any, batch_tokens: int) -> int:
+    """Steps between validation measurements for a run of ``batch_tokens`` per step under
+    ``evaluation`` (recipe.Evaluation or EvaluationSettings): ``every_tokens`` rounded to
+    whole steps when given (the same points of every batch size of a cell), else
+    ``every_steps``."""
+    if evaluation.every_tokens is not None:
+        return max(1, round(evaluation.every_tokens / batch_tokens))
+    return int(evaluation.every_steps)
 
 
 Settings = TypeVar("Settings")
@@ -125,6 +146,7 @@ def as_train_spec(spec: Any) -> TrainSpec:
         batch_size=int(spec.batch_size),
         steps=int(spec.steps),
         seed=int(spec.seed),
+        tokens_budget=int(getattr(spec, "tokens_budget", 0) or spec.steps * spec.batch_size * spec.shape.seq_len),
         data_identity=spec.data_identity,
         schedule=_read(ScheduleSettings, spec.schedule),
         optimizer=_read(OptimizerSettings, spec.optimizer),
@@ -156,6 +178,13 @@ def fusion_key(spec: Any) -> tuple[Any, ...]:
     )
 
 
+def budget_line_key(spec: Any) -> tuple[Any, ...]:
+    """Trials (TrialSpec or TrainSpec) with equal keys differ only in token budget: the
+    budgets of one run (fusion_key plus learning rate and schedule), which WSD branching
+    trains as one (train/branching.py; plan.whole_runs keeps them in one task)."""
+    return (*fusion_key(spec), float(spec.lr), _read(ScheduleSettings, spec.schedule))
+
+
 __all__ = [
     "DataSettings",
     "EvaluationSettings",
@@ -165,5 +194,8 @@ __all__ = [
     "TrainSpec",
     "as_data_settings",
     "as_train_spec",
+    "budget_line_key",
+    "eval_every_steps",
     "fusion_key",
+    "warmup_steps_of",
 ]

@@ -1,7 +1,7 @@
 """The whole loop on a real local Ray: smoke recipe -> Parquet -> status -> fit -> predict.
 
-One sweep runs once per test session (module fixture) and the tests read what it left:
-the run folder, the driver's output, and what pandas saw while it was running.
+One sweep runs once per test session (``smoke_run`` in conftest.py) and the tests read what
+it left: the run folder, the driver's output, and what pandas saw while it was running.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sweeper.recipe import load_recipe
-from tests.conftest import RECIPES
+from tests.conftest import RECIPES, SweepRun
 
 pytestmark = pytest.mark.slow
 
@@ -26,34 +23,6 @@ def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout
     )
-
-
-@dataclass
-class SweepRun:
-    run_dir: Path
-    returncode: int
-    stdout: str
-    stderr: str
-    mid_sweep_rows: list[int]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> SweepRun:
-    run_dir = tmp_path_factory.mktemp("e2e") / "smoke"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(RECIPES / "smoke.yaml"), "--out", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    mid_sweep_rows = []
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        trials = run_dir / "trials"
-        if trials.is_dir() and any(p.suffix == ".parquet" for p in trials.iterdir()):
-            # What a user does mid-sweep: read the folder with pandas.
-            mid_sweep_rows.append(len(pd.read_parquet(trials)))
-        time.sleep(0.5)
-    stdout, stderr = process.communicate(timeout=max(1, deadline - time.time()))
-    return SweepRun(run_dir, process.returncode, stdout, stderr, mid_sweep_rows)
 
 
 def test_submit_runs_every_planned_trial(smoke_run: SweepRun) -> None:
@@ -126,13 +95,27 @@ def test_fit_then_predict(smoke_run: SweepRun) -> None:
     assert fit
     assert any(p.suffix == ".png" for p in (smoke_run.run_dir / "plots").iterdir())
     assert "near-optimal" in fitted.stdout and "R" in fitted.stdout
-    predicted = sweeper("predict", str(fit_json), "--params", "5e6", "--tokens", "1e8", "--seq-len", "256", "--json")
+    # 5e6 parameters on 1e8 tokens is hundreds of times beyond the smoke ladder (N <= 1.3e4,
+    # D <= 3.2e4): past the extrapolation limit, so predict refuses and says how to force it.
+    args = ("predict", str(fit_json), "--params", "5e6", "--tokens", "1e8", "--seq-len", "256", "--json")
+    refused = sweeper(*args)
+    assert refused.returncode == 2 and "extrapolation limit" in refused.stderr and "--force" in refused.stderr
+    assert refused.stdout == ""
+    predicted = sweeper(*args, "--force")
     assert predicted.returncode == 0, predicted.stderr
     prediction = json.loads(predicted.stdout)
     for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval", "batch_size_tokens_interval"):
         assert key in prediction
-    low, high = prediction["lr_interval"]
-    assert low <= prediction["lr"] <= high
+    assert prediction["forced"] and "FORCED" in predicted.stderr and "beyond" in predicted.stderr
+    # What the method guarantees: an interval is either stored as undetermined (null, with the
+    # law saying why) or is a range of positive width; never a zero-width "precise" one.
+    for law_name, key in (("lr_law", "lr_interval"), ("batch_law", "batch_size_tokens_interval")):
+        law = fit[law_name]
+        if law["determined"]:
+            low, high = prediction[key]
+            assert 0 < low < high
+        else:
+            assert prediction[key] is None and law["undetermined"]
+            assert all(interval is None for interval in law["intervals"].values())
+    assert prediction["lr"] > 0
     assert prediction["batch_size_sequences"] == max(1, round(prediction["batch_size_tokens"] / 256))
-    # 5e6 parameters is far beyond the smoke ladder: the user must be told.
-    assert "beyond" in predicted.stderr or "outside" in predicted.stderr

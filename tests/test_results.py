@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 from sweeper.outcome import CurvePoint, TrialOutcome
 from sweeper.plan import plan_trials
 from sweeper.recipe import parse_recipe
-from sweeper.results import ResultSink, read_curves, read_trials
+from sweeper.results import ResultSink, compact_run, read_curves, read_trials
 from sweeper.results.schema import TRIALS_SCHEMA
 from tests.conftest import MINIMAL_RECIPE
 
@@ -61,7 +62,7 @@ def test_truncated_part_is_reported_and_skipped(tmp_path: Path) -> None:
     specs = _specs(3)
     for spec in specs:
         sink.record(spec, _outcome(spec.trial_id))
-    victim = tmp_path / "trials" / f"{specs[1].trial_id}.parquet"
+    victim = sorted((tmp_path / "trials").glob("*.parquet"))[1]  # one part per trial, in order
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     result = read_trials(tmp_path)
@@ -107,3 +108,153 @@ def test_empty_run_folder_reads_as_empty_table(tmp_path: Path) -> None:
     result = read_trials(tmp_path)
     assert result.table.num_rows == 0 and result.table.schema.equals(TRIALS_SCHEMA)
     assert isinstance(result.table, pa.Table)
+
+
+def _parts(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.parquet"))
+
+
+def test_buffered_trials_are_written_as_one_part_when_flushed(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path, max_buffered=4, max_buffer_seconds=3600)
+    specs = _specs(6)
+    for spec in specs[:3]:
+        sink.record(spec, _outcome(spec.trial_id))
+    assert read_trials(tmp_path).table.num_rows == 0 and sink.buffered == 3 and not sink.flush_due()
+    sink.record(specs[3], _outcome(specs[3].trial_id))  # the fourth fills the buffer
+    assert sink.buffered == 0 and _parts(tmp_path / "trials") == ["000000000-part.parquet"]
+    for spec in specs[4:]:
+        sink.record(spec, _outcome(spec.trial_id))
+    assert sink.flush() == 2
+    assert _parts(tmp_path / "trials") == _parts(tmp_path / "curves") == ["000000000-part.parquet", "000000001-part.parquet"]
+    assert sorted(read_trials(tmp_path).table.column("trial_id").to_pylist()) == sorted(s.trial_id for s in specs)
+    assert read_curves(tmp_path).table.num_rows == 6 * 4
+
+
+def test_a_rerun_trial_keeps_its_latest_row_and_curve_across_parts_and_compaction(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path, max_buffered=2)
+    first, second = _specs(2)
+    sink.record(first, _outcome(first.trial_id, loss=9.0, steps=3))
+    sink.record(second, _outcome(second.trial_id, loss=4.0))
+    sink.record(first, _outcome(first.trial_id, loss=3.0, steps=5), attempt=2)  # a re-run
+    sink.flush()
+    for _ in range(2):  # as written, then compacted
+        trials = read_trials(tmp_path).to_pandas().set_index("trial_id")
+        assert len(trials) == 2 and trials.loc[first.trial_id, "loss"] == 3.0
+        assert trials.loc[first.trial_id, "attempt"] == 2
+        curves = read_curves(tmp_path).to_pandas()
+        assert sorted(curves[curves["trial_id"] == first.trial_id]["step"]) == [1, 2, 3, 4, 5]
+        assert len(curves) == 5 + 4
+        sink.compact()
+    assert _parts(tmp_path / "trials") == _parts(tmp_path / "curves") == ["000000001-compact.parquet"]
+    assert len(pd.read_parquet(tmp_path / "trials")) == 2  # plain pandas sees the same rows
+
+
+def test_readers_select_columns(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path)
+    for spec in _specs(2):
+        sink.record(spec, _outcome(spec.trial_id))
+    table = read_trials(tmp_path, columns=["status", "loss"]).table
+    assert table.column_names == ["trial_id", "status", "loss"] and table.num_rows == 2
+    assert read_curves(tmp_path, columns=["step"]).table.column_names == ["trial_id", "step"]
+
+
+def test_compaction_sets_damaged_parts_aside_and_keeps_the_rest(tmp_path: Path) -> None:
+    sink = ResultSink(tmp_path)
+    specs = _specs(3)
+    for spec in specs:
+        sink.record(spec, _outcome(spec.trial_id))
+    victim = sorted((tmp_path / "trials").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:50])
+    (tmp_path / "trials" / ".000000009-part.parquet.x.tmp").write_bytes(b"half a file")  # a killed writer's
+    problems = compact_run(tmp_path)
+    assert len(problems) == 1 and victim.name in problems[0]
+    assert (tmp_path / "trials" / "_damaged" / victim.name).is_file()
+    assert _parts(tmp_path / "trials") == ["000000002-compact.parquet"]
+    assert not [n for n in os.listdir(tmp_path / "trials") if n.startswith(".")]
+    result = read_trials(tmp_path)
+    assert result.problems == [] and result.table.num_rows == 2
+    assert len(pd.read_parquet(tmp_path / "trials")) == 2
+
+
+def _write_parts(folder: str, parts: int, per_part: int) -> None:
+    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-4 * (i + 1) for i in range(parts * per_part)]}})
+    sink = ResultSink(Path(folder), max_buffered=per_part)
+    for spec in plan_trials(recipe, "data0"):
+        sink.record(spec, _outcome(spec.trial_id, steps=50))
+
+
+def _compact_killed_at(folder: str, call: str, at: int) -> None:
+    """Compact, SIGKILLing this process just before its ``at``-th (0-based) ``os.replace`` or
+    file removal: a death with no cleanup at a chosen step (runs in a child process)."""
+    original = os.replace if call == "replace" else Path.unlink
+    calls = iter(range(1_000_000))
+
+    def dying(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if next(calls) == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    if call == "replace":
+        os.replace = dying
+    else:
+        Path.unlink = dying
+    compact_run(folder)
+
+
+# Curves are compacted before trials; each step of each: the compacted file written but not
+# renamed (replace 0 / 1), renamed with no part removed (unlink 0 / 20), parts half removed.
+KILL_POINTS = [("replace", 0), ("unlink", 0), ("unlink", 10), ("replace", 1), ("unlink", 20), ("unlink", 30)]
+
+
+def test_compaction_killed_at_each_step_loses_nothing(tmp_path: Path) -> None:
+    """After a SIGKILL at any step of a compaction the folder reads whole, and the next
+    compaction (a resume's) finishes the job."""
+    import shutil
+
+    template = tmp_path / "template"
+    _write_parts(str(template), 20, 5)
+    expected = sorted(read_trials(template).table.column("trial_id").to_pylist())
+    assert len(expected) == 100
+    expected_curve_rows = read_curves(template).table.num_rows
+    # fork: the child starts at once (no re-import) and dies before touching pytest's state.
+    context = multiprocessing.get_context("fork")
+    for index, (call, at) in enumerate(KILL_POINTS):
+        folder = tmp_path / f"run{index}"
+        shutil.copytree(template, folder)
+        process = context.Process(target=_compact_killed_at, args=(str(folder), call, at))
+        process.start()
+        process.join(timeout=120)
+        assert process.exitcode == -signal.SIGKILL, (call, at, process.exitcode)
+        result = read_trials(folder)
+        assert result.problems == []
+        assert sorted(result.table.column("trial_id").to_pylist()) == expected
+        assert read_curves(folder).table.num_rows == expected_curve_rows
+        compact_run(folder)
+        assert len(_parts(folder / "trials")) == len(_parts(folder / "curves")) == 1
+        assert sorted(pd.read_parquet(folder / "trials")["trial_id"]) == expected
+        assert len(pd.read_parquet(folder / "curves")) == expected_curve_rows
+        assert not [n for n in os.listdir(folder / "trials") if n.startswith(".")]
+
+
+def test_state_between_compacted_rename_and_part_removal_reads_whole(tmp_path: Path) -> None:
+    """The one state a kill can leave that differs from before or after: the compacted file
+    is in place and the parts it replaces are still there."""
+    import shutil
+
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    sink = ResultSink(run, max_buffered=2)
+    specs = _specs(5)
+    for spec in specs:
+        sink.record(spec, _outcome(spec.trial_id))
+    sink.flush()
+    shutil.copytree(run, copy)
+    compact_run(copy)
+    for dataset in ("trials", "curves"):
+        (compacted,) = (copy / dataset).glob("*.parquet")
+        shutil.copy(compacted, run / dataset / compacted.name)
+    assert len(_parts(run / "trials")) == 4  # three parts and the compacted file
+    assert sorted(read_trials(run).table.column("trial_id").to_pylist()) == sorted(s.trial_id for s in specs)
+    assert read_curves(run).table.num_rows == 5 * 4
+    compact_run(run)
+    assert _parts(run / "trials") == ["000000002-compact.parquet"]
+    assert len(pd.read_parquet(run / "trials")) == 5

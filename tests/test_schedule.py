@@ -27,18 +27,45 @@ def _outcome(trial_id: str, loss: float = 3.0) -> TrialOutcome:
     return TrialOutcome(trial_id, "complete", loss, loss, 1, 1, 1.0, 0.0, 1.0)
 
 
-def test_every_trial_is_asked_once(tmp_path: Path) -> None:
-    study = SweepStudy.open("s", SPECS, tmp_path)
-    runnable = {s.trial_id for s in SPECS}
+def _run_all(study: SweepStudy, runnable: set[str]) -> list[str]:
     seen = []
     while (asked := study.next_trial(runnable)) is not None:
         seen.append(asked.spec.trial_id)
         runnable.discard(asked.spec.trial_id)
         study.tell(asked, _outcome(asked.spec.trial_id))
+    study.flush()
+    return seen
+
+
+def test_every_trial_is_asked_once_and_optuna_is_told_each(tmp_path: Path) -> None:
+    study = SweepStudy.open("s", SPECS, tmp_path)
+    seen = _run_all(study, {s.trial_id for s in SPECS})
     assert sorted(seen) == sorted(s.trial_id for s in SPECS)
     trials = study.study.get_trials()
     assert len(trials) == len(SPECS) and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.user_attrs["trial_id"] for t in trials) == sorted(seen)
     assert (tmp_path / STUDY_FILE).stat().st_size > 0
+
+
+def test_order_is_a_seeded_permutation(tmp_path: Path) -> None:
+    def order(seed: int, folder: str) -> list[str]:
+        return _run_all(SweepStudy.open("s", SPECS, tmp_path / folder, sampler_seed=seed), {s.trial_id for s in SPECS})
+
+    assert order(0, "a") == order(0, "b")
+    assert order(0, "a") != order(1, "c")
+    assert order(0, "a") != [s.trial_id for s in SPECS]  # not the plan's own order
+
+
+def test_tells_wait_for_flush(tmp_path: Path) -> None:
+    study = SweepStudy.open("s", SPECS, tmp_path)
+    runnable = {s.trial_id for s in SPECS}
+    for _ in range(3):
+        asked = study.next_trial(runnable)
+        runnable.discard(asked.spec.trial_id)
+        study.tell(asked, _outcome(asked.spec.trial_id))
+    assert study.study.get_trials() == [] and study.unsent == 3
+    assert study.flush() == 3 and study.unsent == 0
+    assert len(study.study.get_trials()) == 3
 
 
 def test_groups_hold_fusable_trials_and_optuna_sees_each(tmp_path: Path) -> None:
@@ -49,38 +76,82 @@ def test_groups_hold_fusable_trials_and_optuna_sees_each(tmp_path: Path) -> None
         groups.append(group)
         for asked in group:
             runnable.discard(asked.spec.trial_id)
+            study.tell(asked, _outcome(asked.spec.trial_id))
+    study.flush()
     assert all(1 <= len(g) <= 3 for g in groups)
     for group in groups:
         assert len({fusion_key(a.spec) for a in group}) == 1
         assert len({a.spec.lr for a in group}) == len(group)
+    # Groups are full while their key has trials left: 4 lrs per key -> a group of 3, then 1.
+    sizes = sorted(len(g) for g in groups)
+    assert sizes == [1] * (len(SPECS) // 4) + [3] * (len(SPECS) // 4)
     asked_ids = [a.spec.trial_id for g in groups for a in g]
     assert sorted(asked_ids) == sorted(s.trial_id for s in SPECS)
     assert len(study.study.get_trials()) == len(SPECS)  # one Optuna trial per configuration
 
 
-def test_a_dead_drivers_trials_are_closed_and_asked_again(tmp_path: Path) -> None:
+def test_a_dead_drivers_study_is_completed_from_the_record(tmp_path: Path) -> None:
     first = SweepStudy.open("s", SPECS, tmp_path)
     runnable = {s.trial_id for s in SPECS}
-    finished, abandoned = [], []
+    finished = []
     for index in range(6):
         asked = first.next_trial(runnable)
         runnable.discard(asked.spec.trial_id)
-        if index < 3:
-            first.tell(asked, _outcome(asked.spec.trial_id))
-            finished.append(asked.spec.trial_id)
-        else:
-            abandoned.append(asked.spec.trial_id)  # in flight when the driver died
-    # One of the in-flight trials had been recorded in Parquet before the crash.
-    recorded = {trial_id: ("complete", 2.5) for trial_id in finished + abandoned[:1]}
+        first.tell(asked, _outcome(asked.spec.trial_id))
+        finished.append(asked.spec.trial_id)
+        if index == 1:
+            first.flush()  # two told; the other four die unsent with the driver
+    # A journal written trial by trial (ask/tell) can also hold a RUNNING trial.
+    left_running = first.study.ask()
+    # What the Parquet record holds: the six finished trials.
+    recorded = {trial_id: ("complete", 2.5) for trial_id in finished}
 
     second = SweepStudy.open("s", SPECS, tmp_path)  # the same journal file, a new driver
-    assert second.reconcile(recorded) == 3
-    assert not second.study.get_trials(states=(TrialState.RUNNING,))
-    runnable = {s.trial_id for s in SPECS} - set(recorded)
-    seen = []
-    while (asked := second.next_trial(runnable)) is not None:
-        seen.append(asked.spec.trial_id)
-        runnable.discard(asked.spec.trial_id)
-        second.tell(asked, _outcome(asked.spec.trial_id))
+    assert second.reconcile(recorded) == 4
+    assert second.study.get_trials(states=(TrialState.RUNNING,)) == []
+    assert second.study.trials[left_running.number].state == TrialState.FAIL
+    told = [t.user_attrs["trial_id"] for t in second.study.get_trials(states=(TrialState.COMPLETE,))]
+    assert sorted(told) == sorted(finished)  # each recorded trial once
+    seen = _run_all(second, {s.trial_id for s in SPECS} - set(recorded))
     assert sorted(seen) == sorted({s.trial_id for s in SPECS} - set(recorded))
-    assert set(abandoned[1:]) <= set(seen)
+    assert len(second.study.get_trials(states=(TrialState.COMPLETE,))) == len(SPECS)
+    assert second.reconcile(recorded) == 0  # nothing left to tell
+
+
+def test_failed_and_diverged_trials_are_failed_in_optuna(tmp_path: Path) -> None:
+    study = SweepStudy.open("s", SPECS[:3], tmp_path)
+    runnable = {s.trial_id for s in SPECS[:3]}
+    statuses = iter(["failed", "diverged", "complete"])
+    while (asked := study.next_trial(runnable)) is not None:
+        runnable.discard(asked.spec.trial_id)
+        status = next(statuses)
+        loss = float("nan") if status != "complete" else 3.0
+        study.tell(asked, TrialOutcome(asked.spec.trial_id, status, loss, loss, 1, 1, 1.0, 0.0, 1.0))
+    study.flush()
+    states = sorted(t.state.name for t in study.study.get_trials())
+    assert states == ["COMPLETE", "FAIL", "FAIL"]
+    assert study.study.best_trial.value == 3.0
+
+
+def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None:
+    from sweeper.plan import whole_runs
+    from sweeper.trainspec import budget_line_key
+
+    recipe = parse_recipe({
+        **MINIMAL_RECIPE,
+        "tokens": {"absolute": [4096, 8192, 16384]},
+        "learning_rates": {"values": [1e-3, 3e-3, 1e-2]},
+        "schedule": {"kind": "wsd", "warmup_steps": 2},
+    })
+    specs = plan_trials(recipe, "data0")
+    for fused in (1, 7):  # K = 1 ('off') is raised to a run's 3 budgets; K = 7 holds 2 runs
+        study = SweepStudy.open(f"k{fused}", specs, tmp_path, line=budget_line_key)
+        members = whole_runs(lambda spec, k=fused: k, specs)
+        runnable = {s.trial_id for s in specs}
+        sizes = []
+        while group := study.next_group(runnable, members, fusion_key):
+            lines = {budget_line_key(a.spec) for a in group}
+            assert sorted(len([a for a in group if budget_line_key(a.spec) == line]) for line in lines) == [3] * len(lines)
+            sizes.append(len(group))
+            runnable -= {a.spec.trial_id for a in group}
+        assert sizes == ([3, 3, 3] if fused == 1 else [6, 3])

@@ -18,9 +18,9 @@ from sweeper.fit.registry import ESTIMATORS
 
 @click.command("fit")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default=None,
-              help="How cell optima are read and which law form is fitted (default: smooth,"
-                   " chosen by held-out evaluation; see README).")
+@click.option("--estimator", type=click.Choice(["auto", *sorted(ESTIMATORS)]), default=None,
+              help="How cell optima are read and which law form is fitted (default: auto, the"
+                   " estimator with the lowest leave-one-cell-out regret on this table).")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000,
               show_default=True, help="Bootstrap resamples (cells and runs within cells).")
 @click.option("--evaluate", is_flag=True,
@@ -48,26 +48,36 @@ def fit(run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, 
 @click.option("--flops-per-token", type=float, default=None,
               help="Target M (non-embedding FLOPs/token) for compute-law fits; estimated from N if absent.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--force", is_flag=True,
+              help="Print numbers that would be refused (undetermined law, target past the"
+                   " extrapolation limit, batch rounding > 2x), each reason as a FORCED warning.")
 def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
-            flops_per_token: float | None, as_json: bool) -> None:
+            flops_per_token: float | None, as_json: bool, force: bool) -> None:
     """Predict lr and batch size for a target run from FIT_JSON (a fit.json or its folder)."""
     from sweeper.hparams import load_hparams
 
-    prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token)
+    prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token,
+                                                force=force)
     for warning in prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
-        click.echo(json.dumps(prediction.to_dict()))
+        click.echo(json.dumps(prediction.to_dict(), allow_nan=False))
         return
     p = prediction
+
+    def shown(interval, spec: str) -> str:  # noqa: ANN001 (a pair or None)
+        return "UNDETERMINED" if interval is None else f"[{interval[0]:{spec}}, {interval[1]:{spec}}]"
+
     lines = [
         f"target N={p.n_params:.4g} D={p.tokens:.4g} seq_len={p.seq_len} (estimator {p.estimator})",
-        f"learning rate            {p.lr:<11.4g} 95% interval [{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]",
+        f"learning rate            {p.lr:<11.4g} 95% interval {shown(p.lr_interval, '.4g')}",
         f"batch size (tokens)      {p.batch_size_tokens:<11.0f} 95% interval"
-        f" [{p.batch_size_tokens_interval[0]:.0f}, {p.batch_size_tokens_interval[1]:.0f}]",
+        f" {shown(p.batch_size_tokens_interval, '.0f')}",
         f"batch size (sequences)   {p.batch_size_sequences:<11d} 95% interval"
-        f" [{p.batch_size_sequences_interval[0]}, {p.batch_size_sequences_interval[1]}]",
+        f" {shown(p.batch_size_sequences_interval, 'd')}",
     ]
+    if p.forced:
+        lines.append(f"FORCED past {len(p.forced)} refusal(s): see the warnings above")
     if p.loss is not None:
         interval = (f" 95% interval [{p.loss_interval[0]:.4g}, {p.loss_interval[1]:.4g}]"
                     if p.loss_interval else "")

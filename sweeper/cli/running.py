@@ -15,65 +15,70 @@ from typing import Any
 import click
 
 from sweeper.cli.common import fail
+from sweeper.cli.progress import SweepProgress, clock
 from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Recipe, load_recipe
-from sweeper.results import read_trials
+from sweeper.results import damaged_curves, read_trials
 from sweeper.runfolder import RECIPE_FILE, read_progress
-from sweeper.sweep import SweepSummary, run_sweep
+from sweeper.sweep import SweepSummary, prepare_sweep, run_sweep
 
 # Where the `--job` commands find the cluster's Job API (Ray's own CLI reads the first).
 JOB_ADDRESS_ENV = ["RAY_API_SERVER_ADDRESS", "SWEEPER_JOB_ADDRESS"]
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 
 
+LOG_TO = click.option(
+    "--log-to", "log_to", multiple=True, metavar="DEST",
+    help="Also log each finished trial (params, curve, status) to wandb[:PROJECT] or "
+         "mlflow:TRACKING_URI; repeat for both (docs/watching.md).")
+
 # The summary's counts, in this order.
 SHOWN_STATUSES = (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
-def _trial_line(done: int, total: int, spec: TrialSpec, outcome: TrialOutcome) -> str:
-    loss = f"loss {outcome.final_val_loss:.4f}" if math.isfinite(outcome.final_val_loss) else ""
-    extra = f"at step {outcome.diverged_step}" if outcome.status == TrialStatus.DIVERGED else ""
-    if outcome.status == TrialStatus.FAILED:
-        extra = (outcome.error or "")[:120]
-    width = len(str(total))
-    return (
-        f"[{done:>{width}}/{total}] {outcome.status:<8} {spec.label:<44} {loss or extra:<14} "
-        f"{outcome.wall_seconds:5.1f}s {outcome.tokens_per_second / 1e3:6.1f}k tok/s"
-    ).rstrip()
-
-
 def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: str | None,
-                  mirror_uri: str | None = None) -> SweepSummary:
-    """Run the sweep, printing a line per finished trial (also what a Ray Job's log shows);
-    with ``mirror_uri``, copy each finished trial's files there as it goes (execute/jobs.py)."""
-    state = {"done": 0, "total": 0}
+                  mirror_uri: str | None = None, log_to: tuple[str, ...] = ()) -> SweepSummary:
+    """Run the sweep, showing its progress: a live view on a terminal, else a line per
+    finished trial (also what a Ray Job's log shows; cli/progress.py). With ``mirror_uri``,
+    copy each finished trial's files there as it goes (execute/jobs.py); with ``log_to``, log
+    each finished trial to those trackers (trackers.py)."""
+    from sweeper.trackers import TrialLogger, make_tracker
+
+    log_trial = TrialLogger([make_tracker(destination, str(run_dir)) for destination in log_to])
     mirror = None
     if mirror_uri:
         from sweeper.execute.jobs import ResultMirror
 
         mirror = ResultMirror(mirror_uri, run_dir)
+    view = SweepProgress()
 
     def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
-        state["total"] = pending
-        click.echo(
-            f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already recorded, "
-            f"{pending} to run -> {run_dir}" + (f"; mirrored to {mirror_uri}" if mirror_uri else "")
-        )
-        if dashboard_url:
-            click.echo(f"Ray dashboard: {dashboard_url}")
+        view.begun()
+        if pending:
+            click.echo(f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already "
+                       f"recorded, {pending} to run -> {run_dir}"
+                       + (f"; mirrored to {mirror_uri}" if mirror_uri else ""))
+        else:
+            click.echo(f"sweep {recipe.name}: finished already, all {planned} trials recorded in "
+                       f"{run_dir} (0 to run); see `sweeper status {run_dir}` or `sweeper report {run_dir}`")
+        view.on_start(planned, pending, dashboard_url)
 
     def on_trial(spec: TrialSpec, outcome: TrialOutcome, counts: Counter) -> None:
-        state["done"] += 1
-        click.echo(_trial_line(state["done"], state["total"], spec, outcome))
+        view.on_trial(spec, outcome, counts)
+        log_trial(spec, outcome)
         if mirror is not None:
-            mirror.put_trial(spec.trial_id)
+            mirror.put_parts()
 
+    view.begin(f"sweep {recipe.name}: planning, and starting Ray if there is work")
     try:
         summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
-                            on_start=on_start, on_trial=on_trial,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}; its trial runs again", err=True))
+                            on_start=on_start, on_trial=on_trial, on_tick=view.on_tick,
+                            on_problem=lambda problem: click.echo(f"warning: {problem}", err=True),
+                            on_plan=click.echo)
     finally:
+        view.close()
+        log_trial.close()
         if mirror is not None and run_dir.is_dir():
             mirror.put_all()  # recipe, journal, progress.json, and anything a crash left behind
 
@@ -101,19 +106,29 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 @click.option("--results", "results_uri", metavar="URI", help="Storage URI (s3://..., gs://..., "
               "file://...) each finished trial is copied to as the sweep goes; with --job, where "
               "`sweeper fetch` reads the job's results.")
+@click.option("--check", is_flag=True, help="Only check RECIPE, its data and its plan; print the "
+              "plan and exit (0: it would run). Starts nothing, writes nothing.")
+@LOG_TO
 def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
-           job: bool, results_uri: str | None) -> None:
+           job: bool, results_uri: str | None, check: bool, log_to: tuple[str, ...]) -> None:
     """Run the sweep RECIPE to the end; results stream into the run folder.
 
     With --job, --out names the run folder on the head node (default
     $HOME/sweeper-runs/JOB_ID there).
     """
     recipe = load_recipe(recipe_path)
+    if check:
+        run_dir = Path(os.path.expandvars(str(recipe.run_dir(out)))).expanduser()
+        specs = prepare_sweep(recipe, run_dir)
+        cells = len({spec.cell_id for spec in specs})
+        click.echo(f"sweep {recipe.name}: {len(specs)} trials in {cells} cells, "
+                   f"{sum(spec.tokens for spec in specs):.3g} tokens in all -> {run_dir}")
+        return
     if job:
         _submit_job(recipe, recipe_path, address, out, results_uri, storage)
         return
     run_dir = Path(os.path.expandvars(str(recipe.run_dir(out)))).expanduser()
-    summary = execute_sweep(recipe, run_dir, address, storage, results_uri)
+    summary = execute_sweep(recipe, run_dir, address, storage, results_uri, log_to)
     sys.exit(0 if summary.ok else 1)
 
 
@@ -121,13 +136,14 @@ def submit(recipe_path: str, out: str | None, address: str | None, storage: str 
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--address", envvar="RAY_ADDRESS", help="Attach to this Ray cluster instead of starting one.")
 @click.option("--storage", help="Optuna storage URL, if the sweep used one.")
-def resume(run_dir: str, address: str | None, storage: str | None) -> None:
+@LOG_TO
+def resume(run_dir: str, address: str | None, storage: str | None, log_to: tuple[str, ...]) -> None:
     """Finish the sweep of RUN_DIR with the recipe saved there, skipping recorded trials."""
     recipe_file = Path(run_dir) / RECIPE_FILE
     if not recipe_file.is_file():
         fail(f"{run_dir}: no {RECIPE_FILE} here; is this a sweeper run folder?")
     recipe = load_recipe(recipe_file)
-    summary = execute_sweep(recipe, Path(run_dir), address, storage)
+    summary = execute_sweep(recipe, Path(run_dir), address, storage, log_to=log_to)
     sys.exit(0 if summary.ok else 1)
 
 
@@ -148,6 +164,10 @@ def _driver_state(progress: dict) -> str:
     return f"running (pid {pid} on {host}, updated {age:.0f}s ago)"
 
 
+# The columns `status` shows: a few of the trial rows' 37 (a sweep's table can be large).
+STATUS_COLUMNS = ["status", "cell_id", "n_params", "tokens_budget", "loss", "lr", "batch_size"]
+
+
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -165,10 +185,13 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
     if not folder.is_dir():
         fail(f"{run_dir}: no such run folder")
     progress = read_progress(folder)
-    read = read_trials(folder)
+    read = read_trials(folder, columns=STATUS_COLUMNS)
+    problems = read.problems + sorted(damaged_curves(folder).values())
     frame = read.to_pandas()
     counts = Counter(frame["status"]) if len(frame) else Counter()
-    running = progress.get("running", []) if progress and not progress.get("finished") else []
+    driver = _driver_state(progress)
+    # A dead driver's last progress.json still lists its in-flight trials; they are not running.
+    running = progress.get("running", []) if driver.startswith("running") else []
     planned = progress.get("planned")
     pending = max(0, planned - sum(counts[s] for s in FINISHED_STATUSES) - len(running)) if planned else None
     best = []
@@ -184,16 +207,17 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
     report: dict[str, Any] = {
         "run_dir": str(folder),
-        "driver": _driver_state(progress),
+        "driver": driver,
         "planned": planned,
         "counts": {s: counts.get(s, 0) for s in STATUSES},
         "running": running,
         "pending": pending,
         "best_per_cell": best,
-        "problems": read.problems,
+        "problems": problems,
         "dashboard_url": progress.get("dashboard_url"),
+        "training": progress.get("training") or None,
     }
-    for problem in read.problems:
+    for problem in problems:
         click.echo(f"warning: {problem}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -205,8 +229,10 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         + (f", {len(running)} running" if running else "")
         + (f", {pending} pending" if pending else "")
     )
+    if report["training"]:
+        click.echo(f"plan: {report['training']['note']}")
     for item in running:
-        click.echo(f"  {item.get('state', 'running')}: {item['label']}{_node_words(item)}")
+        click.echo(f"  {item.get('state', 'running')}: {item['label']}{_node_words(item)}{_live_words(item)}")
     if best:
         click.echo(f"{'cell':<34} {'N':>10} {'D':>10} {'best loss':>10} {'lr':>9} {'B':>5} {'runs':>5}")
         for b in best:
@@ -218,37 +244,67 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
 
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to ask (default: the local one).")
+@click.option("--address", help="Ask this Ray cluster (HOST:6379 or ray://...) for its dashboard.")
 def dashboard(run_dir: str | None, address: str | None) -> None:
-    """Print the Ray dashboard address of the running (or attached) cluster.
+    """Print the Ray dashboard address of a running sweep's own cluster.
 
-    With RUN_DIR, the address its driver recorded; otherwise ask the cluster itself.
+    With RUN_DIR, the address its driver recorded while it runs; after the sweep, where its
+    report is. Without RUN_DIR, the sweeps running under ./runs, or the cluster --address
+    names. Never another cluster found by guessing: a machine may run several.
     """
     if run_dir:
-        progress = read_progress(Path(run_dir))
-        if not progress:
-            fail(f"{run_dir}: no sweep has run here")
-        state = _driver_state(progress)
-        if not state.startswith("running") or not progress.get("dashboard_url"):
-            fail(f"{run_dir}: its driver is not running ({state}); the dashboard went with it", code=1)
-        click.echo(progress["dashboard_url"])
+        click.echo(_run_dashboard(Path(run_dir)))
+        return
+    if not address:
+        running = [folder for folder in sorted(Path("runs").glob("*"))
+                   if _driver_state(read_progress(folder)).startswith("running")]
+        if not running:
+            fail("no sweep is running under ./runs; give its RUN_DIR (or --address of a cluster)", code=1)
+        for folder in running:
+            click.echo(f"{folder}: {_run_dashboard(folder)}")
         return
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        context = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.ERROR)
+        context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as error:
-        fail(f"no running Ray cluster found ({str(error).splitlines()[0][:120]}); "
-             "start a sweep with `sweeper submit` or pass --address", code=1)
+        fail(f"no Ray cluster answers at {address} ({str(error).splitlines()[0][:120]})", code=1)
     url = context.dashboard_url
     ray.shutdown()
     if not url:
         fail("the cluster runs without a dashboard (install ray[default] on its head node)", code=1)
     click.echo(url if url.startswith("http") else f"http://{url}")
-    if address and not any(h in address for h in ("127.0.0.1", "localhost")):
+    if not any(h in address for h in ("127.0.0.1", "localhost")):
         click.echo("remote cluster: reach it with `ray dashboard CLUSTER.yaml` or "
                    "`ssh -L 8265:127.0.0.1:8265 HEAD` and open http://127.0.0.1:8265", err=True)
+
+
+def _run_dashboard(folder: Path) -> str:
+    """The dashboard of RUN_DIR's own cluster while its driver runs; else exit 1 saying why,
+    and where to look instead."""
+    progress = read_progress(folder)
+    if not progress:
+        fail(f"{folder}: no sweep has run here")
+    state = _driver_state(progress)
+    if state.startswith("running") and progress.get("dashboard_url"):
+        return str(progress["dashboard_url"])
+    report = folder / "report.html"
+    look = (f"its report: {report}" if report.is_file()
+            else f"write its report with `sweeper report {folder}`")
+    fail(f"{folder}: not running ({state}); the dashboard went with its cluster; {look}", code=1)
+
+
+def _live_words(item: dict) -> str:
+    """'; step 120/400, loss 2.310, val 2.402, 0:14' once the trial has reported progress."""
+    if "step" not in item:
+        return ""
+    words = f"; step {item['step']}/{item.get('steps', '?')}"
+    if isinstance(item.get("train_loss"), (int, float)) and math.isfinite(item["train_loss"]):
+        words += f", loss {item['train_loss']:.3f}"
+    if item.get("val_loss") is not None:
+        words += f", val {item['val_loss']:.3f}"
+    return f"{words}, {clock(item.get('elapsed_s'))} elapsed"
 
 
 def _node_words(item: dict) -> str:
@@ -343,7 +399,7 @@ def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     from sweeper.execute import jobs
 
     source = jobs.fetch(address, job_id, Path(out), from_head=from_head)
-    read = read_trials(out)
+    read = read_trials(out, columns=["status"])
     click.echo(f"fetched {read.table.num_rows} trial rows from {source} into {out}")
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import sweeper
 from sweeper.errors import SweeperError
+from sweeper.results.parts import part_files
 from sweeper.results.schema import CURVES_DIR, TRIALS_DIR
 from sweeper.runfolder import atomic_write
 
@@ -259,6 +260,7 @@ class ResultMirror:
         self.fs, self.base = fs.FileSystem.from_uri(uri)
         self.is_local = isinstance(self.fs, fs.LocalFileSystem)
         self.run_dir = Path(run_dir)
+        self._mirrored: dict[str, set[str]] = {}  # dataset -> part names mirrored
 
     def put(self, relative: str) -> None:
         source = self.run_dir / relative
@@ -275,12 +277,22 @@ class ResultMirror:
             with self.fs.open_output_stream(target) as stream:
                 stream.write(data)
 
-    def put_trial(self, trial_id: str) -> None:
-        """A finished trial's files: curve first, then the row (the order the sink writes)."""
-        self.put(f"{CURVES_DIR}/{trial_id}.parquet")
-        self.put(f"{TRIALS_DIR}/{trial_id}.parquet")
+    def put_parts(self) -> None:
+        """Mirror the result parts written since the last call (curves before trials, the
+        order the sink writes them in), and remove mirrored parts that compaction replaced."""
+        for dataset in (CURVES_DIR, TRIALS_DIR):
+            local = {path.name for path in part_files(self.run_dir / dataset)}
+            for name in sorted(local - self._mirrored.get(dataset, set())):
+                self.put(f"{dataset}/{name}")
+            for name in sorted(self._mirrored.get(dataset, set()) - local):
+                try:
+                    self.fs.delete_file(f"{self.base.rstrip('/')}/{dataset}/{name}")
+                except (FileNotFoundError, OSError):
+                    pass
+            self._mirrored[dataset] = local
 
     def put_all(self) -> None:
+        self.put_parts()
         for path in sorted(self.run_dir.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
                 self.put(str(path.relative_to(self.run_dir)))

@@ -7,10 +7,13 @@ the same code serves a laptop and a multi-node cluster.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ import ray
 from ray.exceptions import RayError, TaskCancelledError
 
 from sweeper.errors import SweeperError
+from sweeper.execute.live import LiveProgress, reporter
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
@@ -33,9 +37,9 @@ class ClusterInfo:
 def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
     """Attach to ``address`` (or RAY_ADDRESS), else start an embedded local Ray.
 
-    The local cluster's dashboard (and with it the Jobs API) listens on 127.0.0.1 only.
-    Ray's own gRPC ports listen on every interface whatever we ask; Ray's token
-    authentication (on by default since Ray 2.52) is what guards them.
+    The local cluster listens on the loopback only: its dashboard (and with it the Jobs
+    API) and, through ``_loopback_node``, every other server of the node (GCS, raylet,
+    object manager, the dashboard and runtime-env agents, workers).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -45,13 +49,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
-        context = ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
+        with _loopback_node():
+            context = ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         started_here = True
     url = context.dashboard_url
     return ClusterInfo(
@@ -60,6 +65,33 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         f"http://{url}" if url and not url.startswith("http") else url,
         started_here,
     )
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While a local cluster starts, make Ray take 127.0.0.1 as this node's address.
+
+    Ray binds its servers to the node's address, and resolves a loopback address given as
+    ``_node_ip_address`` back to the machine's external one, except in its single-machine
+    mode (its default on macOS and Windows), whose switch this sets: the module constant
+    for this process, the environment variable for the processes the start spawns. Both are
+    restored afterwards, so a later attach to a remote cluster from this process advertises
+    a reachable address.
+    """
+    from ray._private import ray_constants
+
+    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_flag = os.environ.get(variable), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[variable] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_env
 
 
 def _dashboard_url() -> str | None:
@@ -80,7 +112,7 @@ def disconnect() -> None:
 
 
 @ray.remote
-def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
+def _run_trial_task(spec: TrialSpec, threads: int, board=None) -> TrialOutcome:  # noqa: ANN001
     # Imported inside the task so the driver never pays for torch when it only schedules.
     from sweeper.train import load_corpus, run_trial
 
@@ -93,7 +125,7 @@ def _run_trial_task(spec: TrialSpec, threads: int) -> TrialOutcome:
             f"{spec.data_identity}; every node must see the same data",
             node_id,
         )
-    outcome = run_trial(spec, threads=threads)
+    outcome = run_trial(spec, threads=threads, report=reporter(board))
     outcome.node_id = node_id
     return outcome
 
@@ -147,15 +179,15 @@ _WAITING_STATES = {"PENDING_NODE_ASSIGNMENT": "pending for resources"}
 
 
 @ray.remote
-def _run_group_task(specs: list[TrialSpec], threads: int) -> list[TrialOutcome]:
+def _run_group_task(specs: list[TrialSpec], threads: int, board=None) -> list[TrialOutcome]:  # noqa: ANN001
     from sweeper.train import load_corpus
-    from sweeper.train.fused import run_fused
+    from sweeper.train.branching import run_branched
 
     node_id = ray.get_runtime_context().get_node_id()
     if load_corpus(specs[0].data).identity != specs[0].data_identity:
         # Same check and message as a single trial: run one to get its failed outcome.
         return [ray.get(_run_trial_task.remote(spec, threads)) for spec in specs]
-    outcomes = run_fused(specs, threads=threads)
+    outcomes = run_branched(specs, threads=threads, report=reporter(board))  # WSD budgets forked from one run
     for outcome in outcomes:
         outcome.node_id = node_id
     return outcomes
@@ -165,7 +197,8 @@ class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
     A task runs one trial, or a fused group of trials that differ only in learning rate or
-    token budget (one model with K stacked members, train/fused.py). A task whose worker process dies
+    token budget (one model with K stacked members, train/fused.py; WSD budgets of one run
+    fork from its longest, train/branching.py). A task whose worker process dies
     is retried by Ray (``max_retries``); an exception inside training is already an
     outcome with status ``failed`` (the trainer never raises), so only infrastructure
     failures reach ``failed_outcome``.
@@ -177,13 +210,21 @@ class TrialExecutor:
         self.dashboard_url = dashboard_url  # where Ray's state API answers (for where())
         self.in_flight: dict[ray.ObjectRef, list[TrialSpec]] = {}
         self._where: tuple[float, dict[str, dict]] = (0.0, {})
+        self._where_busy = threading.Event()
+        self._capacity: tuple[float, int] = (-1.0, 1)
+        self.live_progress = LiveProgress()
 
     def capacity(self) -> int:
-        """How many tasks the cluster can run at once now (re-read: clusters scale)."""
+        """How many tasks the cluster can run at once now (re-read each second: clusters
+        scale, and asking the cluster on every round of the driver would slow it)."""
+        asked_at, slots = self._capacity
+        if time.monotonic() - asked_at < 1.0:
+            return slots
         available = ray.cluster_resources()
         slots = math.floor(available.get("CPU", 0) / self.resources.cpus + 1e-9)
         if self.resources.gpus > 0:
             slots = min(slots, math.floor(available.get("GPU", 0) / self.resources.gpus + 1e-9))
+        self._capacity = (time.monotonic(), max(1, slots))
         return max(1, slots)
 
     def _options(self, name: str) -> dict:
@@ -202,11 +243,12 @@ class TrialExecutor:
         """Run ``specs`` as one task: a single trial, or a fused group."""
         threads = max(1, math.ceil(self.resources.cpus))
         options = self._options(task_name(specs))
+        board = self.live_progress.handle()
         ref: ray.ObjectRef[Any]
         if len(specs) == 1:
-            ref = _run_trial_task.options(**options).remote(specs[0], threads)
+            ref = _run_trial_task.options(**options).remote(specs[0], threads, board)
         else:
-            ref = _run_group_task.options(**options).remote(specs, threads)
+            ref = _run_group_task.options(**options).remote(specs, threads, board)
         self.in_flight[ref] = list(specs)
 
     def in_flight_trials(self) -> list[TrialSpec]:
@@ -215,15 +257,27 @@ class TrialExecutor:
     def running_ids(self) -> set[str]:
         return {spec.trial_id for spec in self.in_flight_trials()}
 
+    def live(self) -> dict[str, dict]:
+        """Trial id -> the latest progress point (step, steps, train_loss, val_loss,
+        elapsed_s) of the trials in flight that have reported one (execute/live.py)."""
+        return self.live_progress.read(sorted(self.running_ids()))
+
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
-        state API (one call for all tasks). Empty when that API does not answer in time:
-        it only feeds ``sweeper status``, so it must never hold the sweep up."""
+        state API (one call for all tasks, at most one a second). Never waits: the call runs
+        on a background thread and this returns the latest answer (empty until the first).
+        It only feeds ``sweeper status``, so it must never hold the sweep up."""
         if not self.in_flight or self.dashboard_url is None:
             return {}
         asked_at, cached = self._where
-        if time.time() - asked_at < 1.0:  # at most one state-API call a second
-            return cached
+        if time.time() - asked_at >= 1.0 and not self._where_busy.is_set():
+            self._where = (time.time(), cached)
+            self._where_busy.set()
+            groups = {ref.task_id().hex(): list(specs) for ref, specs in self.in_flight.items()}
+            threading.Thread(target=self._ask_where, args=(groups,), daemon=True).start()
+        return cached
+
+    def _ask_where(self, groups: dict[str, list[TrialSpec]]) -> None:
         try:
             from ray.util.state import list_tasks
 
@@ -235,29 +289,33 @@ class TrialExecutor:
                 limit=10_000, timeout=2, raise_on_missing_output=False,
             )
             ips = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
+            by_task = {task.task_id: task for task in tasks}
+            result: dict[str, dict] = {}
+            for task_id, specs in groups.items():
+                task = by_task.get(task_id)
+                if task is None:
+                    continue
+                state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
+                info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
+                for spec in specs:
+                    result[spec.trial_id] = info
+            self._where = (time.time(), result)
         except Exception:  # noqa: BLE001 (an observability call; the sweep goes on without it)
-            return {}
-        by_task = {task.task_id: task for task in tasks}
-        result: dict[str, dict] = {}
-        for ref, specs in self.in_flight.items():
-            task = by_task.get(ref.task_id().hex())
-            if task is None:
-                continue
-            state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
-            info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
-            for spec in specs:
-                result[spec.trial_id] = info
-        self._where = (time.time(), result)
-        return result
+            pass
+        finally:
+            self._where_busy.clear()
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
         """Block until at least one task ends (or ``timeout``); return its trials' outcomes."""
         if not self.in_flight:
             return []
-        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+        ready, waiting = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+        if ready and waiting:  # and every other task already done: one round takes them all
+            ready += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
         finished: list[tuple[TrialSpec, TrialOutcome]] = []
         for ref in ready:
             specs = self.in_flight.pop(ref)
+            self.live_progress.forget([spec.trial_id for spec in specs])
             try:
                 result = ray.get(ref)
                 outcomes = result if isinstance(result, list) else [result]

@@ -204,6 +204,9 @@ class ReplayExecutor:
     def where(self) -> dict[str, dict]:
         return {}
 
+    def live(self) -> dict[str, dict]:
+        return {}
+
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
         if not self.in_flight:
             return []

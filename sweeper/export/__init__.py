@@ -28,17 +28,20 @@ FORMATS: tuple[str, ...] = TABLE_FORMATS + tuple(ADAPTERS)
 
 
 def export(fit_json: str | Path, targets: list[Target], fmt: str, *, round_to: int | None = None,
-           world_size: int = 1, micro_batch: int | None = None) -> str | bytes:
+           world_size: int = 1, micro_batch: int | None = None, force: bool = False,
+           schedule: dict | None = None) -> str | bytes:
     """The export of ``targets`` in ``fmt`` (text, or bytes for parquet).
 
     ``round_to`` defaults to world_size x micro_batch (1 when neither is given), so the
     global batch always splits evenly over the ranks the adapters are told about.
+    ``force`` exports what would be refused, each reason a FORCED warning in every record.
+    ``schedule`` (recipe.Schedule's keys) states the proxies' schedule of a fit that recorded none.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     if round_to is None:
         round_to = world_size * (micro_batch or 1)
-    records = build_records(fit_json, targets, round_to)
+    records = build_records(fit_json, targets, round_to, force, schedule)
     if fmt in TABLE_FORMATS:
         return render_table(records, fmt)
     return ADAPTERS[fmt](records, world_size, micro_batch)

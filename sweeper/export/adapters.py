@@ -9,8 +9,8 @@ Batch arithmetic, shared by all adapters: the global batch G (sequences) is the 
 ``batch_size_sequences`` (already rounded to ``--round-to``). With W data-parallel ranks and
 a micro-batch M (sequences per rank per forward pass; default G / W), the gradient
 accumulation A = G / (M * W) must be a whole number, else ExportError says which
-``--round-to`` makes it so. The schedule is the proxies' (warmup as a share of the steps,
-the floor ``min_lr_ratio * lr``); a schedule the trainer cannot express is an ExportError,
+``--round-to`` makes it so. The schedule is the proxies' (their warmup in steps, or their share of the
+steps, the floor ``min_lr_ratio * lr``); a schedule the trainer cannot express is an ExportError,
 not a silent approximation.
 """
 
@@ -31,8 +31,9 @@ RELEASES: dict[str, str] = {
     "torchtitan": "torchtitan 0.3.0 (PyPI wheel; config/configs.py TrainingConfig,"
                   " components/optimizer/optimizer.py ParamGroupConfig,"
                   " components/optimizer/lr_scheduler.py LRSchedulersContainer.Config; CLI by tyro)",
-    "megatron": "Megatron-LM commit 307dcf37f03d44da131ba21999278abe4112d2ad"
-                " (megatron/training/arguments.py)",
+    "megatron": "Megatron-LM commit 00caa53af30912914981c86f39db123961678bbd"
+                " (megatron/training/arguments.py, training_config.py SchedulerConfig and"
+                " TrainingConfig, megatron/core/optimizer_param_scheduler.py)",
     "nanogpt": "nanoGPT commit e2221318e607eb5ee0669d6b7641af25a2111545 (train.py globals,"
                " overridden by configurator.py)",
 }
@@ -81,7 +82,7 @@ def _provenance(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("fit_sha256", "sweep", "estimator", "fit_created_at", "fitted_params_min",
             "fitted_params_max", "fitted_tokens_min", "fitted_tokens_max", "extrapolation_params",
             "extrapolation_tokens", "lr_low", "lr_high", "batch_size_tokens", "batch_rounding_change",
-            "loss", "warnings")
+            "loss", "warnings", "forced")
     return {key: record.get(key) for key in keys}
 
 
@@ -94,8 +95,10 @@ def _comment_header(records: list[dict[str, Any]], trainer: str) -> list[str]:
 
 
 def _target_comment(record: dict[str, Any]) -> str:
+    interval = ("UNDETERMINED" if record["lr_low"] is None else
+                f"[{record['lr_low']:.4g}, {record['lr_high']:.4g}]")
     return (f"# target {record['name']}: N={record['params']:.4g} D={record['tokens']:.4g}"
-            f" seq_len={record['seq_len']} lr 95% [{record['lr_low']:.4g}, {record['lr_high']:.4g}]"
+            f" seq_len={record['seq_len']} lr 95% {interval}"
             f" extrapolation N x{record['extrapolation_params']:.3g} D x{record['extrapolation_tokens']:.3g}"
             + (f"; {record['warnings']}" if record["warnings"] else ""))
 
@@ -158,12 +161,18 @@ def torchtitan_overrides(record: dict[str, Any], world_size: int = 1,
         ("--optimizer.param-groups.0.optimizer-kwargs.lr", repr(float(record["lr"]))),
         ("--lr-scheduler.warmup-steps", record["warmup_steps"]),
     ]
+    # decay_ratio always explicit: a config's own (llama3_debugmodel sets 0.8) would otherwise
+    # put a stable phase before the decay, silently turning a cosine into stable-then-decay.
+    after_warmup = (record["steps"] - record["warmup_steps"]) / record["steps"]
     if kind == "cosine":
         flags += [("--lr-scheduler.decay-type", "cosine"),
+                  ("--lr-scheduler.decay-ratio", repr(after_warmup)),
                   ("--lr-scheduler.min-lr-factor", record["min_lr_ratio"])]
     elif kind == "constant":
         # No constant decay type: a floor equal to the peak keeps the lr flat after warmup.
-        flags += [("--lr-scheduler.decay-type", "linear"), ("--lr-scheduler.min-lr-factor", 1.0)]
+        flags += [("--lr-scheduler.decay-type", "linear"),
+                  ("--lr-scheduler.decay-ratio", repr(after_warmup)),
+                  ("--lr-scheduler.min-lr-factor", 1.0)]
     else:
         flags += [("--lr-scheduler.decay-type", "linear"),
                   ("--lr-scheduler.decay-ratio", record["decay_fraction"]),
@@ -199,15 +208,17 @@ def _schedule_without_wsd(record: dict[str, Any], trainer: str, why: str) -> str
 
 def megatron_arguments(record: dict[str, Any], world_size: int = 1, micro_batch: int | None = None) -> list[str]:
     """Iteration-based arguments for pretrain_gpt.py. ``world_size`` is the data-parallel size
-    (Megatron derives A = global / (micro x data-parallel) itself)."""
+    (Megatron derives A = global / (micro x data-parallel) itself). WSD uses Megatron's own
+    style: constant at --lr until the last --lr-wsd-decay-iters of --lr-decay-iters, then a
+    linear decay to --min-lr (OptimizerParamScheduler.get_lr), as the proxies decayed."""
     split = layout(record, world_size, micro_batch)
-    kind = _schedule_without_wsd(record, "megatron", "this Megatron-LM release has no WSD decay style"
-                                 " (choices: constant, linear, cosine, inverse-square-root)")
+    kind = _need_schedule(record, "megatron")
     lr = float(record["lr"])
+    floor = lr if kind == "constant" else lr * record["min_lr_ratio"]
     flags = [
         ("--lr", repr(lr)),
-        ("--min-lr", repr(lr * record["min_lr_ratio"] if kind == "cosine" else lr)),
-        ("--lr-decay-style", kind),
+        ("--min-lr", repr(floor)),
+        ("--lr-decay-style", "WSD" if kind == "wsd" else kind),
         ("--lr-warmup-iters", record["warmup_steps"]),
         ("--lr-decay-iters", record["steps"]),
         ("--train-iters", record["steps"]),
@@ -215,6 +226,9 @@ def megatron_arguments(record: dict[str, Any], world_size: int = 1, micro_batch:
         ("--micro-batch-size", split.micro_batch),
         ("--seq-length", record["seq_len"]),
     ]
+    if kind == "wsd":
+        flags += [("--lr-wsd-decay-style", "linear"),
+                  ("--lr-wsd-decay-iters", max(1, round(record["decay_fraction"] * record["steps"])))]
     return [part for flag, value in flags for part in (flag, str(value))]
 
 

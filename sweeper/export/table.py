@@ -1,6 +1,6 @@
 """The hyperparameter table: one flat, versioned record per target run.
 
-Contract (schema ``sweeper.hparams`` version ``SCHEMA_VERSION``; the README's "Export"
+Contract (schema ``sweeper.hparams`` version ``SCHEMA_VERSION``; docs/fitting.md's "The table"
 section lists every field with its unit):
 
 - Every record is flat (scalars and strings only), so the same record is a JSON object, a
@@ -24,6 +24,7 @@ No ray, no torch: a trainer's launch script may import this.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ import yaml
 
 from sweeper.errors import SweeperError
 from sweeper.hparams import Hparams, HparamsError, load_hparams
+from sweeper.uncertainty import refusal_message, rounding_refusal
 
 SCHEMA_NAME = "sweeper.hparams"
 SCHEMA_VERSION = 1
@@ -56,6 +58,24 @@ class Target:
     seq_len: int
 
 
+def _positive(raw: object, where: str) -> float:
+    # yaml reads "7e9" as a string (YAML 1.1 wants a dot), so numbers go through float().
+    try:
+        value = float(raw) if not isinstance(raw, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ExportError(f"{where}: expected a positive finite number, got {raw!r}")
+    return value
+
+
+def _whole(raw: object, where: str) -> int:
+    value = _positive(raw, where)
+    if value != int(value):
+        raise ExportError(f"{where}: expected a whole number of tokens, got {raw!r}")
+    return int(value)
+
+
 def load_targets(path: str | Path) -> list[Target]:
     """Read TARGETS.yaml: a list of mappings with keys name, params, tokens, seq_len
     (exactly these; numbers may be written 7e9). Raises ExportError naming the entry."""
@@ -64,7 +84,7 @@ def load_targets(path: str | Path) -> list[Target]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"targets file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExportError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
     if not isinstance(data, list) or not data:
         raise ExportError(f"{path}: expected a non-empty YAML list of targets")
@@ -77,14 +97,11 @@ def load_targets(path: str | Path) -> list[Target]:
         missing, unknown = wanted - entry.keys(), entry.keys() - wanted
         if missing or unknown:
             raise ExportError(f"{where}: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
-        try:
-            # yaml reads "7e9" as a string (YAML 1.1 wants a dot), so numbers go through float().
-            target = Target(str(entry["name"]), float(entry["params"]), float(entry["tokens"]),
-                            int(entry["seq_len"]))
-        except (TypeError, ValueError) as error:
-            raise ExportError(f"{where}: {error}") from None
-        if not (target.params > 0 and target.tokens > 0 and target.seq_len > 0 and target.name):
-            raise ExportError(f"{where}: name must be non-empty and params, tokens, seq_len positive")
+        target = Target(str(entry["name"]), _positive(entry["params"], f"{where}.params"),
+                        _positive(entry["tokens"], f"{where}.tokens"),
+                        _whole(entry["seq_len"], f"{where}.seq_len"))
+        if not target.name or entry["name"] is None:
+            raise ExportError(f"{where}.name: must be non-empty")
         targets.append(target)
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
@@ -96,12 +113,14 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def proxy_schedule(hp: Hparams) -> dict[str, Any]:
+def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """The schedule the proxies trained with: fit.json's ``schedule`` when present, else the
-    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it).
-    Returns kind, warmup_fraction, min_lr_ratio, decay_fraction and ``source``."""
-    unknown = {"kind": "unknown", "warmup_fraction": None, "min_lr_ratio": None,
-               "decay_fraction": None, "source": None}
+    ``schedule`` of ``recipe.yaml`` in fit.json's folder (where ``sweeper submit`` saves it),
+    else ``given`` (the user's ``export --schedule ...``, for fits that recorded none; refused
+    when the fit records one, since the lr was fitted under that one).
+    Returns kind, warmup_fraction, warmup_steps, min_lr_ratio, decay_fraction and ``source``."""
+    unknown = {"kind": "unknown", "warmup_fraction": None, "warmup_steps": None,
+               "min_lr_ratio": None, "decay_fraction": None, "source": None}
     schedule, source = hp.document.get("schedule"), "fit.json"
     if not isinstance(schedule, dict) and hp.path is not None:
         recipe_path = Path(hp.path).parent / "recipe.yaml"
@@ -110,11 +129,29 @@ def proxy_schedule(hp: Hparams) -> dict[str, Any]:
             source = str(recipe_path)
         except (OSError, yaml.YAMLError, AttributeError):
             schedule = None
+    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
+
+    if given:
+        needed = ["--warmup-steps or --warmup-fraction"] if given.get("warmup_steps") is None and \
+            given.get("warmup_fraction") is None else []
+        needed += [f"--{key.replace('_', '-')}" for key in
+                   {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}
+                   .get(str(given.get("kind")), []) if given.get(key) is None]
+        if needed:  # no silent defaults: the target's schedule must be the proxies', stated
+            raise ExportError(f"--schedule {given.get('kind')} needs {', '.join(needed)}")
+        if isinstance(schedule, dict):
+            raise ExportError(f"the fit records the proxies' schedule ({source}: {schedule}); the lr"
+                              " was fitted under it, so --schedule and its options are refused")
+        try:
+            parsed = Schedule.model_validate(given)
+        except ValueError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}"
+                                 for e in error.errors())  # type: ignore[attr-defined]
+            raise ExportError(f"--schedule options: {problems}") from None
+        return {**parsed.model_dump(), "source": "export options"}
     if not isinstance(schedule, dict):
         return unknown
     # Fill the recipe's defaults (sweeper.recipe.Schedule) for keys a hand-written file omits.
-    from sweeper.recipe import Schedule  # pydantic only; no ray/torch
-
     try:
         parsed = Schedule.model_validate(schedule)
     except ValueError:
@@ -122,26 +159,45 @@ def proxy_schedule(hp: Hparams) -> dict[str, Any]:
     return {**parsed.model_dump(), "source": source}
 
 
+def _warmup_steps(schedule: dict[str, Any], steps: int) -> int | None:
+    """The target's warmup steps, counted as the proxies counted theirs (a fixed count, or the
+    fraction of the target's own steps); None when the proxies' schedule is unknown."""
+    if schedule["kind"] == "unknown":
+        return None
+    from sweeper.trainspec import ScheduleSettings, warmup_steps_of  # stdlib only
+
+    names = [f.name for f in dataclasses.fields(ScheduleSettings)]
+    return warmup_steps_of(ScheduleSettings(**{n: schedule[n] for n in names if n in schedule}), steps)
+
+
 def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1) -> dict[str, Any]:
-    """One table record for ``target`` (see the module docstring for the contract)."""
+def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1,
+                 force: bool = False, schedule: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One table record for ``target`` (see the module docstring for the contract).
+    Refused (ExportError) as ``Hparams.predict`` refuses, and when rounding to ``round_to``
+    moves the batch more than 2x; ``force`` carries each reason as a FORCED warning."""
     if round_to < 1:
         raise ExportError("--round-to must be a positive integer")
     try:
-        p = hp.predict(target.params, target.tokens, target.seq_len)
+        p = hp.predict(target.params, target.tokens, target.seq_len, force=force)
     except HparamsError as error:
         raise ExportError(f"target {target.name}: {error}") from None
-    schedule = proxy_schedule(hp)
+    schedule = proxy_schedule(hp, schedule)
     exact = p.batch_size_tokens / target.seq_len
     sequences = _round_to_multiple(exact, round_to)
     tokens_used = sequences * target.seq_len
+    rounding = rounding_refusal(p.batch_size_tokens, sequences, target.seq_len) if round_to > 1 else None
+    if rounding and not force:
+        raise ExportError(f"target {target.name}: {refusal_message([rounding])}")
+    if rounding:
+        p.warnings.insert(0, f"FORCED: {rounding}")
+    lr_iv, b_iv, s_iv = p.lr_interval, p.batch_size_tokens_interval, p.batch_size_sequences_interval
     # Steps as the proxies counted them (sweeper.plan.make_trial): D over the batch, rounded.
     steps = max(1, round(target.tokens / tokens_used))
-    warmup = (int(round(schedule["warmup_fraction"] * steps))
-              if schedule["warmup_fraction"] is not None else None)
+    warmup = _warmup_steps(schedule, steps)
     rng = hp.range
     return {
         "schema_version": SCHEMA_VERSION,
@@ -150,14 +206,14 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "tokens": target.tokens,
         "seq_len": target.seq_len,
         "lr": p.lr,
-        "lr_low": p.lr_interval[0],
-        "lr_high": p.lr_interval[1],
+        "lr_low": lr_iv[0] if lr_iv else None,  # null: the law's interval is undetermined
+        "lr_high": lr_iv[1] if lr_iv else None,
         "batch_size_tokens": p.batch_size_tokens,
-        "batch_size_tokens_low": p.batch_size_tokens_interval[0],
-        "batch_size_tokens_high": p.batch_size_tokens_interval[1],
+        "batch_size_tokens_low": b_iv[0] if b_iv else None,
+        "batch_size_tokens_high": b_iv[1] if b_iv else None,
         "batch_size_sequences": sequences,
-        "batch_size_sequences_low": p.batch_size_sequences_interval[0],
-        "batch_size_sequences_high": p.batch_size_sequences_interval[1],
+        "batch_size_sequences_low": s_iv[0] if s_iv else None,
+        "batch_size_sequences_high": s_iv[1] if s_iv else None,
         "batch_size_sequences_exact": exact,
         "batch_round_to": round_to,
         "batch_size_tokens_used": tokens_used,
@@ -176,6 +232,7 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
         "extrapolation_params": p.extrapolation_n_params,
         "extrapolation_tokens": p.extrapolation_tokens,
         "warnings": "; ".join(p.warnings),
+        "forced": bool(p.forced) or bool(rounding),
         "fit_sha256": fit_sha256,
         "fit_created_at": hp.document.get("created_at"),
         "sweep": hp.document.get("sweep"),
@@ -196,7 +253,8 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     }
 
 
-def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1) -> list[dict[str, Any]]:
+def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1,
+                  force: bool = False, schedule: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Records for every target, from the fit at ``fit_json`` (a fit.json or its folder)."""
     try:
         hp = load_hparams(fit_json)
@@ -204,7 +262,7 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
         raise ExportError(str(error)) from None
     assert hp.path is not None  # load_hparams records the file it read
     digest = sha256_of(Path(hp.path))
-    return [build_record(hp, target, digest, round_to) for target in targets]
+    return [build_record(hp, target, digest, round_to, force, schedule) for target in targets]
 
 
 # Column types of the Parquet table: explicit, so an all-null column (no loss law) keeps its
@@ -244,7 +302,8 @@ def render_table(records: list[dict[str, Any]], fmt: str) -> str | bytes:
         import pyarrow.parquet as pq
 
         fields = [pa.field(k, pa.string() if k in _STRING_COLUMNS else
-                           pa.int64() if k in _INT_COLUMNS else pa.float64())
+                           pa.int64() if k in _INT_COLUMNS else
+                           pa.bool_() if k == "forced" else pa.float64())
                   for k in records[0]]
         schema = pa.schema(fields, metadata={"kind": SCHEMA_NAME, "schema_version": str(SCHEMA_VERSION)})
         table = pa.Table.from_pylist(records, schema=schema)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sweeper.errors import SweeperError
+from sweeper.fit.noise import NoiseFloor
 
 
 class FitError(SweeperError):
@@ -38,6 +39,7 @@ class Cell:
     replicates: np.ndarray
     excluded_diverged: int = 0
     flags: list[str] = field(default_factory=list)
+    noise: NoiseFloor | None = None  # seed-to-seed spread near the optimum (fit/noise.py)
 
     @property
     def log_lr(self) -> np.ndarray:

@@ -38,11 +38,13 @@ class Landscape:
         self.best = cell.best_loss
         self.rbf = RBFInterpolator(points, cell.loss, kernel="thin_plate_spline")
 
-    def regret(self, log_lr: float, log_batch: float) -> tuple[float, bool]:
+    def raw_regret(self, log_lr: float, log_batch: float) -> tuple[float, bool]:
+        """Interpolated loss / best - 1 (may be negative), and whether the point was clipped
+        to the grid."""
         unit = (np.array([log_lr, log_batch]) - self.origin) / self.span
         clipped_unit = np.clip(unit, 0.0, 1.0)
         value = float(self.rbf(clipped_unit[None, :])[0])
-        return max(0.0, value / self.best - 1.0), bool(np.any(clipped_unit != unit))
+        return value / self.best - 1.0, bool(np.any(clipped_unit != unit))
 
 
 @dataclass
@@ -59,6 +61,10 @@ class Evaluation:
         return int(self.regrets.size)
 
     @property
+    def n_clipped_at_zero(self) -> int:
+        return sum(1 for c in self.per_cell if c.get("regret_clipped_at_zero"))
+
+    @property
     def mean(self) -> float:
         return float(self.regrets.mean()) if self.n_evaluated else float("nan")
 
@@ -73,6 +79,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"method": METHOD, "mean_regret": self.mean, "median_regret": self.median,
                 "worst_regret": self.worst, "cells_evaluated": self.n_evaluated,
+                "cells_clipped_at_zero": self.n_clipped_at_zero,
                 "cells": self.per_cell}
 
 
@@ -93,9 +100,11 @@ def evaluate_estimator(sweep: Sweep, fit: EstimatorFit) -> Evaluation:
         if not ok[c]:
             entry.update(regret=None, note="the other cells cannot determine the laws")
         else:
-            regret, clipped = landscape.regret(log_lr[c], log_b[c])
+            raw, clipped = landscape.raw_regret(log_lr[c], log_b[c])
             entry.update(predicted_lr=float(np.exp(log_lr[c])),
                          predicted_batch_size_tokens=float(np.exp(log_b[c])),
-                         regret=regret, clipped=clipped)
+                         regret=max(0.0, raw), clipped=clipped,
+                         # Below the best measured run: reported as 0, and said to be clipped.
+                         regret_clipped_at_zero=raw < 0.0, raw_regret=raw)
         evaluation.per_cell.append(entry)
     return evaluation

@@ -2,7 +2,7 @@
 
 Written with runfolder.atomic_write_json: a reader never sees a half-written fit, and a
 failed fit leaves the previous file untouched. The layout is
-documented in README.md ("fit.json"); ``FIT_SCHEMA_VERSION`` changes whenever a field changes
+documented in docs/fitting.md ("fit.json"); ``FIT_SCHEMA_VERSION`` changes whenever a field changes
 meaning or disappears (new fields do not bump it).
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from sweeper.fit.laws import PowerLawFit
 from sweeper.runfolder import atomic_write_json
+from sweeper.uncertainty import discarded_share, undetermined_reasons
 
 FIT_SCHEMA_VERSION = 1
 FIT_KIND = "sweeper.fit"
@@ -26,6 +27,9 @@ def law_to_dict(law: PowerLawFit, *, with_samples: bool, level: float = 0.95) ->
     values = [math.exp(law.coef[0]), *law.coef[1:].tolist()]
     interval = law.interval(level)
     intervals = [[math.exp(interval[0, 0]), math.exp(interval[0, 1])]] + interval[1:].tolist()
+    undetermined = undetermined_reasons(law.bootstrap, law.n_degenerate, law.r2, level)
+    if undetermined:  # stored as unknown, never as a precise range
+        intervals = [None] * len(names)
     out: dict[str, Any] = {
         "formula": law.formula(),
         "target": law.target,
@@ -39,6 +43,9 @@ def law_to_dict(law: PowerLawFit, *, with_samples: bool, level: float = 0.95) ->
         "n_cells": law.n_cells,
         "n_bootstrap": int(len(law.bootstrap)),
         "n_degenerate": law.n_degenerate,
+        "discarded_share": discarded_share(len(law.bootstrap), law.n_degenerate),
+        "determined": not undetermined,
+        "undetermined": undetermined,
         "bootstrap_scheme": law.scheme,
     }
     if with_samples:

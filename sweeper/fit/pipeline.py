@@ -79,14 +79,20 @@ def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootst
     ``estimator`` picks the laws that predictions use. With ``evaluate`` every available
     estimator is fitted and scored by leave-one-cell-out regret (see evaluate.py).
     Raises FitError on bad input, before anything is written."""
-    if estimator not in ESTIMATORS:
-        raise FitError(f"unknown estimator '{estimator}' (choose from {', '.join(ESTIMATORS)})")
+    from sweeper.fit.auto import AUTO, build_auto_report
+
+    if estimator not in ESTIMATORS and estimator != AUTO:
+        raise FitError(f"unknown estimator '{estimator}' (choose from {AUTO}, {', '.join(ESTIMATORS)})")
     if n_bootstrap < 0:
         raise FitError("--bootstrap must be >= 0")
     run_dir = Path(run_dir)
     sweep, problems = load_sweep(run_dir, options)
-    report = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
-                          evaluate=evaluate, seed=seed, loss_law=loss_law)
+    if estimator == AUTO:
+        report = build_auto_report(sweep, n_bootstrap=n_bootstrap, seed=seed, evaluate=evaluate,
+                                   loss_law=loss_law)
+    else:
+        report = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
+                              evaluate=evaluate, seed=seed, loss_law=loss_law)
     report.problems = problems
     if plots:
         from sweeper.fit.plots import write_plots  # matplotlib only when plotting

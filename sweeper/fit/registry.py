@@ -1,7 +1,7 @@
 """Estimators by name, and the default one.
 
-The default is chosen by the held-out evaluation (``sweeper fit --evaluate``) on Step Law's
-released MoE sweep (708 runs, 16 cells): see README.md ("Why `smooth` is the default").
+The default, ``auto``, is not an estimator but a rule (sweeper/fit/auto.py, docs/fitting.md):
+every estimator is scored leave-one-cell-out on the table being fitted and the best is used.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sweeper.fit.estimators import Compute, Estimator, Plateau
 from sweeper.fit.smooth import Smooth
 
 ESTIMATORS: dict[str, type[Estimator]] = {"plateau": Plateau, "smooth": Smooth, "compute": Compute}
-DEFAULT_ESTIMATOR = "smooth"
+DEFAULT_ESTIMATOR = "auto"  # sweeper.fit.auto: the table's own held-out evaluation chooses
 
 
 def make_estimator(name: str) -> Estimator:

@@ -19,7 +19,7 @@ from sweeper.fit.fitjson import FIT_KIND, FIT_SCHEMA_VERSION, law_to_dict
 from sweeper.fit.laws import PowerLawFit
 from sweeper.fit.losslaw import LossLawFit
 from sweeper.fit.power import PowerSchedulerFit
-from sweeper.fit.summary import format_law
+from sweeper.fit.summary import evaluation_lines, format_law, format_noise
 
 BOOTSTRAP_SCHEME = (
     "two-stage: cells drawn with replacement, then each drawn cell's runs resampled"
@@ -43,6 +43,7 @@ class FitReport:
     problems: list[str] = field(default_factory=list)
     fit_json: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    choice: Any = None  # auto.Choice when --estimator auto chose the estimator
 
     @property
     def estimator(self) -> str:
@@ -88,6 +89,7 @@ class FitReport:
                 "optimum_lr": optimum["lr"], "optimum_batch_size_tokens": optimum["batch_size_tokens"],
                 "near_optimal_runs": optimum["near_optimal_runs"],
                 "diverged_excluded": cell.excluded_diverged,
+                "noise": cell.noise.to_dict() if cell.noise is not None else None,
                 "flags": list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []),
             })
         return rows
@@ -123,6 +125,8 @@ class FitReport:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "estimator": self.estimator,
             "estimator_source": self.selected.estimator.source,
+            "estimator_choice": (self.choice.to_dict() if self.choice is not None
+                                 else {"requested": self.estimator, "chosen": self.estimator}),
             "bootstrap": {"n_requested": self.n_bootstrap, "scheme": BOOTSTRAP_SCHEME,
                           "seed": self.seed, "interval": "percentile, 95%"},
             "lr_law": law_to_dict(self.lr_law, with_samples=True),
@@ -155,8 +159,10 @@ class FitReport:
             f" {sweep.n_diverged} runs excluded as diverged (loss far above the cell's best)"
             + (f"; {sweep.snapped_values} grid values re-rounded" if sweep.snapped_values else ""),
             f"estimator: {self.estimator} -- {self.selected.estimator.source}",
-            "",
         ]
+        if self.choice is not None:
+            lines.append(f"  chosen by --estimator auto: {self.choice.reason}")
+        lines.append("")
         lines += format_law("learning rate", self.lr_law)
         lines += format_law("batch size (tokens)", self.batch_law)
         if self.n_bootstrap:
@@ -172,6 +178,7 @@ class FitReport:
                 f" B {cell.batch_tokens[best]:.4g} tok; optimum lr {optimum['lr']:.3g},"
                 f" B {optimum['batch_size_tokens']:.4g}"
             )
+        lines += format_noise(sweep)
         if self.loss_law is not None:
             lines += [""] + self.loss_law.summary_lines()
         elif self.loss_law_note:
@@ -183,11 +190,7 @@ class FitReport:
         if self.evaluations:
             lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
                       " point / cell's best - 1):"]
-            lines.append(f"  {'estimator':<10} {'mean':>9} {'median':>9} {'worst':>9}  cells")
-            for name, ev in self.evaluations.items():
-                marker = "  <- selected" if name == self.estimator else ""
-                lines.append(f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
-                             f"  {ev.n_evaluated}{marker}")
+            lines += evaluation_lines(self.evaluations, self.estimator, chosen=self.choice is not None)
             for name, fit in self.fits.items():
                 if name == self.estimator:
                     continue

@@ -15,6 +15,9 @@ Contract of `clean_trials(table)`:
   sizes, is excluded from the fit and listed in ``Sweep.excluded_cells`` with the reason.
 * A cell whose best run sits on the edge of its grid keeps its place in the fit but gets a
   loud flag: the grid did not bracket the optimum, so the optimum used is a bound.
+* A cell with replicate seeds carries its noise floor (``Cell.noise``, fit/noise.py); when
+  one run's noise is wider than the near-optimal band (``NEAR_OPTIMAL_BAND``) it is flagged:
+  the runs inside the band cannot be ranked by single seeds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import numpy as np
 import pyarrow as pa
 
 from sweeper.fit.data import Cell, FitError, Sweep
+from sweeper.fit.noise import band_inside_noise, replicate_noise
 from sweeper.outcome import TrialStatus
+
+NEAR_OPTIMAL_BAND = 0.0025  # Step Law's near-optimal set: within 0.25% of the best loss
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,13 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
                 "EDGE OF GRID: best run at the " + " and ".join(sides) + " end of the grid; the"
                 " grid did not bracket the optimum, so this cell's optimum is only a bound"
             )
+        if band_inside_noise(NEAR_OPTIMAL_BAND, cell.noise):
+            assert cell.noise is not None
+            cell.flags.append(
+                f"NOISE: one run's seed-to-seed spread near the optimum is {cell.noise.sd:.4f} nats"
+                f" ({cell.noise.relative:.2%}), wider than the near-optimal band"
+                f" ({NEAR_OPTIMAL_BAND:.2%}); single runs inside it cannot be ranked"
+            )
         cells.append(cell)
     if not cells:
         reasons = "; ".join(f"{e['cell_id']}: {e['reason']}" for e in excluded[:4])
@@ -165,7 +178,9 @@ SCHEDULE_COLUMNS = {"schedule": "kind", "warmup_fraction": "warmup_fraction",
 
 def _common_schedule(table: pa.Table) -> dict | None:
     """The proxies' schedule when every fitted run shares one (kind and its known fractions),
-    so a target run can reuse it; None when they differ or nothing is recorded."""
+    so a target run can reuse it; None when they differ or nothing is recorded. A warmup
+    given in steps is recorded as its count: the largest ``warmup_steps`` of the runs (a run
+    shorter than the count warmed up over all its steps)."""
     settings = {tuple(row[c] for c in SCHEDULE_COLUMNS)
                 for row in table.select(list(SCHEDULE_COLUMNS)).to_pylist()}
     if len(settings) != 1:
@@ -173,6 +188,9 @@ def _common_schedule(table: pa.Table) -> dict | None:
     values = dict(zip(SCHEDULE_COLUMNS.values(), settings.pop()))
     if not values["kind"]:
         return None
+    if values["warmup_fraction"] is None and "warmup_steps" in table.column_names:
+        counts = [c for c in table.column("warmup_steps").to_pylist() if c is not None]
+        values["warmup_steps"] = max(counts) if counts else None
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -197,6 +215,7 @@ def _make_cell(*, cell_id: str, n: float, d: float, s: int, m: float | None, lr:
         cell_id=cell_id, n_params=n, tokens=d, seq_len=s, flops_per_token=m,
         lr=point_lr[keep], batch_tokens=point_b[keep], loss=point_loss[keep],
         replicates=replicates[keep], excluded_diverged=int(replicates[~keep].sum()),
+        noise=replicate_noise(lr, batch, loss),
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
 from sweeper.fit.laws import PowerLawFit, batched_gls, batched_wls, resample_counts
+from sweeper.fit.noise import noise_width
 from sweeper.fit.select import near_optimal_mask
 
 EIGEN_FLOOR = 1e-3
@@ -106,8 +107,10 @@ class Smooth(Estimator):
             m = cell.loss.size
             counts = np.vstack([np.ones((1, m)),
                                 resample_counts(rng, m, n_boot)])
+            # Loss differences below one run's seed noise are not evidence: weigh them alike.
+            width = noise_width(self.width, cell.noise)
             zc, hc, convex, clipped = quadratic_optima(cell.log_lr, cell.log_batch, cell.loss,
-                                                       counts, self.width, self.min_points)
+                                                       counts, width, self.min_points)
             z[:, c], h[:, c] = zc, hc
             note = ("no convex quadratic fits near the minimum (too few distinct grid values,"
                     " or a saddle): best run used" if not convex[0] else

@@ -1,5 +1,5 @@
 """The Parquet schemas of a run folder: ``trials/`` (one row per trial) and ``curves/``
-(one row per logged step). Units are in the column names or below; see README.md.
+(one row per logged step). Units are in the column names or below; see docs/run-folder.md.
 
 Every part file of a dataset has exactly these schemas, so a reader (pyarrow, pandas,
 DuckDB) can open the folder as one table without reconciling types.
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TRIALS_SCHEMA_VERSION = 1
+TRIALS_SCHEMA_VERSION = 2  # 2: started_at/ended_at are timestamps (1: float unix seconds)
+
+# A Parquet timestamp, not float seconds: pandas, DuckDB and Spark read it as a date-time.
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 TRIALS_SCHEMA = pa.schema(
     [
@@ -30,7 +33,8 @@ TRIALS_SCHEMA = pa.schema(
         ("batch_size", pa.int32()),  # B in sequences of seq_len
         ("batch_size_tokens", pa.int64()),  # B in tokens = batch_size * seq_len
         ("schedule", pa.string()),  # cosine | constant | wsd | imported name
-        ("warmup_fraction", pa.float64()),
+        ("warmup_fraction", pa.float64()),  # null when the recipe gave warmup in steps
+        ("warmup_steps", pa.int64()),  # warmup steps this run took (count or fraction x steps)
         ("min_lr_ratio", pa.float64()),
         ("decay_fraction", pa.float64()),
         ("weight_decay", pa.float64()),
@@ -46,8 +50,8 @@ TRIALS_SCHEMA = pa.schema(
         ("tokens", pa.int64()),  # tokens trained on (D rounded to whole steps)
         ("wall_seconds", pa.float64()),
         ("tokens_per_second", pa.float64()),
-        ("started_at", pa.float64()),  # unix seconds
-        ("ended_at", pa.float64()),
+        ("started_at", TIMESTAMP),  # when training began (UTC, microseconds)
+        ("ended_at", TIMESTAMP),
         ("diverged_step", pa.int64()),
         ("error", pa.string()),
         ("node_id", pa.string()),  # Ray node that ran the trial

@@ -37,14 +37,20 @@ same study proposes the same next points. A trial marked with the user attribute
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.outcome import TrialOutcome, TrialStatus
+from sweeper.plan import TrialSpec
+from sweeper.recipe import Search
+from sweeper.schedule.study import frozen_trial, open_study, trial_attrs, trial_params
 
 Point = tuple[int, int]  # (lr index, batch index) into a cell's sorted grid
 ABANDONED = "abandoned"  # user attribute of a trial whose result will never come
@@ -391,3 +397,196 @@ def _neighbours(cell: SearchCell, point: Point, steps: tuple[Point, ...] = NEIGH
 
 def _unique(points: list[Point]) -> list[Point]:
     return list(dict.fromkeys(points))
+
+
+# -- the driver's schedule for a law-guided sweep ----------------------------------------------
+
+
+@dataclass
+class AskedTrial:
+    """A trial the law-guided sampler chose: the Optuna trial (RUNNING until told) and its spec."""
+
+    trial: optuna.Trial
+    spec: TrialSpec
+
+
+class AdaptiveStudy:
+    """The schedule of a law-guided sweep (``search: {kind: adaptive}``): Optuna's ask/tell
+    with ``LawGuidedSampler``, where the grid's ``study.SweepStudy`` walks its plan without
+    asking. Each choice is an ``ask`` (a RUNNING trial, so the sampler knows what runs); each
+    result is queued by ``tell`` and told by ``flush``, once the results are on disk. The
+    sampler proposes from told results only, so the driver flushes when it has nothing to
+    propose (``has_proposal``), and stops when ``finished``, however many planned trials
+    remain pending."""
+
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec], repairs: list[str] | None = None):
+        if not isinstance(study.sampler, LawGuidedSampler):
+            raise TypeError("AdaptiveStudy needs a study whose sampler is a LawGuidedSampler")
+        self.study = study
+        self.sampler: LawGuidedSampler = study.sampler
+        self.repairs = repairs or []
+        self.specs_by_id = {spec.trial_id: spec for spec in specs}
+        self.specs_by_key = {_grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed): spec for spec in specs}
+        # Lists of choices, not ranges: the sampler answers grid values, and a law-guided
+        # sweep's trials are few.
+        self.distributions: dict[str, BaseDistribution] = {
+            "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
+            "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
+            "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
+            "seed": CategoricalDistribution(sorted({s.seed for s in specs})),
+        }
+        self._unsent: list[tuple[AskedTrial, TrialOutcome]] = []
+
+    @classmethod
+    def open(cls, name: str, specs: list[TrialSpec], run_dir: Path, storage_url: str | None = None, *,
+             search: Search, predictor: Predictor | None = None, sampler_seed: int = 0,
+             grid_runs: int | None = None, cell_sizes: dict[str, float] | None = None) -> AdaptiveStudy:
+        sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs, cell_sizes)
+        study, repairs = open_study(name, Path(run_dir), storage_url, sampler=sampler)
+        return cls(study, specs, repairs)
+
+    def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
+        """Bring the study in line with the results when a sweep (re)starts. A trial a dead
+        driver left RUNNING is told its recorded result where it finished, else marked
+        abandoned and failed (the sampler proposes its point again); every recorded trial
+        the study lacks (its study lost, or tells never sent) is told, so the sampler sees
+        what the last driver saw. Returns how many trials were told."""
+        known: set[str] = set()
+        told = 0
+        for trial in self.study.get_trials(deepcopy=False):
+            trial_id = trial.user_attrs.get("trial_id")
+            if trial.state == TrialState.RUNNING:
+                if trial_id in recorded and trial_id in self.specs_by_id:
+                    status, loss = recorded[trial_id]
+                    self._tell_storage(trial.number, status, loss)
+                    known.add(trial_id)
+                    told += 1
+                else:
+                    self.study._storage.set_trial_user_attr(trial._trial_id, ABANDONED, True)
+                    self.study.tell(trial.number, state=TrialState.FAIL)
+            elif trial_id is not None and not trial.user_attrs.get(ABANDONED):
+                known.add(trial_id)
+        missing = [trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id]
+        if missing:
+            self.study.add_trials([frozen_trial(self.specs_by_id[t], self.distributions, *recorded[t])
+                                   for t in missing])
+        return told + len(missing)
+
+    def has_proposal(self) -> bool:
+        """Whether the sampler can choose a trial now (else it waits for results)."""
+        return self.sampler.has_proposal(self.study)
+
+    def finished(self) -> bool:
+        """Nothing left to propose and nothing running or waiting to be told."""
+        return not self._unsent and self.sampler.is_finished(self.study)
+
+    def next_group(self, runnable: Container[str], max_members: Callable[[TrialSpec], int],
+                   key: Callable[[TrialSpec], Hashable]) -> list[AskedTrial]:
+        """The sampler's next proposal that is runnable, plus up to ``max_members(it) - 1``
+        other current proposals with the same ``key`` (trials that can train fused)."""
+        first = self._next(runnable)
+        if first is None:
+            return []
+        group = [first]
+        limit = max_members(first.spec)
+        group_key = key(first.spec)
+        for spec in self._proposed_specs():  # fused only among what the sampler proposes now
+            if len(group) >= limit:
+                break
+            if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
+                group.append(self._ask_fixed(spec))
+        return group
+
+    def _next(self, runnable: Container[str]) -> AskedTrial | None:
+        while self.sampler.has_proposal(self.study):
+            trial = self.study.ask(self.distributions)
+            spec = self._spec_of(trial.params)
+            if spec is not None and spec.trial_id in runnable:
+                trial.set_user_attr("trial_id", spec.trial_id)
+                return AskedTrial(trial, spec)
+            # A proposal the driver cannot run (not planned, or recorded as failed): closed
+            # as measured, so the sampler moves on.
+            self.study.tell(trial.number, state=TrialState.FAIL)
+        return None
+
+    def _proposed_specs(self) -> list[TrialSpec]:
+        specs = []
+        for cell_index, (i, j), seed in self.sampler.proposals(self.study):
+            cell = self.sampler.cells[cell_index]
+            spec = self.specs_by_key.get(_grid_key(cell.name, cell.lrs[i], cell.batch_sizes[j], seed))
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    def _ask_fixed(self, spec: TrialSpec) -> AskedTrial:
+        self.study.enqueue_trial(trial_params(spec))
+        trial = self.study.ask(self.distributions)
+        trial.set_user_attr("trial_id", spec.trial_id)
+        return AskedTrial(trial, spec)
+
+    def _spec_of(self, params: dict) -> TrialSpec | None:
+        try:
+            key = _grid_key(params["cell"], params["lr"], params["batch_size"], params.get("seed", 0))
+        except KeyError:
+            return None
+        return self.specs_by_key.get(key)
+
+    def tell(self, asked: AskedTrial, outcome: TrialOutcome) -> None:
+        """Queue the outcome; ``flush`` tells Optuna (after the results are on disk)."""
+        self._unsent.append((asked, outcome))
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def flush(self) -> int:
+        """Tell Optuna every queued outcome, with the trial's attributes and validation curve
+        (intermediate values, step = tokens trained); return how many."""
+        sent, self._unsent = self._unsent, []
+        storage = self.study._storage
+        for asked, outcome in sent:
+            trial_id = asked.trial._trial_id
+            for name, value in trial_attrs(asked.spec, outcome.status).items():
+                storage.set_trial_user_attr(trial_id, name, value)
+            for point in outcome.curve:
+                if point.val_loss is not None and math.isfinite(point.val_loss):
+                    storage.set_trial_intermediate_value(trial_id, point.tokens, point.val_loss)
+            self._tell_storage(asked.trial.number, outcome.status, outcome.final_val_loss)
+        return len(sent)
+
+    def _tell_storage(self, number: int, status: str, loss: float) -> None:
+        if status == TrialStatus.COMPLETE and math.isfinite(loss):
+            self.study.tell(number, loss)
+        else:  # diverged or failed: measured, with no loss to compare
+            self.study.tell(number, state=TrialState.FAIL)
+
+
+def _grid_key(cell: str, lr: float, batch_size: int, seed: int) -> tuple:
+    return (cell, float(lr), int(batch_size), int(seed))
+
+
+def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predictor | None = None,
+                       seed: int = 0, grid_runs: int | None = None,
+                       cell_sizes: dict[str, float] | None = None) -> LawGuidedSampler:
+    """The recipe's adaptive search over the cells and grid values of ``specs``. ``cell_sizes``:
+    the law's N per cell where it is not the shape's (a replayed table's, e.g. MoE active N)."""
+    cell_sizes = cell_sizes or {}
+    by_cell: dict[str, list[TrialSpec]] = {}
+    for spec in specs:
+        by_cell.setdefault(spec.cell_id, []).append(spec)
+    cells = [
+        SearchCell(
+            name=cell_id,
+            n_params=float(cell_sizes.get(cell_id, members[0].n_params)),
+            tokens=float(members[0].tokens_budget),
+            lrs=tuple(sorted({s.lr for s in members})),
+            batch_sizes=tuple(sorted({s.batch_size for s in members})),
+            seq_len=members[0].shape.seq_len,
+        )
+        for cell_id, members in by_cell.items()
+    ]
+    settings = AdaptiveSettings(budget=search.budget, max_runs_per_cell=search.max_runs_per_cell,
+                                window=search.window, lookahead=search.lookahead,
+                                estimator=search.estimator)
+    return LawGuidedSampler(cells, settings, seeds=sorted({s.seed for s in specs}), predictor=predictor,
+                            fit_seed=seed, grid_runs=grid_runs)

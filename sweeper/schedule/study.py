@@ -1,42 +1,97 @@
-"""Schedule: one Optuna study per sweep decides which planned trial runs next (ask/tell).
+"""Schedule: one Optuna study per sweep holds what was tried; the grid decides what runs next.
 
-An exhaustive grid sampler walks the grid cell x lr x batch size x seed in random order, and
-the study is persisted (an Optuna journal file in the run folder by default, or any Optuna
-storage URL) so a restarted driver sees what was asked and told before. The study is the
-*decider*, not the record: the Parquet results are the record of what finished. That is why
-``next_trial`` is given the trials still to run, and re-points the sampler when the two
-disagree (after a crash, a trial can be RUNNING in the study but lost in fact).
+A grid's plan is fixed, so choosing the next trial needs no search: the planned trials are
+walked in one seeded permutation (a fixed, reproducible random order, so early results
+already span the grid), and fused groups are drawn from per-group queues in the same order.
+Each choice costs O(1) however large the plan. (Optuna's BruteForceSampler, used before,
+rebuilt its tree from every earlier trial on each ask: O(n) per trial, ~200 ms per ask late
+in a 20,000-trial sweep.)
+
+Optuna is told in batches, off the hot path: each finished trial becomes one complete
+Optuna trial (its parameters, value, state and attributes in one ``add_trials`` record: one
+durable write per finished trial to the journal), sent by ``flush`` after the results
+holding those trials are on disk. The study is persisted (an Optuna journal file in the
+run folder by default, or any Optuna storage URL, e.g. PostgreSQL for many drivers) and is
+the *record of what Optuna saw*, not of what finished: the Parquet results are. A driver
+killed with unsent tells loses nothing; ``reconcile`` tells the study of every recorded
+trial it lacks when the sweep resumes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import warnings
-from collections.abc import Callable
+import os
+import random
+import time
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
-from sweeper.recipe import Search
-from sweeper.schedule.adaptive import ABANDONED, AdaptiveSettings, LawGuidedSampler, Predictor, SearchCell
 
 STUDY_FILE = "optuna.journal"
 
 
-def _grid_key(cell_id: str, lr: float, batch_size: int, seed: int) -> tuple:
-    return (cell_id, float(lr), int(batch_size), int(seed))
+def repair_journal(path: Path) -> str | None:
+    """Cut a torn last line off the journal file at ``path``; say what was cut, or None.
+
+    A kill or a full disk can stop an append mid-line. Optuna skips such a tail when it
+    reads, but its next append lands on the same line and turns it into a line no reader
+    can parse, so the study could never be opened again. Cutting the tail loses at most the
+    operation that was being written: the study is the decider, the Parquet record is the
+    truth, and the driver reconciles the two at start (a trial it loses runs again).
+    """
+    if not path.is_file():
+        return None
+    with open(path, "rb+") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        # Read back from the end to the last complete line (lines are a few hundred bytes).
+        keep, chunk = size, 4096
+        while keep > 0:
+            start = max(0, keep - chunk)
+            journal.seek(start)
+            block = journal.read(keep - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep == size:
+            return None
+        journal.truncate(keep)
+        journal.flush()
+        os.fsync(journal.fileno())
+    return f"{path}: cut a torn last line ({size - keep} bytes) left by an interrupted write"
 
 
-def _spec_key(spec: TrialSpec) -> tuple:
-    return _grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed)
+def _journal_parses(path: Path) -> bool:
+    with open(path, "rb") as journal:
+        for line in journal:
+            try:
+                json.loads(line)
+            except ValueError:
+                return False
+    return True
+
+
+def set_aside_journal(path: Path) -> str:
+    """Move an unreadable journal aside (kept for inspection); the study starts afresh and
+    the driver re-derives what is done from the Parquet record."""
+    aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+    os.replace(path, aside)
+    return f"{path}: unreadable study journal moved to {aside.name}; the study restarts from the recorded trials"
 
 
 def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
@@ -46,47 +101,96 @@ def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseS
     locks up under concurrent writers, and Optuna's docs advise against it on NFS).
     """
     if storage_url:
-        return storage_url
+        return _database_storage(storage_url)
     run_dir.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
 
 
-class AskTellGridSampler(optuna.samplers.BruteForceSampler):
-    """Exhaustive grid sampling for an ask/tell loop.
+def _database_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage for a database URL. Drivers that start together on a new database
+    race to create its tables (PostgreSQL then refuses the loser's duplicate types); the
+    loser's retry finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    BruteForceSampler rather than GridSampler: it tracks visited points by their parameter
-    values, so trials enqueued with fixed parameters (the members of a fused group, the
-    requeued trials of a dead driver) count as visited and are never proposed again;
-    GridSampler only counts points it assigned itself. Its ``after_trial`` calls
-    ``study.stop()`` once the grid is covered, which works only inside ``study.optimize``;
-    here the driver's own loop knows when the plan is done, so that hook does nothing.
-    """
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
-    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
-        return None
+
+def open_study(name: str, run_dir: Path, storage_url: str | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, list[str]]:
+    """The sweep's Optuna study (created, or loaded if it exists) and what was done to its
+    stored journal to open it (a torn tail cut, an unreadable file set aside)."""
+    # Optuna logs every tell (INFO); the driver prints its own progress. Set when a
+    # driver opens its study, not at import, so that importing sweeper leaves the user's
+    # Optuna logging alone.
+    optuna.logging.set_verbosity(logging.ERROR)
+    journal = Path(run_dir) / STUDY_FILE
+    repairs = [] if storage_url else [r for r in [repair_journal(journal)] if r]
+
+    def create() -> optuna.Study:
+        return optuna.create_study(study_name=name, storage=storage_for(Path(run_dir), storage_url),
+                                   sampler=sampler, direction="minimize", load_if_exists=True)
+
+    try:
+        study = create()
+    except ValueError:  # json.JSONDecodeError included: a line broken inside the file
+        if storage_url or not journal.is_file() or _journal_parses(journal):
+            raise
+        repairs.append(set_aside_journal(journal))
+        study = create()
+    return study, repairs
 
 
 @dataclass
 class Asked:
-    trial: optuna.Trial  # the running Optuna trial, to tell it later
     spec: TrialSpec
 
 
 class SweepStudy:
-    """The ask/tell side of a sweep over a fixed plan of trial specs."""
+    """The grid side of a sweep over a fixed plan of trial specs.
 
-    def __init__(self, study: optuna.Study, specs: list[TrialSpec]):
+    ``runnable`` (given to ``next_trial``/``next_group``) holds the trial ids neither
+    recorded nor running; it is only asked ``in`` (O(1)), and a trial passed over because
+    it was not runnable is not offered again by this object: the driver's runnable set only
+    shrinks while it runs (a trial leaves it when it starts or is recorded).
+    """
+
+    def __init__(self, study: optuna.Study, specs: list[TrialSpec], sampler_seed: int = 0,
+                 line: Callable[[TrialSpec], Hashable] | None = None, repairs: list[str] | None = None):
         self.study = study
-        self.specs_by_key = {_spec_key(spec): spec for spec in specs}
-        self.recorded: dict[str, tuple[str, float]] = {}
-        sampler = study.sampler
-        self.adaptive = sampler if isinstance(sampler, LawGuidedSampler) else None
+        # Trials of one ``line`` value are handed out together or not at all (next_group).
+        self.line = line
+        self.repairs = repairs or []  # what was done to the stored study to open it
+        self.specs_by_id = {spec.trial_id: spec for spec in specs}
+        # Ranges, not lists of choices, for the numbers: every trial's record carries its
+        # distributions, and a list of 200 learning rates made each record ~5 KB and each
+        # tell O(grid side) in Optuna's checks.
+        lrs, batches, seeds = [s.lr for s in specs], [s.batch_size for s in specs], [s.seed for s in specs]
         self.distributions: dict[str, BaseDistribution] = {
             "cell": CategoricalDistribution(sorted({s.cell_id for s in specs})),
-            "lr": CategoricalDistribution(sorted({s.lr for s in specs})),
-            "batch_size": CategoricalDistribution(sorted({s.batch_size for s in specs})),
-            "seed": CategoricalDistribution(sorted({s.seed for s in specs})),
+            "lr": FloatDistribution(min(lrs, default=1.0), max(lrs, default=1.0), log=True),
+            "batch_size": IntDistribution(min(batches, default=1), max(batches, default=1), log=True),
+            "seed": IntDistribution(min(seeds, default=0), max(seeds, default=0)),
         }
+        order = [spec.trial_id for spec in specs]
+        random.Random(sampler_seed).shuffle(order)
+        self._order = order
+        self._cursor = 0
+        self._taken: set[str] = set()
+        self._queues: dict[Hashable, list[str]] = {}  # one per group key, in the same order
+        self._queue_cursors: dict[Hashable, int] = {}
+        self._group_key: Callable[[TrialSpec], Hashable] | None = None
+        self._unsent: list[FrozenTrial] = []
+        self._lines: dict[Hashable, list[str]] = {}
+        if line is not None:
+            for trial_id in order:
+                self._lines.setdefault(line(self.specs_by_id[trial_id]), []).append(trial_id)
 
     @classmethod
     def open(
@@ -96,179 +200,140 @@ class SweepStudy:
         run_dir: Path,
         storage_url: str | None = None,
         sampler_seed: int = 0,
-        search: Search | None = None,
-        predictor: Predictor | None = None,
-        grid_runs: int | None = None,
-        cell_sizes: dict[str, float] | None = None,
+        line: Callable[[TrialSpec], Hashable] | None = None,
     ) -> SweepStudy:
-        # Optuna logs every tell (INFO) and every FAIL (WARNING); the driver prints its own
-        # progress, and closing re-proposed or abandoned points as FAIL is expected here (see
-        # next_trial). Set when a driver opens its study, not at import, so that importing
-        # sweeper leaves the user's Optuna logging alone.
-        optuna.logging.set_verbosity(logging.ERROR)
-        sampler: optuna.samplers.BaseSampler
-        if search is not None and search.kind == "adaptive":
-            sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs, cell_sizes)
-        else:
-            with warnings.catch_warnings():
-                # BruteForceSampler is marked experimental; its contract is all this loop uses.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                sampler = AskTellGridSampler(seed=sampler_seed)
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage_for(Path(run_dir), storage_url),
-            sampler=sampler,
-            direction="minimize",
-            load_if_exists=True,
-        )
-        return cls(study, specs)
+        study, repairs = open_study(name, run_dir, storage_url)
+        return cls(study, specs, sampler_seed, line, repairs)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
-        """Close trials a dead driver left RUNNING: told with the recorded result where the
-        trial finished, else failed as abandoned (its spec is still pending, so it is re-run).
-        Returns how many were closed."""
-        self.recorded = recorded
-        closed = 0
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            spec = self._spec_of(trial.params)
-            if spec is not None and spec.trial_id in recorded:
-                self._close(trial.number, *recorded[spec.trial_id])
-            else:
-                # Abandoned: a law-guided sampler proposes its point again.
-                self.study._storage.set_trial_user_attr(trial._trial_id, ABANDONED, True)
+        """Bring the study in line with the results when a sweep (re)starts: trials left
+        RUNNING (by a driver that asked Optuna trial by trial) are closed, and every recorded
+        trial the study lacks is told. One pass over the study; returns how many were told."""
+        known: set[str] = set()
+        for trial in self.study.get_trials(deepcopy=False):
+            trial_id = trial.user_attrs.get("trial_id")
+            if trial.state == TrialState.RUNNING:
                 self.study.tell(trial.number, state=TrialState.FAIL)
-            closed += 1
-        return closed
+            elif trial_id is not None:
+                known.add(trial_id)
+        missing = [trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id]
+        for trial_id in missing:
+            self._unsent.append(self._frozen(self.specs_by_id[trial_id], *recorded[trial_id]))
+        self.flush()
+        return len(missing)
 
-    def next_trial(self, runnable: set[str]) -> Asked | None:
-        """Ask for the next trial among ``runnable`` (trial ids neither recorded nor running).
-
-        The sampler's choice is taken when it is runnable. When it is not (the point was
-        recorded by an earlier driver whose study was lost, or a dead driver's trial was
-        closed as abandoned), that ask is closed and a runnable spec is enqueued explicitly,
-        so no planned trial is ever skipped.
-        """
-        if not runnable:
-            return None
-        if self.adaptive is not None:
-            return self._next_adaptive(runnable)
-        trial = self.study.ask(self.distributions)
-        spec = self._spec_of(trial.params)
-        if spec is not None and spec.trial_id in runnable:
-            trial.set_user_attr("trial_id", spec.trial_id)
-            return Asked(trial, spec)
-        self.study.tell(trial.number, state=TrialState.FAIL)
-        chosen = next(s for s in self.specs_by_key.values() if s.trial_id in runnable)
-        return self._ask_fixed(chosen)
+    def next_trial(self, runnable: Container[str]) -> Asked | None:
+        """The next runnable trial in the plan's seeded order, or None when none is left."""
+        while self._cursor < len(self._order):
+            trial_id = self._order[self._cursor]
+            self._cursor += 1
+            if trial_id not in self._taken and trial_id in runnable:
+                self._taken.add(trial_id)
+                return Asked(self.specs_by_id[trial_id])
+        return None
 
     def next_group(
         self,
-        runnable: set[str],
+        runnable: Container[str],
         max_members: Callable[[TrialSpec], int],
-        key: Callable[[TrialSpec], tuple],
+        key: Callable[[TrialSpec], Hashable],
     ) -> list[Asked]:
-        """The sampler's next trial plus up to ``max_members(it) - 1`` runnable trials with
-        the same ``key`` (trials that can train fused). Each member is its own Optuna trial,
-        so the study sees one trial per configuration whether or not it ran fused."""
+        """The next trial plus up to ``max_members(it) - 1`` runnable trials with the same
+        ``key`` (trials that can train fused), taken from that key's queue: O(group size)
+        amortised. Each member is told to Optuna as its own trial."""
         first = self.next_trial(runnable)
         if first is None:
             return []
         group = [first]
-        group_key = key(first.spec)
         limit = max_members(first.spec)
-        # A law-guided sweep fuses only among what its sampler proposes now.
-        candidates = self._proposed_specs() if self.adaptive is not None else self.specs_by_key.values()
-        for spec in candidates:
-            if len(group) >= limit:
-                break
-            if spec.trial_id in runnable and spec.trial_id != first.spec.trial_id and key(spec) == group_key:
-                group.append(self._ask_fixed(spec))
+        if limit <= 1:
+            return group
+        group_key = key(first.spec)
+        if self.line is not None:  # the chosen trial's line-mates first (WSD budgets of one run)
+            group += self._take(self._lines[self.line(first.spec)], runnable)
+        queue = self._queue(key, group_key)
+        cursor = self._queue_cursors[group_key]
+        while cursor < len(queue) and len(group) < limit:
+            trial_id = queue[cursor]
+            if trial_id in self._taken or trial_id not in runnable:
+                cursor += 1
+                continue
+            mates = [trial_id] if self.line is None else self._lines[self.line(self.specs_by_id[trial_id])]
+            runnable_mates = [m for m in mates if m not in self._taken and m in runnable]
+            if len(group) + len(runnable_mates) > limit:
+                break  # a whole line or nothing: it waits for a group of its own
+            group += self._take(runnable_mates, runnable)
+            cursor += 1
+        self._queue_cursors[group_key] = cursor
         return group
 
     def has_proposal(self) -> bool:
-        """Whether the sampler can choose a trial now (a grid always can)."""
-        return self.adaptive is None or self.adaptive.has_proposal(self.study)
+        """A grid can always hand out its next planned trial."""
+        return True
 
     def finished(self) -> bool:
-        """A law-guided sweep ends when its sampler says so; a grid when its plan is run."""
-        return self.adaptive is not None and self.adaptive.is_finished(self.study)
+        """A grid is done when every planned trial has run (the driver's pending set says so)."""
+        return False
 
-    def _next_adaptive(self, runnable: set[str]) -> Asked | None:
-        # A proposal recorded by an earlier driver (whose study was lost) is told its
-        # recorded result instead of being run again; the sampler then proposes anew.
-        assert self.adaptive is not None
-        while self.adaptive.has_proposal(self.study):
-            trial = self.study.ask(self.distributions)
-            spec = self._spec_of(trial.params)
-            if spec is not None and spec.trial_id in runnable:
-                trial.set_user_attr("trial_id", spec.trial_id)
-                return Asked(trial, spec)
-            if spec is not None and spec.trial_id in self.recorded:
-                self._close(trial.number, *self.recorded[spec.trial_id])
-            else:
-                self.study.tell(trial.number, state=TrialState.FAIL)
-        return None
+    def _take(self, trial_ids: list[str], runnable: Container[str]) -> list[Asked]:
+        taken = [t for t in trial_ids if t not in self._taken and t in runnable]
+        self._taken.update(taken)
+        return [Asked(self.specs_by_id[t]) for t in taken]
 
-    def _proposed_specs(self) -> list[TrialSpec]:
-        assert self.adaptive is not None
-        specs = []
-        for cell_index, (i, j), seed in self.adaptive.proposals(self.study):
-            cell = self.adaptive.cells[cell_index]
-            spec = self.specs_by_key.get(_grid_key(cell.name, cell.lrs[i], cell.batch_sizes[j], seed))
-            if spec is not None:
-                specs.append(spec)
-        return specs
-
-    def _ask_fixed(self, spec: TrialSpec) -> Asked:
-        self.study.enqueue_trial(
-            {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
-        )
-        trial = self.study.ask(self.distributions)
-        trial.set_user_attr("trial_id", spec.trial_id)
-        return Asked(trial, spec)
+    def _queue(self, key: Callable[[TrialSpec], Hashable], group_key: Hashable) -> list[str]:
+        if self._group_key is not key:  # built once per key function: one pass over the plan
+            self._group_key = key
+            self._queues, self._queue_cursors = {}, {}
+            for trial_id in self._order:
+                self._queues.setdefault(key(self.specs_by_id[trial_id]), []).append(trial_id)
+            self._queue_cursors = {k: 0 for k in self._queues}
+        return self._queues[group_key]
 
     def tell(self, asked: Asked, outcome: TrialOutcome) -> None:
-        asked.trial.set_user_attr("status", outcome.status)
-        self._close(asked.trial.number, outcome.status, outcome.final_val_loss)
+        """Queue the outcome for Optuna; ``flush`` sends it (after the results are on disk).
+        With it go the trial's validation curve (Optuna's intermediate values, step = tokens
+        trained, so batch sizes compare on one axis), what optuna-dashboard draws as learning
+        curves: one record per trial, never a write per step."""
+        curve = {point.tokens: point.val_loss for point in outcome.curve
+                 if point.val_loss is not None and math.isfinite(point.val_loss)}
+        self._unsent.append(self._frozen(asked.spec, outcome.status, outcome.final_val_loss, curve))
 
-    def _close(self, number: int, status: str, loss: float) -> None:
-        if status == TrialStatus.COMPLETE and math.isfinite(loss):
-            self.study.tell(number, loss)
-        else:
-            # Diverged and failed runs have no loss to compare; FAIL keeps them out of
-            # best_trial while the grid still counts them as visited.
-            self.study.tell(number, state=TrialState.FAIL)
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
 
-    def _spec_of(self, params: dict) -> TrialSpec | None:
-        try:
-            key = _grid_key(params["cell"], params["lr"], params["batch_size"], params["seed"])
-        except KeyError:
-            return None
-        return self.specs_by_key.get(key)
+    def flush(self) -> int:
+        """Tell Optuna every queued trial (one storage record each); return how many."""
+        sent, self._unsent = self._unsent, []
+        if sent:
+            self.study.add_trials(sent)
+        return len(sent)
+
+    def _frozen(self, spec: TrialSpec, status: str, loss: float,
+                curve: dict[int, float] | None = None) -> FrozenTrial:
+        return frozen_trial(spec, self.distributions, status, loss, curve)
 
 
-def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predictor | None = None,
-                       seed: int = 0, grid_runs: int | None = None,
-                       cell_sizes: dict[str, float] | None = None) -> LawGuidedSampler:
-    """The recipe's adaptive search over the cells and grid values of ``specs``. ``cell_sizes``:
-    the law's N per cell where it is not the shape's (a replayed table's, e.g. MoE active N)."""
-    cell_sizes = cell_sizes or {}
-    by_cell: dict[str, list[TrialSpec]] = {}
-    for spec in specs:
-        by_cell.setdefault(spec.cell_id, []).append(spec)
-    cells = [
-        SearchCell(
-            name=cell_id,
-            n_params=float(cell_sizes.get(cell_id, members[0].n_params)),
-            tokens=float(members[0].tokens_budget),
-            lrs=tuple(sorted({s.lr for s in members})),
-            batch_sizes=tuple(sorted({s.batch_size for s in members})),
-            seq_len=members[0].shape.seq_len,
-        )
-        for cell_id, members in by_cell.items()
-    ]
-    settings = AdaptiveSettings(budget=search.budget, max_runs_per_cell=search.max_runs_per_cell,
-                                window=search.window, lookahead=search.lookahead,
-                                estimator=search.estimator)
-    return LawGuidedSampler(cells, settings, seeds=sorted({s.seed for s in specs}), predictor=predictor,
-                            fit_seed=seed, grid_runs=grid_runs)
+def trial_params(spec: TrialSpec) -> dict[str, Any]:
+    """The Optuna parameters of a planned trial."""
+    return {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
+
+
+def trial_attrs(spec: TrialSpec, status: str) -> dict[str, Any]:
+    """A trial's Optuna user attributes: N, D and B in tokens (the ``cell`` parameter alone
+    hides them), its id and status."""
+    return {"trial_id": spec.trial_id, "status": str(status), "n_params": spec.shape.n_params_nonembedding,
+            "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
+            "lr": spec.lr, "shape": spec.shape.name}
+
+
+def frozen_trial(spec: TrialSpec, distributions: dict[str, BaseDistribution], status: str, loss: float,
+                 curve: dict[int, float] | None = None) -> FrozenTrial:
+    """One finished trial as a complete Optuna trial (one storage record)."""
+    params, attrs = trial_params(spec), trial_attrs(spec, status)
+    if status == TrialStatus.COMPLETE and math.isfinite(loss):
+        return create_trial(params=params, distributions=distributions, value=loss, user_attrs=attrs,
+                            intermediate_values=curve)
+    # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
+    return create_trial(params=params, distributions=distributions, state=TrialState.FAIL,
+                        user_attrs=attrs, intermediate_values=curve)

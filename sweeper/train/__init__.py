@@ -6,8 +6,8 @@ The trainer knows nothing of Optuna, Ray or pydantic: it turns ``trainspec.Train
 dataclasses; a planned ``TrialSpec`` is read into one) into ``TrialOutcome``s, with torch alone.
 """
 
-from sweeper.train.data import data_identity, load_corpus
+from sweeper.train.data import DataError, check_data, data_identity, load_corpus
 from sweeper.train.fused import run_fused
 from sweeper.train.loop import run_trial
 
-__all__ = ["data_identity", "load_corpus", "run_fused", "run_trial"]
+__all__ = ["DataError", "check_data", "data_identity", "load_corpus", "run_fused", "run_trial"]

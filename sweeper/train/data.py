@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sweeper.errors import SweeperError
 from sweeper.trainspec import DataSettings, as_data_settings
+
+
+class DataError(SweeperError):
+    """A data source that cannot feed the recipe's trials; found before any trial runs."""
 
 VAL_BATCH_SEQUENCES = 16  # sequences per validation batch, fixed so every trial sees the same
 BYTE_VOCAB = 256
@@ -81,12 +86,21 @@ def _load(key: tuple) -> Corpus:
     kind = key[0]
     if kind in ("builtin", "text"):
         raw = builtin_corpus_bytes(key[2]) if kind == "builtin" else Path(key[1]).read_bytes()
+        if not raw:
+            raise DataError(f"data.path {key[1]}: the text file is empty" if kind == "text"
+                            else "data (builtin): no standard-library sources found to read")
         stream = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         description = f"bytes:vocab{BYTE_VOCAB}:".encode()
         stream_bytes = raw
         vocab_hint = BYTE_VOCAB
     else:
         dtype = np.dtype(key[4])
+        size = Path(key[1]).stat().st_size
+        if size % dtype.itemsize:
+            raise DataError(f"data.path {key[1]}: {size} bytes is not a whole number of {dtype.name} "
+                            f"token ids ({dtype.itemsize} bytes each); is data.dtype right?")
+        if size == 0:
+            raise DataError(f"data.path {key[1]}: the token file is empty")
         array = np.memmap(key[1], dtype=dtype, mode="r")
         # int32 holds every uint16 id and any realistic uint32 vocabulary; int64 would double
         # the memory of large token files for nothing.
@@ -98,7 +112,9 @@ def _load(key: tuple) -> Corpus:
     val_fraction = key[-1]
     n_val = int(len(stream) * val_fraction)
     if len(stream) < 2 or n_val < 2 or len(stream) - n_val < 2:
-        raise ValueError(f"data source has too few tokens ({len(stream)}) to split off validation")
+        where = f"data.path {key[1]}" if kind != "builtin" else "data (builtin)"
+        raise DataError(f"{where}: {len(stream)} tokens are too few to split off a validation share "
+                        f"of {val_fraction:g}")
     digest = hashlib.sha256(description + stream_bytes).hexdigest()[:16]
     return Corpus(
         train=stream[: len(stream) - n_val],
@@ -162,6 +178,23 @@ def validation_batches(
     ]
 
 
+def check_data(source: DataSettings | Any, shapes: list[Any]) -> Corpus:
+    """Load ``source`` and refuse, before any trial runs, data that some shape cannot train
+    on: splits shorter than a sequence, token ids beyond the vocabulary."""
+    corpus = load_corpus(source)
+    # Shapes: the recipe's ModelShape or trainspec.Shape (anything with seq_len, vocab_size).
+    where = f"data.path {source.path}" if source.path else "data (builtin)"
+    for index, shape in enumerate(shapes):
+        if len(corpus.train) < shape.seq_len + 2 or len(corpus.val) < shape.seq_len + 1:
+            raise DataError(f"models[{index}].seq_len: {shape.seq_len} is longer than {where} allows "
+                            f"(training split {len(corpus.train)} tokens, validation split "
+                            f"{len(corpus.val)}); use shorter sequences or more data")
+        if corpus.max_token >= shape.vocab_size:
+            raise DataError(f"models[{index}].vocab_size: {where} holds token id {corpus.max_token}, "
+                            f"beyond vocab_size {shape.vocab_size}")
+    return corpus
+
+
 def check_vocab(corpus: Corpus, vocab_size: int) -> None:
     """Raise ValueError when the data holds ids the model cannot embed."""
     if corpus.max_token >= vocab_size:
@@ -175,6 +208,8 @@ __all__ = [
     "Corpus",
     "VAL_BATCH_SEQUENCES",
     "builtin_corpus_bytes",
+    "DataError",
+    "check_data",
     "check_vocab",
     "data_identity",
     "load_corpus",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import operator
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,10 +35,10 @@ from sweeper.outcome import TrialOutcome
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.loop import autocast_for, model_config, resolve_device
 from sweeper.train.model import GPT
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
 from sweeper.train.stacked import StackedGPT, StackedParameters
-from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, fusion_key
+from sweeper.trainspec import OptimizerSettings, TrainSpec, as_train_spec, eval_every_steps, fusion_key
 
 # ---- optimizer --------------------------------------------------------------------------
 
@@ -120,9 +121,21 @@ class StackedAdamW:
 # ---- training ---------------------------------------------------------------------------
 
 
-def run_fused(planned: list[TrainSpec] | list[Any], *, threads: int | None = None,
-              device: str | None = None) -> list[TrialOutcome]:
-    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``.
+def run_fused(
+    planned: list[TrainSpec] | list[Any],
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    forks: Mapping[int, tuple[int, int]] | None = None,
+    report: ProgressReport | None = None,
+) -> list[TrialOutcome]:
+    """Train ``specs`` as one fused group; outcome ``i`` belongs to ``specs[i]``. ``report``
+    hears each member's progress while it runs, as for ``run_trial``.
+
+    ``forks`` maps a member to ``(parent, step)``: that member does not start from the
+    initial weights but enters the stack as a copy of member ``parent``'s row (weights,
+    AdamW moments, step count) and history after ``step``'s update, because its run up to
+    there is the parent's (WSD branching; ``branching.py`` decides where that holds).
 
     Raises ValueError only for a group that cannot be fused (a caller's bug: members must
     share ``trainspec.fusion_key``); a training problem never raises: it fails every member
@@ -135,11 +148,11 @@ def run_fused(planned: list[TrainSpec] | list[Any], *, threads: int | None = Non
     for spec in specs[1:]:
         if fusion_key(spec) != fusion_key(specs[0]):
             raise ValueError(f"trial {spec.trial_id} cannot be fused with {specs[0].trial_id}")
-    monitors = [TrialMonitor(spec) for spec in specs]
+    monitors = [TrialMonitor(spec, report) for spec in specs]
     outcomes: list[TrialOutcome | None] = [None] * len(specs)
     clock = time.perf_counter()
     try:
-        _train_fused(specs, monitors, outcomes, clock, threads or 1, resolve_device(device))
+        _train_fused(specs, dict(forks or {}), monitors, outcomes, clock, threads or 1, resolve_device(device))
     except Exception as error:  # noqa: BLE001 - the contract: every failure becomes a row
         message = error_text(error)
         for member, monitor in enumerate(monitors):
@@ -158,6 +171,7 @@ def _build_params(specs: list[TrainSpec], device: torch.device) -> StackedParame
 
 def _train_fused(
     specs: list[TrainSpec],
+    forks: dict[int, tuple[int, int]],
     monitors: list[TrialMonitor],
     outcomes: list[TrialOutcome | None],
     clock: float,
@@ -171,13 +185,15 @@ def _train_fused(
     check_vocab(corpus, first.shape.vocab_size)
     config = model_config(first)
     model = StackedGPT(config)
-    optimizer = StackedAdamW(_build_params(specs, device), first.optimizer, hidden_lr_mult=1.0 / config.width_mult)
+    active = [member for member in range(len(specs)) if member not in forks]  # member of each stack row
+    optimizer = StackedAdamW(_build_params([specs[m] for m in active], device), first.optimizer,
+                             hidden_lr_mult=1.0 / config.width_mult)
     sampler = BatchSampler(corpus, first.batch_size, first.shape.seq_len, first.seed, str(device))
     val_batches = validation_batches(corpus, first.shape.seq_len, first.evaluation.val_batches, str(device))
-    lr_rows = [lr_table(s.steps, s.lr, s.schedule, s.batch_size_tokens) for s in specs]  # Python floats, as run_trial's
-    active = list(range(len(specs)))  # member index of each row of the stack
+    # Python floats, as run_trial's
+    lr_tables = [lr_table(s.steps, s.lr, s.schedule, s.batch_size_tokens) for s in specs]
     clip = first.optimizer.grad_clip
-    every = first.evaluation.every_steps
+    every = eval_every_steps(first.evaluation, first.batch_size_tokens)
 
     def evaluate(rows: list[int]) -> list[float]:
         """Mean validation loss of the member rows ``rows`` (all rows: no copy)."""
@@ -189,22 +205,33 @@ def _train_fused(
             total = functools.reduce(operator.add, [model.member_losses(params, x, y) for x, y in val_batches])
         return (total / len(val_batches)).tolist()
 
-    def drop(rows: list[int]) -> bool:
-        """Take the member rows ``rows`` out of the stack; False when none is left."""
-        nonlocal active, lr_rows
+    def restack(rows: list[int], members: list[int]) -> None:
+        """Make the stack the rows ``rows`` of the current one, in that order (a row named
+        twice is copied: a fork), now holding ``members``."""
+        nonlocal active
+        if rows:
+            optimizer.keep(torch.tensor(rows, device=device))
+        active = members
+
+    def drop(rows: list[int]) -> None:
+        """Take the member rows ``rows`` out of the stack."""
         keep = [row for row in range(len(active)) if row not in rows]
-        if keep:
-            optimizer.keep(torch.tensor(keep, device=device))
-        lr_rows = [lr_rows[row] for row in keep]
-        active = [active[row] for row in keep]
-        return bool(active)
+        restack(keep, [active[row] for row in keep])
+
+    def end_unforked_children(parent: int) -> None:
+        """``parent`` diverged before its children forked: their runs are its run up to
+        now, so each ends exactly as it did (same step, same curve)."""
+        for child, (source, _) in forks.items():
+            if source == parent and outcomes[child] is None and child not in active:
+                monitors[child].adopt(monitors[parent])
+                outcomes[child] = monitors[child].outcome(time.perf_counter() - clock)
 
     # ---- training ----------------------------------------------------------------------
     for step in range(1, max(s.steps for s in specs) + 1):
         inputs, targets = sampler.next()
         with autocast_for(device):
             losses = model.member_losses(optimizer.params.views(), inputs, targets)
-        step_lrs = [row[step - 1] for row in lr_rows]
+        step_lrs = [lr_tables[member][step - 1] for member in active]
         died = [
             row for row, (member, loss) in enumerate(zip(active, losses.tolist()))
             if monitors[member].observe(step, step_lrs[row], loss)
@@ -212,6 +239,7 @@ def _train_fused(
         if died:
             for row in died:
                 outcomes[active[row]] = monitors[active[row]].outcome(time.perf_counter() - clock)
+                end_unforked_children(active[row])
             survivors = [row for row in range(len(active)) if row not in died]
             if not survivors:
                 return
@@ -221,7 +249,7 @@ def _train_fused(
             drop(died)  # the gradient rows of the survivors go with them
         if clip > 0:
             optimizer.clip_grad_norm_(clip)
-        optimizer.step([row[step - 1] for row in lr_rows])
+        optimizer.step([lr_tables[member][step - 1] for member in active])
         optimizer.zero_grad()
         for member in active:
             monitors[member].stepped(step)
@@ -229,15 +257,26 @@ def _train_fused(
         # member's last update (instead of a periodic one at that step).
         ending = [row for row, member in enumerate(active) if specs[member].steps == step]
         periodic = bool(every) and step % every == 0
-        if not ending and not periodic:
-            continue
-        rows = list(range(len(active))) if periodic else ending
-        for row, val_loss in zip(rows, evaluate(rows)):
-            member = active[row]
-            monitors[member].record_val(step, val_loss)
-            if row in ending:
-                outcomes[member] = monitors[member].outcome(time.perf_counter() - clock, final_val_loss=val_loss)
-        if ending and not drop(ending):
+        if ending or periodic:
+            rows = list(range(len(active))) if periodic else ending
+            for row, val_loss in zip(rows, evaluate(rows)):
+                member = active[row]
+                monitors[member].record_val(step, val_loss)
+                if row in ending:
+                    outcomes[member] = monitors[member].outcome(time.perf_counter() - clock, final_val_loss=val_loss)
+        # Forks after the step's validation, so a child's history holds the parent's
+        # measurement of that step, as the child's own run would.
+        born = [child for child, (_, at) in forks.items() if at == step and outcomes[child] is None]
+        parents = [forks[child][0] for child in born]
+        if any(parent not in active or specs[parent].steps == step for parent in parents):
+            raise ValueError(f"a fork at step {step} has no running parent")
+        for child, parent in zip(born, parents):
+            monitors[child].adopt(monitors[parent])
+        if ending:
+            drop(ending)
+        if born:
+            restack(list(range(len(active))) + [active.index(parent) for parent in parents], active + born)
+        if not active:
             return
 
 

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from sweeper.outcome import TrialOutcome
 from sweeper.train.data import BatchSampler, check_vocab, load_corpus, validation_batches
 from sweeper.train.model import GPT, GPTConfig, hidden_parameter_names
-from sweeper.train.monitor import TrialMonitor, error_text
+from sweeper.train.monitor import ProgressReport, TrialMonitor, error_text
 from sweeper.train.schedules import lr_table
-from sweeper.trainspec import TrainSpec, as_train_spec
+from sweeper.trainspec import TrainSpec, as_train_spec, eval_every_steps
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -96,13 +96,15 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None) -> TrialOutcome:
+def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None,
+              report: ProgressReport | None = None) -> TrialOutcome:
     """Train one proxy model as ``spec`` says and report how it ended (never raises for a
     training problem). ``spec``: a TrainSpec, or a planned TrialSpec (read into one);
     ``threads``: torch intra-op threads (default 1, one per Ray CPU); ``device``: torch device
-    string (default CPU). ``node_id`` is left for the executor."""
+    string (default CPU); ``report`` hears its progress while it runs (monitor.ProgressReport).
+    ``node_id`` is left for the executor."""
     spec = as_train_spec(spec)
-    monitor = TrialMonitor(spec)
+    monitor = TrialMonitor(spec, report)
     clock = time.perf_counter()
     try:
         final_val_loss = _train(spec, monitor, threads or 1, resolve_device(device))
@@ -124,7 +126,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     val_batches = validation_batches(corpus, spec.shape.seq_len, spec.evaluation.val_batches, str(device))
     lrs = lr_table(spec.steps, spec.lr, spec.schedule, spec.batch_size_tokens)
     clip = spec.optimizer.grad_clip
-    every = spec.evaluation.every_steps
+    every = eval_every_steps(spec.evaluation, spec.batch_size_tokens)
     vocab = spec.shape.vocab_size
     model.train()
 

@@ -3,7 +3,8 @@ train loss, divergence, and turning all of it into a ``TrialOutcome``.
 
 Divergence rule (one place, so fused members end exactly as they would alone): a step whose
 train loss is NaN/inf, or after which the EMA of the train loss exceeds
-``divergence_factor * initial_loss`` (initial = the loss of step 1), ends the trial as
+``divergence_factor * initial_loss`` (initial = the loss of step 1; the EMA's weight is set
+per token, see ``ema_alpha``), ends the trial as
 ``diverged`` at that step. The loss is observed before the step's update, so a diverged
 trial took ``diverged_step - 1`` optimizer steps; its curve still holds the diverged step.
 """
@@ -13,11 +14,36 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import replace
 
 from sweeper.outcome import CurvePoint, TrialOutcome, TrialStatus
 from sweeper.trainspec import TrainSpec
 
-EMA_ALPHA = 0.1  # weight of the newest loss in the smoothed train loss
+SMOOTHING_TOKENS = 10_240  # the smoothed train loss averages over about this many tokens...
+SMOOTHING_SHARE = 0.1  # ...or this share of the cell's budget D, when that is fewer
+# How often a running trial tells the driver its step and loss (``ProgressReport``): often
+# enough for a live view, rare enough to cost nothing next to a training step.
+REPORT_EVERY_SECONDS = 2.0
+
+#: ``report(trial_id, point)``: hears a running trial's progress; ``point`` holds ``step``,
+#: ``steps``, ``train_loss`` (smoothed), ``val_loss`` (latest measured, or None) and
+#: ``elapsed_s``. It must not raise and must return at once (the trainer waits for it).
+ProgressReport = Callable[[str, dict], None]
+
+
+def ema_alpha(batch_tokens: int, tokens_budget: int) -> float:
+    """Weight of the newest step's loss in the smoothed train loss.
+
+    The EMA forgets per *token*, over a horizon H = min(SMOOTHING_TOKENS, SMOOTHING_SHARE * D)
+    tokens: alpha = 1 - exp(-batch_tokens / H). H depends only on the cell's D, so every batch
+    size of a cell averages its losses over the same tokens; a per-step weight would average
+    a small batch's (noisier) losses over fewer tokens than a large batch's, and the divergence
+    rule would fire more readily at small batches. (At 1,024 tokens per step and a large D this
+    is the former 0.1 per step.)
+    """
+    horizon = max(1.0, min(SMOOTHING_TOKENS, SMOOTHING_SHARE * tokens_budget))
+    return 1.0 - math.exp(-batch_tokens / horizon)
 
 
 def error_text(error: BaseException) -> str:
@@ -29,8 +55,10 @@ def error_text(error: BaseException) -> str:
 class TrialMonitor:
     """Collects one trial's curve and decides when it has diverged."""
 
-    def __init__(self, spec: TrainSpec):
+    def __init__(self, spec: TrainSpec, report: ProgressReport | None = None):
         self.spec = spec
+        self.report = report
+        self.last_val_loss: float | None = None
         self.curve: list[CurvePoint] = []
         self.initial_loss = math.nan
         self.smoothed = math.nan
@@ -39,6 +67,8 @@ class TrialMonitor:
         self.started_at = time.time()
         self._limit = math.inf
         self._batch_tokens = spec.batch_size_tokens
+        self._alpha = ema_alpha(spec.batch_size_tokens, spec.tokens_budget)
+        self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
 
     def observe(self, step: int, lr: float, loss: float) -> bool:
         """Record the train loss of ``step`` (before its update); True when it diverged."""
@@ -50,7 +80,7 @@ class TrialMonitor:
             self.initial_loss = self.smoothed = loss
             self._limit = self.spec.evaluation.divergence_factor * loss
         else:
-            self.smoothed += EMA_ALPHA * (loss - self.smoothed)
+            self.smoothed += self._alpha * (loss - self.smoothed)
         if self.smoothed > self._limit:
             self.diverged_step = step
             return True
@@ -59,9 +89,24 @@ class TrialMonitor:
     def stepped(self, step: int) -> None:
         """The update of ``step`` was applied."""
         self.steps_done = step
+        if self.report is not None and time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
+            self.report(self.spec.trial_id, {
+                "step": step, "steps": self.spec.steps, "train_loss": self.smoothed,
+                "val_loss": self.last_val_loss, "elapsed_s": time.time() - self.started_at,
+            })
+
+    def adopt(self, parent: TrialMonitor) -> None:
+        """Take over ``parent``'s history so far: this trial's run was ``parent``'s up to now
+        (a WSD branch at its decay start, see branching.py)."""
+        self.curve = [replace(point) for point in parent.curve]
+        self.initial_loss, self.smoothed = parent.initial_loss, parent.smoothed
+        self.diverged_step, self.steps_done = parent.diverged_step, parent.steps_done
+        self._limit = parent._limit
 
     def record_val(self, step: int, val_loss: float) -> None:
         self.curve[step - 1].val_loss = val_loss
+        self.last_val_loss = val_loss
 
     def outcome(self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None) -> TrialOutcome:
         """The trial's outcome: failed when ``error`` is given, diverged when a loss blew up
@@ -90,4 +135,4 @@ class TrialMonitor:
         )
 
 
-__all__ = ["EMA_ALPHA", "TrialMonitor", "error_text"]
+__all__ = ["SMOOTHING_SHARE", "SMOOTHING_TOKENS", "ProgressReport", "TrialMonitor", "ema_alpha", "error_text"]

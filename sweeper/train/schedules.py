@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import math
 
-from sweeper.trainspec import ScheduleSettings
+from sweeper.trainspec import ScheduleSettings, warmup_steps_of
 
 
 def warmup_steps(total_steps: int, schedule: ScheduleSettings) -> int:
     """Warmup length of a ``total_steps`` run: the schedule's fixed count (capped at the run),
-    else its fraction of the run."""
-    if schedule.warmup_steps is not None:
-        return min(schedule.warmup_steps, total_steps)
-    return int(round((schedule.warmup_fraction or 0.0) * total_steps))
+    else its fraction of the run (``trainspec.warmup_steps_of``)."""
+    return warmup_steps_of(schedule, total_steps)
 
 
 def decay_steps(total_steps: int, schedule: ScheduleSettings) -> int:

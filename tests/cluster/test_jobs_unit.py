@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from sweeper.execute import PlacementError, check_fits
@@ -54,3 +55,24 @@ def test_metrics_never_raise_without_a_cluster() -> None:
     metrics.finished("cell-a", "complete", 3.2)
     metrics.finished("cell-a", "complete", float("nan"))
     assert metrics.best_loss.get("cell-a", 3.2) == 3.2
+
+
+def test_mirror_follows_parts_and_compaction(tmp_path: Path) -> None:
+    from sweeper.outcome import TrialOutcome
+    from sweeper.plan import plan_trials
+    from sweeper.recipe import parse_recipe
+    from sweeper.results import ResultSink, compact_run
+    from tests.conftest import MINIMAL_RECIPE
+
+    run_dir, bucket = tmp_path / "run", tmp_path / "bucket"
+    sink = ResultSink(run_dir)
+    mirror = ResultMirror(f"file://{bucket}", run_dir)
+    for spec in plan_trials(parse_recipe(MINIMAL_RECIPE), "data0"):
+        sink.record(spec, TrialOutcome(spec.trial_id, "complete", 3.0, 3.0, 1, 1, 1.0, 0.0, 1.0))
+        mirror.put_parts()
+    assert sorted(p.name for p in (bucket / "trials").iterdir()) == ["000000000-part.parquet", "000000001-part.parquet"]
+    compact_run(run_dir)
+    mirror.put_parts()
+    for dataset in ("trials", "curves"):
+        assert sorted(p.name for p in (bucket / dataset).iterdir()) == ["000000001-compact.parquet"]
+    assert len(pd.read_parquet(bucket / "trials")) == 2

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweeper.results import read_trials
 from tests.cluster.local_cluster import LocalCluster
 from tests.conftest import RECIPES
 
@@ -179,10 +180,9 @@ def test_killing_the_worker_node_mid_sweep_still_completes(cluster: LocalCluster
     killed_at = None
     deadline = time.time() + 200
     while process.poll() is None and time.time() < deadline:
-        trials_dir = run_dir / "trials"
-        done = sorted(trials_dir.glob("*.parquet")) if trials_dir.is_dir() else []
-        if killed_at is None and len(done) >= 4:
-            nodes = set(pd.read_parquet(trials_dir)["node_id"])
+        done = read_trials(run_dir, columns=["node_id"]).table
+        if killed_at is None and done.num_rows >= 4:
+            nodes = set(done.column("node_id").to_pylist())
             if len(nodes) == 2:  # the worker has taken part: kill it while it holds a trial
                 cluster.kill_raylet(worker)
                 killed_at = time.time()

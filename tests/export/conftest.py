@@ -1,5 +1,6 @@
-"""Fixtures: a real fit.json (from `sweeper submit recipes/smoke.yaml` + `sweeper fit`) and the
-recipe.yaml saved beside it, copied into a fresh run folder per test."""
+"""Fixtures: a real fit.json (`sweeper fit` of a synthetic smoke-shaped sweep with determined
+laws; make_fit_fixture.py writes it) and the smoke recipe.yaml beside it, copied into a fresh
+run folder per test."""
 
 from __future__ import annotations
 

@@ -91,6 +91,10 @@ def test_torchtitan_overrides(fit_dir: Path, targets_file: Path, tmp_path: Path)
         assert abs(global_batch - printed["batch_size_sequences"][0]) <= 1  # rounded to a multiple of 2
         assert int(parsed["training.seq_len"]) == target.seq_len
         assert parsed["lr_scheduler.decay_type"] in names.TORCHTITAN_DECAY_TYPES
+        # Explicit, so a config's own decay_ratio (0.8 in llama3_debugmodel) cannot insert a
+        # stable phase: the cosine decays over every step after warmup.
+        steps, warmup = int(parsed["training.steps"]), int(parsed["lr_scheduler.warmup_steps"])
+        assert float(parsed["lr_scheduler.decay_ratio"]) * steps == pytest.approx(steps - warmup)
 
 
 def test_megatron_arguments(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
@@ -140,14 +144,21 @@ def test_wsd_schedule(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None
     assert set(arguments["lr_scheduler_kwargs"]) <= set(names.HF_SCHEDULER_KWARGS["warmup_stable_decay"])
     text = run_export(fit_dir / "fit.json", targets_file, "torchtitan", tmp_path / "tt.txt")
     assert "--lr-scheduler.decay-ratio 0.2" in text
-    # Megatron at this release has no WSD style: refused, not approximated.
+    # Megatron's own WSD style: stable, then a linear decay over the last 20% to the floor.
+    text = run_export(fit_dir / "fit.json", targets_file, "megatron", tmp_path / "m.txt")
+    for line in command_lines(text):
+        args = strict_parser(names.MEGATRON_FLAGS).parse_args(line)
+        assert args.lr_decay_style == "WSD" and args.lr_wsd_decay_style in names.MEGATRON_WSD_DECAY_STYLES
+        assert int(args.lr_wsd_decay_iters) == round(0.2 * int(args.train_iters))
+        assert int(args.lr_decay_iters) == int(args.train_iters) and float(args.min_lr) == 0.0
+    # nanoGPT's get_lr is warmup + cosine only: refused, not approximated.
     result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
-                                       "--format", "megatron", "--out", str(tmp_path / "m.txt")])
+                                       "--format", "nanogpt", "--only", "small", "--out", str(tmp_path / "n.py")])
     assert result.exit_code == 2 and "WSD" in result.stderr
 
 
 def test_uneven_split_is_refused(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
                                        "--format", "hf", "--out", str(tmp_path / "h.json"),
-                                       "--round-to", "1", "--world-size", "3"])
-    assert result.exit_code == 2 and "--round-to 3" in result.stderr
+                                       "--round-to", "1", "--world-size", "5"])
+    assert result.exit_code == 2 and "--round-to 5" in result.stderr

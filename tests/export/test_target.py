@@ -79,3 +79,31 @@ def test_target_bracket_runs_and_records(tmp_path: Path) -> None:
     # Rerun: every point is already recorded, nothing trains (no Ray started).
     again = run_target(smoke_recipe(), DATA / "fit.json", 2e4, 4000, run_dir, bracket=True)
     assert again.reused == 5 and again.regret == pytest.approx(report.regret)
+
+
+def test_bracket_seeds_average_and_spread() -> None:
+    from sweeper.outcome import TrialOutcome
+    from sweeper.target import TargetReport, target_seeds
+
+    recipe = smoke_recipe()
+    shape = family_shape(recipe, 5e4)
+    prediction = load_hparams(DATA / "fit.json").predict(shape.n_params_nonembedding, 8000, 32)
+    seeds = target_seeds(recipe, 2)
+    assert seeds == [recipe.seeds[0], recipe.seeds[0] + 1]
+    points = plan_points(recipe, shape, 8000, prediction, "data", bracket=True, seeds=seeds)
+    assert len(points) == 10 and len({p.spec.trial_id for p in points}) == 10
+    assert [p.seed for p in points[:2]] == seeds and points[0].label == points[1].label == "predicted"
+    # seed 0's ids are those of a one-seed bracket: a rerun with --seeds 2 re-uses them.
+    single = plan_points(recipe, shape, 8000, prediction, "data", bracket=True)
+    assert {p.spec.trial_id for p in single} <= {p.spec.trial_id for p in points}
+    losses = {"predicted": (2.0, 2.1), "lr x1/2": (2.2, 2.2), "lr x2": (1.9, 2.1),
+              "B x1/2": (2.3, 2.4), "B x2": (2.5, 2.5)}
+    for point in points:
+        loss = losses[point.label][point.seed - seeds[0]]
+        point.outcome = TrialOutcome(point.spec.trial_id, "target", loss, loss, 1, 1, 1.0, 0.0, 1.0)
+    report = TargetReport(Path("."), 5e4, shape, 8000, prediction, points)
+    assert [s.label for s in report.settings()] == list(losses)
+    assert report.predicted.loss == pytest.approx(2.05) and report.best.label == "lr x2"
+    assert report.regret == pytest.approx(0.05)
+    assert report.seed_spread == pytest.approx(0.2)
+    assert "seed spread" in report.table() and report.to_dict()["seed_spread"] == pytest.approx(0.2)

@@ -70,20 +70,25 @@ TORCHTITAN_PARAM_GROUP_FIELDS = ['pattern', 'optimizer_name', 'optimizer_kwargs'
 TORCHTITAN_ADAMW_KWARGS = ['lr', 'betas', 'eps', 'weight_decay']
 TORCHTITAN_DECAY_TYPES = ['linear', 'sqrt', 'cosine']
 
-# Megatron-LM commit 307dcf37f03d44da131ba21999278abe4112d2ad, megatron/training/arguments.py:
-# every flag of _add_learning_rate_args, the batch/iteration flags of _add_training_args, and
-# --seq-length of _add_data_args.
-MEGATRON_RELEASE = "Megatron-LM 307dcf37f03d44da131ba21999278abe4112d2ad"
+# Megatron-LM commit 00caa53af30912914981c86f39db123961678bbd: megatron/training/arguments.py
+# _add_learning_rate_args builds its group from training_config.py SchedulerConfig (flags are
+# the field names with '-') plus --lr, --warmup, --min-lr, --decoupled-lr, --decoupled-min-lr;
+# the batch/iteration flags come from TrainingConfig; --seq-length as at the previous commit.
+# WSD: megatron/core/optimizer_param_scheduler.py get_lr (stable until lr_decay_steps -
+# wsd_decay_steps, then lr_wsd_decay_style from max_lr to min_lr).
+MEGATRON_RELEASE = "Megatron-LM 00caa53af30912914981c86f39db123961678bbd"
 MEGATRON_FLAGS = [
-    '--lr', '--lr-decay-style', '--lr-decay-iters', '--lr-decay-samples', '--lr-warmup-fraction',
-    '--lr-warmup-iters', '--lr-warmup-samples', '--lr-warmup-init', '--warmup', '--min-lr',
-    '--override-opt_param-scheduler', '--use-checkpoint-opt_param-scheduler', '--decoupled-lr',
-    '--decoupled-min-lr',
+    '--lr', '--lr-decay-style', '--lr-wsd-decay-style', '--lr-decay-iters', '--lr-decay-samples',
+    '--lr-wsd-decay-iters', '--lr-wsd-decay-samples', '--lr-warmup-fraction', '--lr-warmup-iters',
+    '--lr-warmup-samples', '--lr-warmup-init', '--warmup', '--min-lr',
+    '--override-opt-param-scheduler', '--use-checkpoint-opt-param-scheduler', '--decoupled-lr',
+    '--decoupled-min-lr', '--start-weight-decay', '--end-weight-decay', '--weight-decay-incr-style',
     '--micro-batch-size', '--batch-size', '--global-batch-size', '--rampup-batch-size',
     '--train-iters', '--train-samples',
     '--seq-length',
 ]
-MEGATRON_DECAY_STYLES = ['constant', 'linear', 'cosine', 'inverse-square-root']
+MEGATRON_DECAY_STYLES = ['constant', 'linear', 'cosine', 'inverse-square-root', 'WSD']
+MEGATRON_WSD_DECAY_STYLES = ['exponential', 'linear', 'cosine', 'minus_sqrt']
 
 # nanoGPT commit e2221318e607eb5ee0669d6b7641af25a2111545 (karpathy/nanoGPT), train.py: the
 # config globals above `config_keys`, which configurator.py lets a config file override.

@@ -1,7 +1,7 @@
 """Synthetic sweeps with known laws, written through the real ResultSink.
 
 Landscape per cell: log L = log L0(N, D) + k_lr(x) (x - x*)^2 + k_b (y - y*)^2 + k_xy (x-x*)(y-y*)
-with x = log lr, y = log B_tokens, x* = log(a N^alpha D^beta), y* = log(c D^gamma), and
+with x = log lr, y = log B_tokens, x* = log(a N^alpha D^beta), y* = log(c N^delta D^gamma), and
 k_lr larger above the optimum than below it when ``asymmetry`` > 1 (real landscapes rise
 faster towards divergence). Each cell gets its own lr x B grid, offset at random from the
 true optimum (planners centre grids on a guess, not on the truth), plus multiplicative noise.
@@ -26,6 +26,7 @@ class Truth:
     beta: float = 0.12
     c: float = 3.0
     gamma: float = 0.45
+    delta: float = 0.0  # batch exponent of N (Step Law's batch law has none)
 
 
 def synthetic_rows(truth: Truth = Truth(), *, sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
@@ -39,7 +40,7 @@ def synthetic_rows(truth: Truth = Truth(), *, sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
     for n in sizes:
         for d in budgets:
             x_star = math.log(truth.a * n**truth.alpha * d**truth.beta)
-            y_star = math.log(truth.c * d**truth.gamma)
+            y_star = math.log(truth.c * n**truth.delta * d**truth.gamma)
             # Grid centre: the truth moved by up to +-offset grid steps (in log space), plus
             # lr_shift steps (a grid that does not bracket the optimum).
             cx = x_star + (rng.uniform(-offset, offset) + lr_shift) * math.log(lr_step)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from sweeper.fit import fit_run
-from sweeper.hparams import HparamsError, load_hparams
+from sweeper.hparams import HparamsError, PredictionRefused, load_hparams
+from sweeper.uncertainty import EXTRAPOLATION_LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +44,32 @@ def test_predict_matches_the_law_formula(fitted):
 def test_extrapolation_is_measured_and_widens_the_interval(fitted):
     hp = load_hparams(fitted)
     inside = hp.predict(1e7, 1e9, 256)
-    outside = hp.predict(1e10, 1e12, 256)
-    assert outside.extrapolation_n_params == pytest.approx(100.0)
-    assert outside.extrapolation_tokens == pytest.approx(100.0)
-    assert any("100x beyond" in w for w in outside.warnings)
+    outside = hp.predict(5e9, 5e11, 256)  # 50x beyond: inside the limit, warned
+    assert outside.extrapolation_n_params == pytest.approx(50.0)
+    assert outside.extrapolation_tokens == pytest.approx(50.0)
+    assert any("50x beyond" in w for w in outside.warnings)
     assert outside.lr_interval_width > inside.lr_interval_width
 
 
-def test_tiny_batch_is_at_least_one_sequence(fitted):
-    p = load_hparams(fitted).predict(1e6, 1e8, 10**7)
-    assert p.batch_size_sequences == 1
+def test_extrapolation_past_the_limit_is_refused_unless_forced(fitted):
+    hp = load_hparams(fitted)
+    with pytest.raises(PredictionRefused, match="extrapolation limit") as refused:
+        hp.predict(1e8 * EXTRAPOLATION_LIMIT * 3, 1e9, 256)
+    assert "--force" in str(refused.value) and len(refused.value.reasons) == 1
+    forced = hp.predict(1e8 * EXTRAPOLATION_LIMIT * 3, 1e9, 256, force=True)
+    assert forced.forced and forced.warnings[0].startswith("FORCED:")
+    assert forced.to_dict()["forced"] == forced.forced
+
+
+def test_batch_rounding_past_2x_is_refused_unless_forced(fitted):
+    hp = load_hparams(fitted)
+    law = hp.predict(1e6, 1e8, 256)
+    # A sequence longer than 3x the law's batch: one sequence is > 2x the batch.
+    seq_len = int(law.batch_size_tokens * 3)
+    with pytest.raises(PredictionRefused, match="sequence"):
+        hp.predict(1e6, 1e8, seq_len)
+    forced = hp.predict(1e6, 1e8, seq_len, force=True)
+    assert forced.batch_size_sequences == 1 and any("FORCED" in w for w in forced.warnings)
 
 
 def test_bad_files_raise_hparams_error(tmp_path):
@@ -95,3 +112,35 @@ def test_compute_fit_predicts_with_given_or_estimated_flops(synthetic_run, tmp_p
     estimated = hp.predict(n, d, 256)
     assert any("flops per token (M) not given" in w for w in estimated.warnings)
     assert estimated.flops_per_token == pytest.approx(m, rel=0.05)
+
+
+def test_undetermined_law_is_stored_printed_and_refused(tmp_path, cli):
+    """Every cell's optimum pinned to the same grid corner (the smoke sweep's case): the
+    bootstrap cannot measure the laws, so fit.json says so and predict refuses."""
+    from click.testing import CliRunner
+
+    from tests.fit.synthetic import _row, write_run
+
+    # Loss rises with lr and B in every cell: each best run is the grid's lowest corner.
+    grid = [(n, d, i, lr, j, batch) for n in (1e6, 1e7) for d in (1e8, 1e9, 1e10)
+            for i, lr in enumerate((1e-3, 2e-3, 4e-3)) for j, batch in enumerate((4, 8, 16))]
+    rows = [_row(n, d, 256, lr, batch, 3.0 * (1 + 0.01 * i + 0.01 * j), index)
+            for index, (n, d, i, lr, j, batch) in enumerate(grid)]
+    run = write_run(tmp_path / "pinned", rows)
+    fitted = CliRunner().invoke(cli, ["fit", str(run), "--estimator", "plateau", "--bootstrap", "100",
+                                      "--no-plots"])
+    assert fitted.exit_code == 0, fitted.output
+    assert "UNDETERMINED" in fitted.output
+    document = json.loads((run / "fit.json").read_text())
+    law = document["batch_law"]
+    assert law["determined"] is False and law["undetermined"]
+    assert all(interval is None for interval in law["intervals"].values())
+    predicted = CliRunner().invoke(cli, ["predict", str(run), "--params", "3e6", "--tokens", "1e9",
+                                         "--seq-len", "256"])
+    assert predicted.exit_code == 2 and "undetermined" in predicted.output and "--force" in predicted.output
+    forced = CliRunner().invoke(cli, ["predict", str(run), "--params", "3e6", "--tokens", "1e9",
+                                      "--seq-len", "256", "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    prediction = json.loads(forced.stdout)
+    assert prediction["batch_size_tokens_interval"] is None and prediction["forced"]
+    assert "FORCED" in forced.stderr

@@ -30,7 +30,11 @@ def test_steplaw_import_fits_unchanged(tmp_path):
     _steplaw_frame().to_csv(csv, index=False)
     assert import_steplaw(csv, tmp_path / "run", size_column="Na") == 168
     table = read_trials(tmp_path / "run").to_pandas()
-    assert table["n_params"].max() == 1e8 and table["n_params_total"].max() == 3e8
+    assert table["n_params"].max() == 1e8
+    # N is Step Law's non-embedding count: not a total, so no total is claimed.
+    assert table["n_params_total"].isna().all()
+    assert set(table["schedule"]) == {"cosine"}
+    assert (table["min_lr_ratio"] * table["lr"]).round(12).eq(1e-5).all()
     assert (table["loss"] == table["smoothed_train_loss"]).all()
     sweep, _ = load_sweep(tmp_path / "run")
     assert sweep.snapped_values > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sweeper.fit import DEFAULT_ESTIMATOR, FitError, clean_trials, fit_run, fit_sweep, load_sweep
+from sweeper.fit import FitError, clean_trials, fit_run, fit_sweep, load_sweep
 from sweeper.fit.laws import batched_wls
 from sweeper.results.schema import TRIALS_SCHEMA
 from tests.fit.synthetic import synthetic_rows, write_run
@@ -51,7 +51,7 @@ def test_default_estimator_recovers_exponents_within_two_percent(truth, seed):
     ``plateau`` rule does not meet it reliably: its near-optimal set moves in grid steps, and
     on seed 1 its gamma is 6% off; it is held to its intervals below instead.)"""
     sweep = clean_trials(pa.Table.from_pylist(synthetic_rows(truth, seed=seed), schema=TRIALS_SCHEMA))
-    fit = fit_sweep(sweep, DEFAULT_ESTIMATOR, n_bootstrap=0)
+    fit = fit_sweep(sweep, "smooth", n_bootstrap=0)
     for name, value in _exponents(fit).items():
         expected = getattr(truth, name)
         assert abs(value - expected) <= 0.02 * abs(expected), (name, value, expected)
@@ -68,7 +68,7 @@ def test_true_exponents_inside_bootstrap_intervals(synthetic_run, asymmetric_run
 
 def test_default_estimator_within_two_percent_on_asymmetric_landscape(asymmetric_run, truth):
     sweep, _ = load_sweep(asymmetric_run)
-    fit = fit_sweep(sweep, DEFAULT_ESTIMATOR, n_bootstrap=0)
+    fit = fit_sweep(sweep, "smooth", n_bootstrap=0)
     for name, value in _exponents(fit).items():
         expected = getattr(truth, name)
         assert abs(value - expected) <= 0.02 * abs(expected), (name, value, expected)

@@ -11,7 +11,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sweeper.fit import DEFAULT_ESTIMATOR, build_report, load_sweep
+from sweeper.fit import load_sweep
+from sweeper.fit.auto import TIE, build_auto_report
 from sweeper.importers import import_steplaw
 from sweeper.results.reader import read_trials
 from tests.fit.conftest import MOE_CSV
@@ -30,7 +31,7 @@ def moe_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def moe_report(moe_run):
     sweep, _ = load_sweep(moe_run)
-    return build_report(sweep, estimator=DEFAULT_ESTIMATOR, n_bootstrap=300, evaluate=True, seed=0)
+    return build_auto_report(sweep, n_bootstrap=300, seed=0)
 
 
 def test_import_keeps_every_run_in_the_trials_schema(moe_run):
@@ -51,12 +52,11 @@ def test_plateau_reproduces_step_laws_held_out_regret(moe_report):
     assert 0.0010 < plateau.worst < 0.0030
 
 
-def test_default_estimator_beats_plateau_on_mean_and_worst(moe_report):
-    default = moe_report.evaluations[DEFAULT_ESTIMATOR]
-    plateau = moe_report.evaluations["plateau"]
-    assert DEFAULT_ESTIMATOR != "plateau"
-    assert default.mean < plateau.mean
-    assert default.worst <= plateau.worst
+def test_auto_uses_the_lowest_held_out_mean_of_this_table(moe_report):
+    figures = moe_report.choice.figures
+    assert set(figures) == set(moe_report.evaluations)
+    lowest = min(f["mean_regret"] for f in figures.values())
+    assert figures[moe_report.estimator]["mean_regret"] < lowest + TIE
 
 
 def test_every_estimator_reports_its_regret_in_fit_json(moe_report):
@@ -80,4 +80,5 @@ def test_cli_import_then_fit_evaluate(cli, tmp_path):
     for name in ("plateau", "smooth", "compute"):
         assert f"  {name} " in result.output
     assert "held-out evaluation" in result.output and "worst" in result.output
+    assert "chosen by --estimator auto" in result.output and "<- used (chosen by auto)" in result.output
     assert json.loads((out / "fit.json").read_text())["evaluation"]["plateau"]["cells_evaluated"] == 16
