@@ -63,6 +63,9 @@ class TrialOutcome:
     error: str | None = None
     node_id: str = ""
     curve: list[CurvePoint] = field(default_factory=list)
+    # A replayed trial's own table columns (model size, schedule, ...): an imported table's
+    # N (e.g. an MoE's active parameters) is no shape's, so the row keeps the recorded one.
+    recorded: dict | None = None
 
     @property
     def tokens_per_second(self) -> float:

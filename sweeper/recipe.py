@@ -348,6 +348,32 @@ class Evaluation(_Strict):
     )
 
 
+class Search(_Strict):
+    """How the sweep chooses its trials: every grid point, or law-guided (see docs/adaptive.md)."""
+
+    kind: Literal["grid", "adaptive"] = Field(
+        "grid", description="grid: every lr x batch point of every cell; adaptive: the laws fitted "
+        "on the cells already finished place a small window in each next cell."
+    )
+    budget: float = Field(
+        0.25, gt=0, le=1, description="adaptive: share of the full grid's runs the sweep may use."
+    )
+    max_runs_per_cell: int | None = Field(
+        None, ge=5, description="adaptive: cap on one cell's runs (default: a share of the budget)."
+    )
+    window: int = Field(
+        1, ge=1, description="adaptive: arm of the first window around the predicted optimum, in "
+        "grid steps (widened up to twice this where the law's interval is wide)."
+    )
+    lookahead: int = Field(
+        2, ge=0, description="adaptive: how many cells may start before the cells ranked below them "
+        "finish (keeps the cluster full; 0 places every cell by all the cells before it)."
+    )
+    estimator: Literal["smooth", "plateau"] = Field(
+        "smooth", description="adaptive: the fitter's estimator whose laws place the windows."
+    )
+
+
 class PredictionTarget(_Strict):
     """A run to predict settings for once the laws are fitted (`sweeper report` shows them)."""
 
@@ -390,6 +416,7 @@ class Recipe(_Strict):
         "model of K members in one task: 'auto' (K up to 8 of one model size and batch, capped by "
         "memory), 'off', or K >= 1.",
     )
+    search: Search = Field(default_factory=Search, description="How trials are chosen.")
     max_failed_fraction: float = Field(
         0.0, ge=0, le=1, description="Share of failed trials (exceptions, dead workers) the sweep "
         "tolerates before `sweeper submit` exits non-zero; diverged runs are data, not failures."

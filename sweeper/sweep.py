@@ -89,8 +89,11 @@ class Asked(Protocol):
 
 
 class Schedule(Protocol):
-    """What the driver loop asks for work: Optuna's study (schedule/study.py) for a sweep,
-    ``FixedOrder`` for a target run."""
+    """What the driver loop asks for work: the grid's study (schedule/study.py) or a
+    law-guided search (schedule/adaptive.py) for a sweep, ``FixedOrder`` for a target run.
+    ``has_proposal``: whether it can hand out work now (a law-guided search waits for told
+    results); ``finished``: whether it is done before every pending trial has run (a
+    law-guided search runs only what it chooses)."""
 
     def next_group(self, runnable: set[str], max_members: Callable[[TrialSpec], int],
                    key: Callable[[TrialSpec], tuple]) -> list[Any]: ...
@@ -100,6 +103,10 @@ class Schedule(Protocol):
     def flush(self) -> int:
         """Pass on what ``tell`` queued; called once the told trials' results are on disk."""
         ...
+
+    def has_proposal(self) -> bool: ...
+
+    def finished(self) -> bool: ...
 
 
 @dataclass
@@ -122,6 +129,12 @@ class FixedOrder:
 
     def flush(self) -> int:
         return 0
+
+    def has_proposal(self) -> bool:
+        return True
+
+    def finished(self) -> bool:
+        return False
 
 
 def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[str, int], list[str]]:
@@ -203,35 +216,77 @@ def run_sweep(
     on_plan: Callable[[str], None] | None = None,
     on_tick: TickCallback | None = None,
 ) -> SweepSummary:
-    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir``; return counts.
-    ``on_problem`` hears each damaged result file found at the start (its trial re-runs) and
-    each repair of the stored study; ``on_plan`` hears one line on budgets, tokens to train
-    and WSD branching; ``on_tick`` hears the trials in flight about twice a second."""
+    """Run every planned trial of ``recipe`` not yet recorded in ``run_dir`` (a law-guided
+    search: those its sampler chooses); return counts. ``on_problem`` hears each damaged
+    result file found at the start (its trial re-runs) and each repair of the stored study;
+    ``on_plan`` hears one line on budgets, tokens to train and WSD branching (or the
+    law-guided search's budget); ``on_tick`` hears the trials in flight about twice a second."""
     from sweeper.train.branching import plan_branching  # torch: only when a sweep runs
 
     specs = prepare_sweep(recipe, Path(run_dir))
-    branching = plan_branching(specs)
-    if on_plan is not None:
-        on_plan(branching.note)
     members = fused_group_size(recipe, specs)
-    if branching.branched:  # a run's budgets go to one task, whatever K says
-        members = whole_runs(members, specs)
+    line = None
+    if recipe.search.kind == "adaptive":
+        # The search chooses each cell's trials as the laws place them, so a run's token
+        # budgets are not handed out together: each trains on its own.
+        planned = planned_trials(recipe, len(specs))
+        note = (f"adaptive search: at most {planned} of the grid's {len(specs)} trials "
+                f"(budget {recipe.search.budget:g}); each token budget trains on its own")
+        training: dict[str, Any] = {"note": note, "search": "adaptive", "planned": planned}
+    else:
+        branching = plan_branching(specs)
+        note, training, planned = branching.note, branching.as_dict(), len(specs)
+        if branching.branched:  # a run's budgets go to one task, whatever K says
+            members = whole_runs(members, specs)
+            line = budget_line_key
+    if on_plan is not None:
+        on_plan(note)
+    return run_trials(recipe, Path(run_dir), specs,
+                      study_opener(recipe, specs, Path(run_dir), storage_url, line=line, on_problem=on_problem),
+                      address=address, num_cpus=num_cpus, save=True, members=members, training=training,
+                      planned=planned, on_start=on_start, on_trial=on_trial, on_problem=on_problem,
+                      on_tick=on_tick)
+
+
+def study_opener(recipe: Recipe, specs: list[TrialSpec], run_dir: Path, storage_url: str | None = None, *,
+                 line: Callable[[TrialSpec], Any] | None = None, grid_runs: int | None = None,
+                 cell_sizes: dict[str, float] | None = None, seed: int = 0,
+                 on_problem: Callable[[str], None] | None = None) -> Callable[[dict[str, tuple[str, float]]], Schedule]:
+    """The sweep's schedule over ``specs`` with the recipe's search: the grid's study
+    (``line``: trials handed out together, a WSD run's budgets), or the law-guided search,
+    steered by the fitter's laws (``grid_runs``: the full grid's runs, the budget's base;
+    ``cell_sizes``: the law's N per cell where it is not the shape's, a replayed table's).
+    The schedule is opened once the recorded results are known, and reconciled with them."""
 
     def open_study(recorded: dict[str, tuple[str, float]]) -> Schedule:
         # Imported here so that ``sweeper status``/``fit`` never pay for Optuna.
-        from sweeper.schedule import SweepStudy
+        from sweeper.schedule import AdaptiveStudy, SweepStudy
 
-        line = budget_line_key if branching.branched else None
-        study = SweepStudy.open(recipe.name, specs, Path(run_dir), storage_url, line=line)
+        study: SweepStudy | AdaptiveStudy
+        if recipe.search.kind == "adaptive":
+            from sweeper.fit.guide import predict_optima
+
+            study = AdaptiveStudy.open(recipe.name, specs, run_dir, storage_url, search=recipe.search,
+                                       predictor=predict_optima, sampler_seed=seed, grid_runs=grid_runs,
+                                       cell_sizes=cell_sizes)
+        else:
+            study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, line=line)
         if on_problem is not None:
             for repair in study.repairs:
                 on_problem(repair)
         study.reconcile(recorded)
         return study
 
-    return run_trials(recipe, Path(run_dir), specs, open_study, address=address, num_cpus=num_cpus,
-                      save=True, members=members, training=branching.as_dict(), on_start=on_start,
-                      on_trial=on_trial, on_problem=on_problem, on_tick=on_tick)
+    return open_study
+
+
+def planned_trials(recipe: Recipe, grid_runs: int) -> int:
+    """Trials a sweep plans: the whole grid, or at most a law-guided search's budget."""
+    if recipe.search.kind == "adaptive":
+        from sweeper.schedule.adaptive import budget_runs
+
+        return min(grid_runs, budget_runs(recipe.search.budget, grid_runs))
+    return grid_runs
 
 
 def run_trials(
@@ -246,6 +301,8 @@ def run_trials(
     members: Callable[[TrialSpec], int] = lambda spec: 1,
     complete_as: TrialStatus = TrialStatus.COMPLETE,
     training: dict[str, Any] | None = None,
+    planned: int | None = None,
+    executor: Any = None,
     on_start: StartCallback | None = None,
     on_trial: ProgressCallback | None = None,
     on_problem: Callable[[str], None] | None = None,
@@ -257,10 +314,13 @@ def run_trials(
     ``save`` writes the recipe into the folder (a sweep's, for ``sweeper resume``);
     ``complete_as`` is the status a complete trial is recorded with (``target`` for a target
     run); ``training`` what the plan trains (budgets, tokens: ``progress.json``'s "training").
-    Raises SweeperError before anything runs: exit code 2 when the trials cannot run
-    here (memory, placement), 3 when another driver holds the folder.
+    ``planned``: how many of ``specs`` the schedule means to run (a law-guided search's
+    budget; default all). ``executor`` replaces the Ray cluster (a replay answers trials from
+    a recorded table; nothing trains). Raises SweeperError before anything runs: exit code 2
+    when the trials cannot run here (memory, placement), 3 when another driver holds the folder.
     """
-    check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
+    if executor is None:
+        check_memory(specs, recipe)  # before the run folder exists: a refused sweep writes nothing
     created = not Path(run_dir).exists()
     lock = RunFolderLock(run_dir)
     lock.acquire()
@@ -271,14 +331,17 @@ def run_trials(
         # After the read that reported damaged parts: compaction sets them aside.
         compact_run(run_dir)
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
+        planned = len(specs) if planned is None else planned
+        already_recorded = len(specs) - len(pending)
+        to_run = min(len(pending), max(0, planned - already_recorded))
         summary = SweepSummary(
             run_dir,
-            planned=len(specs),
-            already_recorded=len(specs) - len(pending),
+            planned=planned,
+            already_recorded=already_recorded,
             max_failed_fraction=recipe.max_failed_fraction,
             training=training or {},
         )
-        if pending:  # nothing to run: no cluster to start, and no Ray to import
+        if pending and executor is None:  # nothing to run: no cluster to start, and no Ray to import
             from sweeper.execute import PlacementError, TrialExecutor, connect, disconnect
 
             cluster = connect(address, num_cpus=num_cpus)
@@ -296,7 +359,7 @@ def run_trials(
             for problem in problems:
                 on_problem(f"{problem}; its trial runs again")
         if on_start is not None:
-            on_start(len(specs), len(pending), summary.dashboard_url)
+            on_start(planned, to_run, summary.dashboard_url)
         if pending:
             schedule = open_schedule(recorded)
             sink = ResultSink(run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS)
@@ -328,9 +391,10 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
            on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
            failed_attempts: dict[str, int], complete_as: TrialStatus, name: str,
            on_tick: TickCallback | None = None) -> None:
-    """Keep the cluster full until every pending trial has finished. A round costs
-    O(trials running + trials finished): the runnable set shrinks as trials start, a grid's
-    choice is O(1), and results and Optuna tells are written in batches."""
+    """Keep the cluster full until every pending trial has finished, or the schedule says it
+    is finished (a law-guided search runs only what it chooses). A round costs O(trials
+    running + trials finished): the runnable set shrinks as trials start, a grid's choice is
+    O(1), and results and Optuna tells are written in batches."""
     from sweeper.execute.metrics import SweepMetrics  # Ray metrics: see execute/metrics.py
 
     metrics = SweepMetrics(name)
@@ -338,8 +402,8 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
     runnable = set(pending)  # neither recorded nor started: only shrinks
     progress_written = 0.0
     try:
-        while pending:
-            while runnable and len(executor.in_flight) < executor.capacity():
+        while pending and not schedule.finished():
+            while runnable and len(executor.in_flight) < executor.capacity() and schedule.has_proposal():
                 group = schedule.next_group(runnable, max_members, fusion_key)
                 if not group:
                     break
@@ -371,10 +435,13 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
                 metrics.finished(spec.cell_id, outcome.status, outcome.final_val_loss)
                 if on_trial is not None:
                     on_trial(spec, outcome, summary.counts)
-            if sink.flush_due():
+            # A search that proposes from told results only must not wait on the buffer.
+            if sink.flush_due() or (sink.buffered and not schedule.has_proposal()):
                 sink.flush()
             if sink.buffered == 0:
                 schedule.flush()  # only trials whose results are on disk
+            if not executor.in_flight and not schedule.has_proposal() and not schedule.finished():
+                break  # nothing running, nothing told to wait for, and nothing to ask: it has ended
     finally:
         sink.flush()
         schedule.flush()

@@ -20,9 +20,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here, not at the top, so ``import sweeper.cli`` stays cheap and circular-free.
-    from sweeper.cli import exporting, fitting, reporting, running
+    from sweeper.cli import exporting, fitting, replaying, reporting, running
 
-    for module in (running, fitting, exporting, reporting):
+    for module in (running, fitting, exporting, reporting, replaying):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -45,7 +45,7 @@ def utc_time(unix_seconds: float | None) -> datetime | None:
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[str, Any]:
     shape = spec.shape
-    return {
+    row = {
         "trial_id": spec.trial_id,
         "sweep": spec.sweep,
         "cell_id": spec.cell_id,
@@ -87,6 +87,17 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[
         "node_id": outcome.node_id,
         "attempt": attempt,
     }
+    if outcome.recorded:
+        row.update({name: value for name, value in outcome.recorded.items() if name in REPLAYED_COLUMNS})
+    return row
+
+
+# What a replayed row takes from its table rather than from the spec (see TrialOutcome.recorded).
+REPLAYED_COLUMNS = frozenset({
+    "shape", "d_model", "n_layers", "n_heads", "vocab_size", "n_params", "n_params_total",
+    "flops_per_token", "schedule", "warmup_fraction", "min_lr_ratio", "decay_fraction",
+    "weight_decay", "data_identity", "smoothed_train_loss", "initial_loss", "steps", "tokens",
+})
 
 
 def curve_columns(outcome: TrialOutcome) -> dict[str, list]:

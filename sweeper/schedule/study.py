@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -121,6 +122,31 @@ def _database_storage(url: str) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+def open_study(name: str, run_dir: Path, storage_url: str | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, list[str]]:
+    """The sweep's Optuna study (created, or loaded if it exists) and what was done to its
+    stored journal to open it (a torn tail cut, an unreadable file set aside)."""
+    # Optuna logs every tell (INFO); the driver prints its own progress. Set when a
+    # driver opens its study, not at import, so that importing sweeper leaves the user's
+    # Optuna logging alone.
+    optuna.logging.set_verbosity(logging.ERROR)
+    journal = Path(run_dir) / STUDY_FILE
+    repairs = [] if storage_url else [r for r in [repair_journal(journal)] if r]
+
+    def create() -> optuna.Study:
+        return optuna.create_study(study_name=name, storage=storage_for(Path(run_dir), storage_url),
+                                   sampler=sampler, direction="minimize", load_if_exists=True)
+
+    try:
+        study = create()
+    except ValueError:  # json.JSONDecodeError included: a line broken inside the file
+        if storage_url or not journal.is_file() or _journal_parses(journal):
+            raise
+        repairs.append(set_aside_journal(journal))
+        study = create()
+    return study, repairs
+
+
 @dataclass
 class Asked:
     spec: TrialSpec
@@ -176,24 +202,7 @@ class SweepStudy:
         sampler_seed: int = 0,
         line: Callable[[TrialSpec], Hashable] | None = None,
     ) -> SweepStudy:
-        # Optuna logs every tell (INFO); the driver prints its own progress. Set when a
-        # driver opens its study, not at import, so that importing sweeper leaves the user's
-        # Optuna logging alone.
-        optuna.logging.set_verbosity(logging.ERROR)
-        journal = Path(run_dir) / STUDY_FILE
-        repairs = [] if storage_url else [r for r in [repair_journal(journal)] if r]
-
-        def create() -> optuna.Study:
-            return optuna.create_study(study_name=name, storage=storage_for(Path(run_dir), storage_url),
-                                       direction="minimize", load_if_exists=True)
-
-        try:
-            study = create()
-        except ValueError:  # json.JSONDecodeError included: a line broken inside the file
-            if storage_url or not journal.is_file() or _journal_parses(journal):
-                raise
-            repairs.append(set_aside_journal(journal))
-            study = create()
+        study, repairs = open_study(name, run_dir, storage_url)
         return cls(study, specs, sampler_seed, line, repairs)
 
     def reconcile(self, recorded: dict[str, tuple[str, float]]) -> int:
@@ -258,6 +267,14 @@ class SweepStudy:
         self._queue_cursors[group_key] = cursor
         return group
 
+    def has_proposal(self) -> bool:
+        """A grid can always hand out its next planned trial."""
+        return True
+
+    def finished(self) -> bool:
+        """A grid is done when every planned trial has run (the driver's pending set says so)."""
+        return False
+
     def _take(self, trial_ids: list[str], runnable: Container[str]) -> list[Asked]:
         taken = [t for t in trial_ids if t not in self._taken and t in runnable]
         self._taken.update(taken)
@@ -294,14 +311,29 @@ class SweepStudy:
 
     def _frozen(self, spec: TrialSpec, status: str, loss: float,
                 curve: dict[int, float] | None = None) -> FrozenTrial:
-        params = {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
-        # N, D and B in tokens as attributes: the ``cell`` parameter alone hides them.
-        attrs = {"trial_id": spec.trial_id, "status": str(status), "n_params": spec.shape.n_params_nonembedding,
-                 "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
-                 "lr": spec.lr, "shape": spec.shape.name}
-        if status == TrialStatus.COMPLETE and math.isfinite(loss):
-            return create_trial(params=params, distributions=self.distributions, value=loss, user_attrs=attrs,
-                                intermediate_values=curve)
-        # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
-        return create_trial(params=params, distributions=self.distributions, state=TrialState.FAIL,
-                            user_attrs=attrs, intermediate_values=curve)
+        return frozen_trial(spec, self.distributions, status, loss, curve)
+
+
+def trial_params(spec: TrialSpec) -> dict[str, Any]:
+    """The Optuna parameters of a planned trial."""
+    return {"cell": spec.cell_id, "lr": spec.lr, "batch_size": spec.batch_size, "seed": spec.seed}
+
+
+def trial_attrs(spec: TrialSpec, status: str) -> dict[str, Any]:
+    """A trial's Optuna user attributes: N, D and B in tokens (the ``cell`` parameter alone
+    hides them), its id and status."""
+    return {"trial_id": spec.trial_id, "status": str(status), "n_params": spec.shape.n_params_nonembedding,
+            "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
+            "lr": spec.lr, "shape": spec.shape.name}
+
+
+def frozen_trial(spec: TrialSpec, distributions: dict[str, BaseDistribution], status: str, loss: float,
+                 curve: dict[int, float] | None = None) -> FrozenTrial:
+    """One finished trial as a complete Optuna trial (one storage record)."""
+    params, attrs = trial_params(spec), trial_attrs(spec, status)
+    if status == TrialStatus.COMPLETE and math.isfinite(loss):
+        return create_trial(params=params, distributions=distributions, value=loss, user_attrs=attrs,
+                            intermediate_values=curve)
+    # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
+    return create_trial(params=params, distributions=distributions, state=TrialState.FAIL,
+                        user_attrs=attrs, intermediate_values=curve)
