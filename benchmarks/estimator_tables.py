@@ -20,8 +20,14 @@ TABLES = {
     "synthetic symmetric (noise 2e-4)": {},
     "synthetic asymmetric 3x (noise 5e-4)": {"asymmetry": 3.0, "noise": 5e-4, "seed": 1},
     "synthetic lr-B ridge (k_xy 0.01, noise 5e-4)": {"k_xy": 0.01, "noise": 5e-4, "seed": 2},
-    "synthetic coarse grid 2x steps (noise 1e-3)": {"lr_step": 2.0, "b_step": 2.0, "n_lr": 7,
-                                                    "n_b": 5, "noise": 1e-3, "seed": 3},
+    "synthetic coarse grid 2x steps (noise 1e-3)": {
+        "lr_step": 2.0,
+        "b_step": 2.0,
+        "n_lr": 7,
+        "n_b": 5,
+        "noise": 1e-3,
+        "seed": 3,
+    },
 }
 
 

@@ -52,11 +52,21 @@ def synthetic_table(runs_per_cell: int, seed: int = 0) -> pa.Table:
                     loss = (2.0 + 30 * n**-0.3) * math.exp(curvature * dx * dx + 0.01 * dy * dy)
                     loss *= 1.0 + 5e-4 * rng.standard_normal()
                     batch = max(1, round(math.exp(y) / 256))
-                    values = {"trial_id": f"t{len(columns['lr'])}", "sweep": "bench",
-                              "cell_id": f"N{n:.3g}-D{d:.3g}", "seq_len": 256, "n_params": int(n),
-                              "flops_per_token": 6 * n, "tokens_budget": int(d), "lr": math.exp(x),
-                              "batch_size": batch, "batch_size_tokens": batch * 256,
-                              "schedule": "cosine", "status": "complete", "loss": loss}
+                    values = {
+                        "trial_id": f"t{len(columns['lr'])}",
+                        "sweep": "bench",
+                        "cell_id": f"N{n:.3g}-D{d:.3g}",
+                        "seq_len": 256,
+                        "n_params": int(n),
+                        "flops_per_token": 6 * n,
+                        "tokens_budget": int(d),
+                        "lr": math.exp(x),
+                        "batch_size": batch,
+                        "batch_size_tokens": batch * 256,
+                        "schedule": "cosine",
+                        "status": "complete",
+                        "loss": loss,
+                    }
                     for name in TRIALS_SCHEMA.names:
                         columns[name].append(values.get(name))
     return pa.table(columns, schema=TRIALS_SCHEMA)
@@ -82,15 +92,20 @@ def main() -> None:
     clean_best, clean_median, sweep = timed(lambda: clean_trials(table), args.repeats)
     print(f"runs: {table.num_rows} in {len(sweep.cells)} cells; bootstrap resamples: {args.bootstrap}")
     print(f"{'cleaning':<28} best {clean_best:.3f} s   median {clean_median:.3f} s")
-    figures: dict[str, object] = {"runs": table.num_rows, "cells": len(sweep.cells),
-                                  "bootstrap": args.bootstrap, "cleaning_s": clean_best}
+    figures: dict[str, object] = {
+        "runs": table.num_rows,
+        "cells": len(sweep.cells),
+        "bootstrap": args.bootstrap,
+        "cleaning_s": clean_best,
+    }
     per_estimator = {}
     for name in ESTIMATORS:
-        best, median, fit = timed(lambda: fit_sweep(sweep, name, n_bootstrap=args.bootstrap),
-                                  args.repeats)
+        best, median, fit = timed(lambda: fit_sweep(sweep, name, n_bootstrap=args.bootstrap), args.repeats)
         per_estimator[name] = best
-        print(f"{'fit + bootstrap: ' + name:<28} best {best:.3f} s   median {median:.3f} s"
-              f"   ({len(fit.lr_law.bootstrap)} valid resamples)")
+        print(
+            f"{'fit + bootstrap: ' + name:<28} best {best:.3f} s   median {median:.3f} s"
+            f"   ({len(fit.lr_law.bootstrap)} valid resamples)"
+        )
     total = sum(per_estimator.values())
     print(f"{'all estimators':<28} {total:.3f} s  (target < 1 s on one core)")
     fits = {name: fit_sweep(sweep, name, n_bootstrap=0) for name in ESTIMATORS}
@@ -103,9 +118,17 @@ def main() -> None:
     print(f"{'held-out evaluation (all)':<28} best {eval_best:.3f} s")
     loss_best, _, _ = timed(lambda: fit_loss_law(sweep, n_bootstrap=args.bootstrap), args.repeats)
     print(f"{'loss law + bootstrap':<28} best {loss_best:.3f} s")
-    figures.update({"fit_s": per_estimator, "all_estimators_s": total, "evaluation_s": eval_best,
-                    "loss_law_s": loss_best, "target_s": 1.0, "meets_target": total < 1.0,
-                    "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")})
+    figures.update(
+        {
+            "fit_s": per_estimator,
+            "all_estimators_s": total,
+            "evaluation_s": eval_best,
+            "loss_law_s": loss_best,
+            "target_s": 1.0,
+            "meets_target": total < 1.0,
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        }
+    )
     print(json.dumps(figures))
 
 

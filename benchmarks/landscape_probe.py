@@ -48,31 +48,56 @@ def main() -> None:
     groups = []
     for warmup in args.warmup_steps:
         for seed in args.seeds:
-            recipe = parse_recipe({
-                "name": "probe",
-                "models": [{"d_model": args.d_model, "n_layers": args.n_layers, "n_heads": args.n_heads,
-                            "seq_len": args.seq_len}],
-                "tokens": {"absolute": args.tokens}, "learning_rates": {"values": args.lrs},
-                "batch_sizes": [args.batch],
-                "schedule": {"kind": "cosine", "warmup_steps": warmup, "min_lr_ratio": 0.1},
-                "evaluation": {"every_steps": 0, "val_batches": args.val_batches}, "seeds": [seed],
-            })
+            recipe = parse_recipe(
+                {
+                    "name": "probe",
+                    "models": [
+                        {
+                            "d_model": args.d_model,
+                            "n_layers": args.n_layers,
+                            "n_heads": args.n_heads,
+                            "seq_len": args.seq_len,
+                        }
+                    ],
+                    "tokens": {"absolute": args.tokens},
+                    "learning_rates": {"values": args.lrs},
+                    "batch_sizes": [args.batch],
+                    "schedule": {"kind": "cosine", "warmup_steps": warmup, "min_lr_ratio": 0.1},
+                    "evaluation": {"every_steps": 0, "val_batches": args.val_batches},
+                    "seeds": [seed],
+                }
+            )
             identity = data_identity(recipe.data)
-            specs = [make_trial(recipe, cell, lr, args.batch, seed, identity)
-                     for cell in plan_cells(recipe) for lr in args.lrs]
+            specs = [
+                make_trial(recipe, cell, lr, args.batch, seed, identity)
+                for cell in plan_cells(recipe)
+                for lr in args.lrs
+            ]
             # The fused trainer takes at most 8 members per group (the driver's own limit).
             for start in range(0, len(specs), 8):
-                chunk = specs[start:start + 8]
+                chunk = specs[start : start + 8]
                 cpu = time.process_time()
                 outcomes = {o.trial_id: o for o in run_fused(chunk)}
                 groups.append(round(time.process_time() - cpu, 2))
                 for spec in chunk:
                     outcome = outcomes[spec.trial_id]
-                    print(json.dumps({
-                        "shape": spec.shape.name, "n_params": spec.n_params, "tokens": spec.tokens_budget,
-                        "batch": args.batch, "lr": spec.lr, "warmup_steps": spec.warmup_steps, "seed": seed,
-                        "steps": spec.steps, "status": outcome.status,
-                        "loss": round(outcome.final_val_loss, 4)}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "shape": spec.shape.name,
+                                "n_params": spec.n_params,
+                                "tokens": spec.tokens_budget,
+                                "batch": args.batch,
+                                "lr": spec.lr,
+                                "warmup_steps": spec.warmup_steps,
+                                "seed": seed,
+                                "steps": spec.steps,
+                                "status": outcome.status,
+                                "loss": round(outcome.final_val_loss, 4),
+                            }
+                        ),
+                        flush=True,
+                    )
     print(json.dumps({"cpu_seconds_per_group": groups}))
 
 

@@ -66,8 +66,12 @@ def measure(parametrization: str, out: Path, quick: bool, estimator: str, gpus: 
         "alpha_interval": law["intervals"]["alpha"],
         "lr_spread_across_widths": max(spreads),
         "cells": [
-            {"cell": cell["cell_id"], "best_loss": cell["best_loss"], "best_lr": cell["best_lr"],
-             "edge": any("EDGE" in flag for flag in cell["flags"])}
+            {
+                "cell": cell["cell_id"],
+                "best_loss": cell["best_loss"],
+                "best_lr": cell["best_lr"],
+                "edge": any("EDGE" in flag for flag in cell["flags"]),
+            }
             for cell in cells
         ],
     }
@@ -76,36 +80,52 @@ def measure(parametrization: str, out: Path, quick: bool, estimator: str, gpus: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="7 learning rates instead of 9")
-    parser.add_argument("--out", type=Path, default=None, help="where the two run folders go (default: a temp dir)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the two run folders go (default: a temp dir)"
+    )
     parser.add_argument("--estimator", default="plateau", help="the fitter's estimator for alpha")
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per trial (fractions share a GPU)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="mup-transfer-"))
-    results = {kind: measure(kind, out, args.quick, args.estimator, args.gpus) for kind in ("standard", "mup")}
+    results = {
+        kind: measure(kind, out, args.quick, args.estimator, args.gpus) for kind in ("standard", "mup")
+    }
 
     print(f"{'parametrization':<16} {'alpha':>8}  {'95% interval':<22} {'lr spread':>9}  (trials)")
     for kind, result in results.items():
         low, high = result["alpha_interval"]
-        print(f"{kind:<16} {result['alpha']:>8.3f}  [{low:>8.3f}, {high:>8.3f}]  "
-              f"{result['lr_spread_across_widths']:>8.2f}x  ({result['trials']})")
+        print(
+            f"{kind:<16} {result['alpha']:>8.3f}  [{low:>8.3f}, {high:>8.3f}]  "
+            f"{result['lr_spread_across_widths']:>8.2f}x  ({result['trials']})"
+        )
     print(f"\n{'cell':<34} {'standard best loss (lr)':<26} {'mup best loss (lr)':<26}")
     for standard, mup in zip(results["standard"]["cells"], results["mup"]["cells"]):
+
         def show(cell: dict[str, Any]) -> str:
             return f"{cell['best_loss']:.4f} ({cell['best_lr']:.3g}){' EDGE' if cell['edge'] else ''}"
+
         print(f"{standard['cell'].replace('mup-transfer-', ''):<34} {show(standard):<26} {show(mup):<26}")
-    print(json.dumps({
-        "alpha_standard": results["standard"]["alpha"],
-        "alpha_standard_interval": results["standard"]["alpha_interval"],
-        "alpha_mup": results["mup"]["alpha"],
-        "alpha_mup_interval": results["mup"]["alpha_interval"],
-        "lr_spread_standard": results["standard"]["lr_spread_across_widths"],
-        "lr_spread_mup": results["mup"]["lr_spread_across_widths"],
-        "best_loss_standard": [cell["best_loss"] for cell in results["standard"]["cells"]],
-        "best_loss_mup": [cell["best_loss"] for cell in results["mup"]["cells"]],
-        "mean_best_loss_ratio_mup_over_standard": math.exp(sum(
-            math.log(m["best_loss"] / s["best_loss"])
-            for s, m in zip(results["standard"]["cells"], results["mup"]["cells"])) / len(results["mup"]["cells"])),
-    }))
+    print(
+        json.dumps(
+            {
+                "alpha_standard": results["standard"]["alpha"],
+                "alpha_standard_interval": results["standard"]["alpha_interval"],
+                "alpha_mup": results["mup"]["alpha"],
+                "alpha_mup_interval": results["mup"]["alpha_interval"],
+                "lr_spread_standard": results["standard"]["lr_spread_across_widths"],
+                "lr_spread_mup": results["mup"]["lr_spread_across_widths"],
+                "best_loss_standard": [cell["best_loss"] for cell in results["standard"]["cells"]],
+                "best_loss_mup": [cell["best_loss"] for cell in results["mup"]["cells"]],
+                "mean_best_loss_ratio_mup_over_standard": math.exp(
+                    sum(
+                        math.log(m["best_loss"] / s["best_loss"])
+                        for s, m in zip(results["standard"]["cells"], results["mup"]["cells"])
+                    )
+                    / len(results["mup"]["cells"])
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,13 +45,15 @@ from sweeper.sweep import RESULT_BUFFER_SECONDS, RESULT_BUFFER_TRIALS, SweepSumm
 def plan(size: int) -> list[TrialSpec]:
     """4 model sizes x 5 token budgets x 5 batch sizes x size/100 learning rates."""
     lrs = max(1, size // 100)
-    recipe = parse_recipe({
-        "name": f"scale{size}",
-        "models": [{"d_model": d, "n_layers": 1, "n_heads": 2, "seq_len": 16} for d in (16, 32, 48, 64)],
-        "tokens": {"absolute": [4096 * 2**i for i in range(5)]},
-        "learning_rates": {"grid": {"min": 1e-4, "max": 1e-1, "count": lrs}},
-        "batch_sizes": [4, 8, 16, 32, 64],
-    })
+    recipe = parse_recipe(
+        {
+            "name": f"scale{size}",
+            "models": [{"d_model": d, "n_layers": 1, "n_heads": 2, "seq_len": 16} for d in (16, 32, 48, 64)],
+            "tokens": {"absolute": [4096 * 2**i for i in range(5)]},
+            "learning_rates": {"grid": {"min": 1e-4, "max": 1e-1, "count": lrs}},
+            "batch_sizes": [4, 8, 16, 32, 64],
+        }
+    )
     return plan_trials(recipe, "bench")
 
 
@@ -60,10 +62,21 @@ def outcome(spec: TrialSpec) -> TrialOutcome:
     loss = 3.0 + abs(spec.lr - 3e-3) * 10
     now = time.time()
     return TrialOutcome(
-        trial_id=spec.trial_id, status="complete", final_val_loss=loss, smoothed_train_loss=loss,
-        steps_done=4, tokens_done=4 * spec.batch_size_tokens, wall_seconds=0.0, started_at=now, ended_at=now,
-        curve=[CurvePoint(step=i + 1, tokens=(i + 1) * spec.batch_size_tokens, lr=spec.lr,
-                          train_loss=loss + 1 - i / 4) for i in range(4)],
+        trial_id=spec.trial_id,
+        status="complete",
+        final_val_loss=loss,
+        smoothed_train_loss=loss,
+        steps_done=4,
+        tokens_done=4 * spec.batch_size_tokens,
+        wall_seconds=0.0,
+        started_at=now,
+        ended_at=now,
+        curve=[
+            CurvePoint(
+                step=i + 1, tokens=(i + 1) * spec.batch_size_tokens, lr=spec.lr, train_loss=loss + 1 - i / 4
+            )
+            for i in range(4)
+        ],
     )
 
 
@@ -128,8 +141,11 @@ def measure_schedule(specs: list[TrialSpec], storage: str, folder: Path, url: st
     schedule_all(study, specs, marks)
     total = marks[-1] - marks[0]
     last_tenth = (marks[-2] - marks[-3]) / max(1, len(specs) // 10)
-    return {"cpu_s": round(total, 3), "ms_per_trial": round(1e3 * total / len(specs), 4),
-            "last_tenth_ms_per_trial": round(1e3 * last_tenth, 4)}
+    return {
+        "cpu_s": round(total, 3),
+        "ms_per_trial": round(1e3 * total / len(specs), 4),
+        "last_tenth_ms_per_trial": round(1e3 * last_tenth, 4),
+    }
 
 
 def measure_driver(specs: list[TrialSpec], folder: Path) -> dict:
@@ -138,13 +154,29 @@ def measure_driver(specs: list[TrialSpec], folder: Path) -> dict:
     summary = SweepSummary(folder, planned=len(specs), already_recorded=0)
     pending = {spec.trial_id for spec in specs}
     wall = time.time()
-    drive = cpu(lambda: _drive(study, InstantExecutor(), sink, pending, summary, None, lambda spec: 1, {},
-                               TrialStatus.COMPLETE, "bench"))
+    drive = cpu(
+        lambda: _drive(
+            study,
+            InstantExecutor(),
+            sink,
+            pending,
+            summary,
+            None,
+            lambda spec: 1,
+            {},
+            TrialStatus.COMPLETE,
+            "bench",
+        )
+    )
     compact = cpu(lambda: compact_run(folder))
     wall = time.time() - wall
     assert summary.counts == Counter({"complete": len(specs)}), summary.counts
-    return {"cpu_s": round(drive, 3), "ms_per_trial": round(1e3 * drive / len(specs), 4),
-            "compact_cpu_s": round(compact, 3), "wall_s": round(wall, 3)}
+    return {
+        "cpu_s": round(drive, 3),
+        "ms_per_trial": round(1e3 * drive / len(specs), 4),
+        "compact_cpu_s": round(compact, 3),
+        "wall_s": round(wall, 3),
+    }
 
 
 class _GridInAskTell(optuna.samplers.BruteForceSampler):
@@ -185,21 +217,24 @@ def measure_ray(trials: int) -> dict:
     from sweeper.recipe import parse_recipe as parse
     from sweeper.sweep import run_sweep
 
-    recipe = parse({
-        "name": "ray-overhead",
-        "models": [{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16}],
-        "tokens": {"absolute": [64]},  # one step of 4 sequences of 16 tokens
-        "learning_rates": {"grid": {"min": 1e-4, "max": 1e-1, "count": trials}},
-        "batch_sizes": [4],
-        "evaluation": {"every_steps": 0, "val_batches": 1},
-        "data": {"source": "builtin", "max_bytes": 100000},
-        "resources": {"cpus": 1},
-        "fuse": "off",
-    })
+    recipe = parse(
+        {
+            "name": "ray-overhead",
+            "models": [{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16}],
+            "tokens": {"absolute": [64]},  # one step of 4 sequences of 16 tokens
+            "learning_rates": {"grid": {"min": 1e-4, "max": 1e-1, "count": trials}},
+            "batch_sizes": [4],
+            "evaluation": {"every_steps": 0, "val_batches": 1},
+            "data": {"source": "builtin", "max_bytes": 100000},
+            "resources": {"cpus": 1},
+            "fuse": "off",
+        }
+    )
     marks: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
+
             @ray.remote(num_cpus=1)
             def empty() -> int:
                 return 0
@@ -208,13 +243,20 @@ def measure_ray(trials: int) -> dict:
             started = time.time()
             ray.get([empty.remote() for _ in range(trials)])
             plain = time.time() - started
-            summary = run_sweep(recipe, Path(folder) / "run",
-                                on_start=lambda planned, pending, url: marks.setdefault("up", time.time()))
+            summary = run_sweep(
+                recipe,
+                Path(folder) / "run",
+                on_start=lambda planned, pending, url: marks.setdefault("up", time.time()),
+            )
             swept = time.time() - marks["up"]
         finally:
             ray.shutdown()
-    return {"trials": trials, "complete": summary.counts.get("complete", 0),
-            "sweeper_trials_per_s": round(trials / swept, 2), "plain_ray_tasks_per_s": round(trials / plain, 2)}
+    return {
+        "trials": trials,
+        "complete": summary.counts.get("complete", 0),
+        "sweeper_trials_per_s": round(trials / swept, 2),
+        "plain_ray_tasks_per_s": round(trials / plain, 2),
+    }
 
 
 def main() -> None:
@@ -222,7 +264,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,20000")
     parser.add_argument("--postgres-max", type=int, default=5000, help="largest plan run on PostgreSQL")
     parser.add_argument("--baseline-size", type=int, default=1000)
-    parser.add_argument("--ray-trials", type=int, default=100, help="one-step trials on a real local Ray (0: skip)")
+    parser.add_argument(
+        "--ray-trials", type=int, default=100, help="one-step trials on a real local Ray (0: skip)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -231,8 +275,11 @@ def main() -> None:
 
     postgres_reason = unavailable()
     figures: dict = {"baseline_bruteforce": measure_baseline(args.baseline_size)}
-    print(f"baseline (BruteForceSampler ask+tell, memory) at {args.baseline_size}: "
-          f"{figures['baseline_bruteforce']['ms_per_trial']:.3f} ms/trial", flush=True)
+    print(
+        f"baseline (BruteForceSampler ask+tell, memory) at {args.baseline_size}: "
+        f"{figures['baseline_bruteforce']['ms_per_trial']:.3f} ms/trial",
+        flush=True,
+    )
     server = postgres_server() if postgres_reason is None else None
     url = server.__enter__() if server is not None else None
     try:
@@ -259,8 +306,13 @@ def main() -> None:
     base = figures["baseline_bruteforce"]["ms_per_trial"]
     figures["postgres"] = "measured" if url is not None else f"not measured: {postgres_reason}"
     figures["journal_growth_last_vs_first"] = round(
-        figures[last]["schedule_journal"]["ms_per_trial"] / figures[first]["schedule_journal"]["ms_per_trial"], 3)
-    figures["baseline_over_journal_at_first"] = round(base / figures[first]["schedule_journal"]["ms_per_trial"], 2)
+        figures[last]["schedule_journal"]["ms_per_trial"]
+        / figures[first]["schedule_journal"]["ms_per_trial"],
+        3,
+    )
+    figures["baseline_over_journal_at_first"] = round(
+        base / figures[first]["schedule_journal"]["ms_per_trial"], 2
+    )
     figures["meets_60s_at_largest"] = figures[last]["schedule_journal"]["cpu_s"] <= 60
     figures["meets_2x_growth"] = figures["journal_growth_last_vs_first"] <= 2
     if "ray" in figures:

@@ -68,8 +68,12 @@ def run_measured(command: list[str]) -> dict:
     if child.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {stderr[-500:]}")
     last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-    return {"wall_s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "last_line": last}
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "last_line": last,
+    }
 
 
 RESUME_READ = (
@@ -85,7 +89,11 @@ def measure_folder(folder: Path, fit: bool) -> dict:
     figures["status"] = {k: v for k, v in status.items() if k != "last_line"}
     resume = run_measured([sys.executable, "-c", RESUME_READ, str(folder)])
     count, seconds = resume["last_line"].split()
-    figures["resume_read"] = {"read_s": float(seconds), "trials": int(count), "peak_rss_mb": resume["peak_rss_mb"]}
+    figures["resume_read"] = {
+        "read_s": float(seconds),
+        "trials": int(count),
+        "peak_rss_mb": resume["peak_rss_mb"],
+    }
     if fit:
         result = run_measured([sys.executable, "-m", "sweeper", "fit", str(folder), "--no-plots"])
         figures["fit"] = {k: v for k, v in result.items() if k != "last_line"}
@@ -122,10 +130,13 @@ def main() -> None:
     first = str(sizes[0])
     if args.baseline_size == sizes[0]:
         figures["status_baseline_over_compacted"] = round(
-            figures["baseline_one_file_per_trial"]["status"]["wall_s"] / figures[first]["status"]["wall_s"], 2)
+            figures["baseline_one_file_per_trial"]["status"]["wall_s"] / figures[first]["status"]["wall_s"], 2
+        )
         figures["resume_read_baseline_over_compacted"] = round(
             figures["baseline_one_file_per_trial"]["resume_read"]["read_s"]
-            / max(1e-3, figures[first]["resume_read"]["read_s"]), 2)
+            / max(1e-3, figures[first]["resume_read"]["read_s"]),
+            2,
+        )
     last = figures[str(sizes[-1])]
     figures["meets_targets_at_largest"] = {
         "status": last["status"]["wall_s"] <= 3 and last["status"]["peak_rss_mb"] <= 500,

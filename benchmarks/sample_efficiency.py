@@ -54,17 +54,34 @@ def synthetic_rows(seed: int, noise: float = 5e-4) -> list[dict]:
             x_star = math.log(0.5 * n ** TRUE_LAW["alpha"] * d ** TRUE_LAW["beta"])
             y_star = math.log(3.0 * d ** TRUE_LAW["gamma"])
             lrs = np.exp(x_star + rng.uniform(-0.3, 0.3) + 0.35 * np.arange(-4, 5))
-            batches = sorted({max(1, round(math.exp(y_star + rng.uniform(-0.3, 0.3) + 0.69 * k) / SEQ_LEN))
-                              for k in range(-3, 3)})
+            batches = sorted(
+                {
+                    max(1, round(math.exp(y_star + rng.uniform(-0.3, 0.3) + 0.69 * k) / SEQ_LEN))
+                    for k in range(-3, 3)
+                }
+            )
             for lr in lrs:
                 for batch in batches:
                     dx, dy = math.log(lr) - x_star, math.log(batch * SEQ_LEN) - y_star
-                    loss = (2.0 + 30 * n**-0.3) * math.exp(0.02 * dx * dx * (3.0 if dx > 0 else 1.0) + 0.01 * dy * dy)
-                    rows.append({"trial_id": f"s{seed}-{len(rows)}", "sweep": f"synthetic{seed}",
-                                 "cell_id": f"N{n:.0e}-D{d:.0e}", "n_params": int(n), "tokens_budget": int(d),
-                                 "seq_len": SEQ_LEN, "lr": float(f"{lr:.5g}"), "batch_size": batch,
-                                 "batch_size_tokens": batch * SEQ_LEN, "status": "complete", "schedule": "cosine",
-                                 "loss": loss * (1.0 + noise * rng.standard_normal())})
+                    loss = (2.0 + 30 * n**-0.3) * math.exp(
+                        0.02 * dx * dx * (3.0 if dx > 0 else 1.0) + 0.01 * dy * dy
+                    )
+                    rows.append(
+                        {
+                            "trial_id": f"s{seed}-{len(rows)}",
+                            "sweep": f"synthetic{seed}",
+                            "cell_id": f"N{n:.0e}-D{d:.0e}",
+                            "n_params": int(n),
+                            "tokens_budget": int(d),
+                            "seq_len": SEQ_LEN,
+                            "lr": float(f"{lr:.5g}"),
+                            "batch_size": batch,
+                            "batch_size_tokens": batch * SEQ_LEN,
+                            "status": "complete",
+                            "schedule": "cosine",
+                            "loss": loss * (1.0 + noise * rng.standard_normal()),
+                        }
+                    )
     return rows
 
 
@@ -75,8 +92,11 @@ def steplaw_rows() -> list[dict]:
 
 
 def to_sweep(rows: list[dict]) -> Sweep:
-    return clean_trials(pa.Table.from_pylist(
-        [{name: row.get(name) for name in TRIALS_SCHEMA.names} for row in rows], schema=TRIALS_SCHEMA))
+    return clean_trials(
+        pa.Table.from_pylist(
+            [{name: row.get(name) for name in TRIALS_SCHEMA.names} for row in rows], schema=TRIALS_SCHEMA
+        )
+    )
 
 
 def heldout_regret(subset: list[dict], full: Sweep, estimator: str) -> np.ndarray | None:
@@ -93,8 +113,13 @@ def heldout_regret(subset: list[dict], full: Sweep, estimator: str) -> np.ndarra
     for cell in full.cells:
         point = held.get((cell.n_params, cell.tokens))
         if point is None:
-            x_lr = np.array([1.0] + [{"N": math.log(cell.n_params), "D": math.log(cell.tokens)}[v]
-                                     for v in fit.lr_law.variables])
+            x_lr = np.array(
+                [1.0]
+                + [
+                    {"N": math.log(cell.n_params), "D": math.log(cell.tokens)}[v]
+                    for v in fit.lr_law.variables
+                ]
+            )
             x_b = np.array([1.0] + [math.log(cell.tokens) for _ in fit.batch_law.variables])
             point = (float(fit.lr_law.coef @ x_lr), float(fit.batch_law.coef @ x_b))
         # As ``fit --evaluate`` scores it: below the best measured run counts as 0.
@@ -104,8 +129,11 @@ def heldout_regret(subset: list[dict], full: Sweep, estimator: str) -> np.ndarra
 
 def exponents(rows: list[dict], estimator: str, n_bootstrap: int = 0) -> dict:
     fit = fit_sweep(to_sweep(rows), estimator, n_bootstrap=n_bootstrap)
-    out = {"alpha": float(fit.lr_law.coef[1]), "beta": float(fit.lr_law.coef[2]),
-           "gamma": float(fit.batch_law.coef[1])}
+    out = {
+        "alpha": float(fit.lr_law.coef[1]),
+        "beta": float(fit.lr_law.coef[2]),
+        "gamma": float(fit.batch_law.coef[1]),
+    }
     if n_bootstrap:
         for name, law, k in (("alpha", fit.lr_law, 1), ("beta", fit.lr_law, 2), ("gamma", fit.batch_law, 1)):
             out[f"{name}_interval"] = [float(v) for v in np.percentile(law.bootstrap[:, k], [2.5, 97.5])]
@@ -124,8 +152,9 @@ def replay_subset(rows: list[dict], budget: float, scratch: Path, name: str) -> 
     return chosen, seconds, len(report.missing)
 
 
-def evaluate_table(name: str, rows: list[dict], budget: float, estimator: str, repeats: int,
-                   scratch: Path, seed: int = 0) -> dict:
+def evaluate_table(
+    name: str, rows: list[dict], budget: float, estimator: str, repeats: int, scratch: Path, seed: int = 0
+) -> dict:
     full = to_sweep(rows)
     full_regret = heldout_regret(rows, full, estimator)
     assert full_regret is not None
@@ -142,10 +171,14 @@ def evaluate_table(name: str, rows: list[dict], budget: float, estimator: str, r
         random_means.append(float(regret.mean()))
         random_worsts.append(float(regret.max()))
     result = {
-        "table": name, "runs_table": full.n_runs, "runs_adaptive": len(chosen) + missing,
-        "runs_fraction": (len(chosen) + missing) / full.n_runs, "missing_proposals": missing,
+        "table": name,
+        "runs_table": full.n_runs,
+        "runs_adaptive": len(chosen) + missing,
+        "runs_fraction": (len(chosen) + missing) / full.n_runs,
+        "missing_proposals": missing,
         "replay_seconds": round(seconds, 2),
-        "regret_mean_full": float(full_regret.mean()), "regret_worst_full": float(full_regret.max()),
+        "regret_mean_full": float(full_regret.mean()),
+        "regret_worst_full": float(full_regret.max()),
         "regret_mean_adaptive": float(adaptive.mean()) if adaptive is not None else None,
         "regret_worst_adaptive": float(adaptive.max()) if adaptive is not None else None,
         "regret_mean_random": float(np.mean(random_means)) if random_means else None,
@@ -159,9 +192,12 @@ def evaluate_table(name: str, rows: list[dict], budget: float, estimator: str, r
         result["exponents_full"] = full_fit
         result["exponents_adaptive"] = adaptive_fit
         result["adaptive_exponents_within_full_intervals"] = all(
-            full_fit[f"{k}_interval"][0] <= adaptive_fit[k] <= full_fit[f"{k}_interval"][1] for k in TRUE_LAW)
+            full_fit[f"{k}_interval"][0] <= adaptive_fit[k] <= full_fit[f"{k}_interval"][1] for k in TRUE_LAW
+        )
         result["true_exponents_within_adaptive_intervals"] = all(
-            adaptive_fit[f"{k}_interval"][0] <= v <= adaptive_fit[f"{k}_interval"][1] for k, v in TRUE_LAW.items())
+            adaptive_fit[f"{k}_interval"][0] <= v <= adaptive_fit[f"{k}_interval"][1]
+            for k, v in TRUE_LAW.items()
+        )
     return result
 
 
@@ -170,7 +206,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one synthetic table, 5 random draws")
     parser.add_argument("--budget", type=float, default=0.25, help="adaptive: share of the table's runs")
     parser.add_argument("--estimator", default="smooth", choices=["smooth", "plateau"])
-    parser.add_argument("--repeats", type=int, default=None, help="random draws per table (default 20; quick 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="random draws per table (default 20; quick 5)"
+    )
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 20)
     tables = [("steplaw-moe", steplaw_rows())] if STEPLAW.is_file() else []
@@ -182,24 +220,39 @@ def main() -> None:
         for name, rows in tables:
             result = evaluate_table(name, rows, args.budget, args.estimator, repeats, Path(scratch))
             results.append(result)
-            print(f"{name}: {result['runs_adaptive']}/{result['runs_table']} runs ({result['runs_fraction']:.1%}),"
-                  f" replay {result['replay_seconds']}s; held-out regret mean/worst (%):"
-                  f" full {100 * result['regret_mean_full']:.4f}/{100 * result['regret_worst_full']:.4f},"
-                  f" adaptive {_pct(result['regret_mean_adaptive'])}/{_pct(result['regret_worst_adaptive'])},"
-                  f" random {_pct(result['regret_mean_random'])}/{_pct(result['regret_worst_random'])}"
-                  f" (mean of {repeats} draws, {result['random_draws_unfittable']} unfittable)", flush=True)
+            print(
+                f"{name}: {result['runs_adaptive']}/{result['runs_table']} runs ({result['runs_fraction']:.1%}),"
+                f" replay {result['replay_seconds']}s; held-out regret mean/worst (%):"
+                f" full {100 * result['regret_mean_full']:.4f}/{100 * result['regret_worst_full']:.4f},"
+                f" adaptive {_pct(result['regret_mean_adaptive'])}/{_pct(result['regret_worst_adaptive'])},"
+                f" random {_pct(result['regret_mean_random'])}/{_pct(result['regret_worst_random'])}"
+                f" (mean of {repeats} draws, {result['random_draws_unfittable']} unfittable)",
+                flush=True,
+            )
             if "exponents_adaptive" in result:
-                print(f"  exponents true {TRUE_LAW}; full {_short(result['exponents_full'])};"
-                      f" adaptive {_short(result['exponents_adaptive'])}; adaptive within full intervals:"
-                      f" {result['adaptive_exponents_within_full_intervals']}", flush=True)
+                print(
+                    f"  exponents true {TRUE_LAW}; full {_short(result['exponents_full'])};"
+                    f" adaptive {_short(result['exponents_adaptive'])}; adaptive within full intervals:"
+                    f" {result['adaptive_exponents_within_full_intervals']}",
+                    flush=True,
+                )
     headline = results[0]
-    print(json.dumps({
-        "estimator": args.estimator, "budget": args.budget, "table": headline["table"],
-        "runs_fraction": headline["runs_fraction"],
-        "regret_mean_adaptive": headline["regret_mean_adaptive"], "regret_mean_full": headline["regret_mean_full"],
-        "regret_worst_adaptive": headline["regret_worst_adaptive"], "regret_worst_full": headline["regret_worst_full"],
-        "regret_mean_random": headline["regret_mean_random"], "tables": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "estimator": args.estimator,
+                "budget": args.budget,
+                "table": headline["table"],
+                "runs_fraction": headline["runs_fraction"],
+                "regret_mean_adaptive": headline["regret_mean_adaptive"],
+                "regret_mean_full": headline["regret_mean_full"],
+                "regret_worst_adaptive": headline["regret_worst_adaptive"],
+                "regret_worst_full": headline["regret_worst_full"],
+                "regret_mean_random": headline["regret_mean_random"],
+                "tables": results,
+            }
+        )
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -207,8 +260,15 @@ def _pct(value: float | None) -> str:
 
 
 def _short(fit: dict) -> str:
-    return ", ".join(f"{k} {fit[k]:+.3f}" + (f" [{fit[k + '_interval'][0]:+.3f}, {fit[k + '_interval'][1]:+.3f}]"
-                                              if k + "_interval" in fit else "") for k in TRUE_LAW)
+    return ", ".join(
+        f"{k} {fit[k]:+.3f}"
+        + (
+            f" [{fit[k + '_interval'][0]:+.3f}, {fit[k + '_interval'][1]:+.3f}]"
+            if k + "_interval" in fit
+            else ""
+        )
+        for k in TRUE_LAW
+    )
 
 
 if __name__ == "__main__":

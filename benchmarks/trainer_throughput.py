@@ -57,7 +57,9 @@ def make_specs(d_model: int, steps: int, members: int, batch: int = BATCH) -> li
     recipe = parse_recipe(
         {
             "name": "bench",
-            "models": [{"d_model": d_model, "n_layers": LAYERS, "n_heads": max(1, d_model // 16), "seq_len": SEQ_LEN}],
+            "models": [
+                {"d_model": d_model, "n_layers": LAYERS, "n_heads": max(1, d_model // 16), "seq_len": SEQ_LEN}
+            ],
             "tokens": {"absolute": [steps * batch * SEQ_LEN]},
             # Moderate, stable learning rates: a diverging member would leave the group early.
             "learning_rates": {"values": [round(1e-3 * 1.3**i, 6) for i in range(members)]},
@@ -70,7 +72,10 @@ def make_specs(d_model: int, steps: int, members: int, batch: int = BATCH) -> li
 
 def flops_per_token(spec: TrialSpec) -> float:
     shape = spec.shape
-    return 6.0 * (shape.n_params_nonembedding + shape.vocab_size * shape.d_model) + 12.0 * shape.n_layers * shape.d_model * shape.seq_len
+    return (
+        6.0 * (shape.n_params_nonembedding + shape.vocab_size * shape.d_model)
+        + 12.0 * shape.n_layers * shape.d_model * shape.seq_len
+    )
 
 
 CLOCK = time.process_time  # set from --clock in main()
@@ -109,7 +114,9 @@ def bare_loop(spec: TrialSpec, threads: int, device: str) -> float:
     start = now(device)
     torch.manual_seed(spec.seed)
     model = GPT(GPTConfig.from_shape(spec.shape)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True
+    )
     data = corpus.train
     window = torch.arange(SEQ_LEN + 1)
     use_bf16 = device.startswith("cuda")
@@ -199,10 +206,14 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     peak = matmul_peak(args.threads, device, 1024 if args.quick else 2048, args.reps)
     rows = []
     clock = "wall" if device.startswith("cuda") else args.clock
-    print(f"\n== {device} ({platform.processor() or platform.machine()}), {args.threads} thread(s), {clock} clock; "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s ==")
-    print(f"{'shape':>18} {'K':>2} {'bare tok/s':>11} {'single tok/s':>13} {'fused tok/s':>12} "
-          f"{'single/bare':>11} {'fused/single':>12} {'single GF/s':>11} {'fused GF/s':>10} {'single %pk':>10} {'fused %pk':>9}")
+    print(
+        f"\n== {device} ({platform.processor() or platform.machine()}), {args.threads} thread(s), {clock} clock; "
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s =="
+    )
+    print(
+        f"{'shape':>18} {'K':>2} {'bare tok/s':>11} {'single tok/s':>13} {'fused tok/s':>12} "
+        f"{'single/bare':>11} {'fused/single':>12} {'single GF/s':>11} {'fused GF/s':>10} {'single %pk':>10} {'fused %pk':>9}"
+    )
     for width in widths:
         steps = args.steps
         specs = make_specs(width, steps, args.members)
@@ -211,7 +222,11 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
         for _ in range(args.reps):  # interleaved, so drift in background load hits both alike
             bare_tps = max(bare_tps, bare_loop(specs[0], args.threads, device))
             single_tps = max(single_tps, single(specs[0], args.threads, device))
-        fused_tps = best(lambda: fused(specs, args.threads, device), args.fused_reps) if width <= args.fuse_up_to else float("nan")
+        fused_tps = (
+            best(lambda: fused(specs, args.threads, device), args.fused_reps)
+            if width <= args.fuse_up_to
+            else float("nan")
+        )
         row = {
             "shape": specs[0].shape.name,
             "d_model": width,
@@ -231,10 +246,13 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
             "fused_fraction_of_peak": fused_tps * fpt / peak,
         }
         rows.append(row)
-        print(f"{row['shape']:>18} {args.members:>2} {bare_tps:>11.0f} {single_tps:>13.0f} {fused_tps:>12.0f} "
-              f"{row['single_vs_bare']:>11.3f} {row['fused_vs_single']:>12.2f} {row['single_flops'] / 1e9:>11.2f} "
-              f"{row['fused_flops'] / 1e9:>10.2f} {100 * row['single_fraction_of_peak']:>9.1f}% "
-              f"{100 * row['fused_fraction_of_peak']:>8.1f}%", flush=True)
+        print(
+            f"{row['shape']:>18} {args.members:>2} {bare_tps:>11.0f} {single_tps:>13.0f} {fused_tps:>12.0f} "
+            f"{row['single_vs_bare']:>11.3f} {row['fused_vs_single']:>12.2f} {row['single_flops'] / 1e9:>11.2f} "
+            f"{row['fused_flops'] / 1e9:>10.2f} {100 * row['single_fraction_of_peak']:>9.1f}% "
+            f"{100 * row['fused_fraction_of_peak']:>8.1f}%",
+            flush=True,
+        )
 
     # The headline: K trainings one after another through run_trial vs the same K as one
     # fused group, for d_model 32 and 64 and per-step batches from the overhead-bound regime
@@ -247,11 +265,22 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
             specs = make_specs(width, steps, args.members, batch=batch)
             sequential_tps = best(lambda: sequential(specs, args.threads, device), args.fused_reps)
             fused_tps = best(lambda: fused(specs, args.threads, device), args.fused_reps)
-            headline.append({"d_model": width, "batch_size": batch, "members": args.members, "steps": steps,
-                             "sequential_tokens_per_s": sequential_tps, "fused_tokens_per_s": fused_tps,
-                             "fused_vs_sequential": fused_tps / sequential_tps})
-            print(f"d_model {width}, batch {batch:>2} sequences, K={args.members}: sequential {sequential_tps:>7.0f} tok/s, "
-                  f"fused {fused_tps:>7.0f} tok/s -> fused_vs_sequential {fused_tps / sequential_tps:.2f}", flush=True)
+            headline.append(
+                {
+                    "d_model": width,
+                    "batch_size": batch,
+                    "members": args.members,
+                    "steps": steps,
+                    "sequential_tokens_per_s": sequential_tps,
+                    "fused_tokens_per_s": fused_tps,
+                    "fused_vs_sequential": fused_tps / sequential_tps,
+                }
+            )
+            print(
+                f"d_model {width}, batch {batch:>2} sequences, K={args.members}: sequential {sequential_tps:>7.0f} tok/s, "
+                f"fused {fused_tps:>7.0f} tok/s -> fused_vs_sequential {fused_tps / sequential_tps:.2f}",
+                flush=True,
+            )
     specs = make_specs(64, args.steps, args.members)
     comparison = vmap_vs_bmm(specs[0], args.members, args.threads, device, steps=3 if args.quick else 10)
     print("stacked forward+backward, K members, d_model 64:", comparison)
@@ -275,18 +304,33 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few steps and repetitions; fuse up to d_model 128")
+    parser.add_argument(
+        "--quick", action="store_true", help="few steps and repetitions; fuse up to d_model 128"
+    )
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--members", type=int, default=8, help="K, members of a fused group")
-    parser.add_argument("--headline-batches", type=int, nargs="+", default=[2, 16],
-                        help="per-step batches (sequences) of the fused-vs-sequential rows; the first is the headline")
+    parser.add_argument(
+        "--headline-batches",
+        type=int,
+        nargs="+",
+        default=[2, 16],
+        help="per-step batches (sequences) of the fused-vs-sequential rows; the first is the headline",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (one Ray CPU per trial: 1)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions; the best is kept")
     parser.add_argument("--fuse-up-to", type=int, default=None, help="largest d_model to fuse")
-    parser.add_argument("--clock", choices=["process", "wall"], default="process",
-                        help="CPU timing: process CPU time (robust on a shared machine) or wall time")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: the CPU, and CUDA too when available")
+    parser.add_argument(
+        "--clock",
+        choices=["process", "wall"],
+        default="process",
+        help="CPU timing: process CPU time (robust on a shared machine) or wall time",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: the CPU, and CUDA too when available",
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter
@@ -294,7 +338,13 @@ def main() -> None:
     args.reps = args.reps or 3
     args.fused_reps = 2 if args.quick else args.reps  # fused groups are K times longer
     args.fuse_up_to = args.fuse_up_to or (128 if args.quick else 256)
-    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = (
+        ["cpu"]
+        if args.device == "cpu"
+        else ["cuda"]
+        if args.device == "cuda"
+        else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
     started = time.perf_counter()
     results = [run_device(args, device) for device in devices]
     summary = dict(results[0])

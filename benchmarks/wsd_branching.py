@@ -86,7 +86,9 @@ def timed(function, *args):  # noqa: ANN001, ANN002, ANN201
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="25-step unit instead of 100")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds; the fastest of each counts"
+    )
     args = parser.parse_args()
     unit_steps, batch, seq_len = (25 if args.quick else 100), 4, 64
     specs = ladder(unit_steps, batch, seq_len)
@@ -114,33 +116,47 @@ def main() -> None:
     longest = max(spec.steps for spec in specs)
     # The count per run: D_k + decay x (D_1 + ... + D_{k-1}).
     expected_tokens = sum(s.steps if s.steps == longest else DECAY * s.steps for s in specs) * batch_tokens
-    print(f"WSD ladder: d_model 32, batch {batch}x{seq_len}, budgets {[s.steps for s in specs[::len(lrs)]]} steps, "
-          f"decay {DECAY:.0%}, lrs {lrs}")
-    print(f"{'steps':>6} {'lr':>7} {'alone':>9} {'fused':>9} {'branched':>9} {'|b-alone|':>10} {'|b-fused|':>10}")
+    print(
+        f"WSD ladder: d_model 32, batch {batch}x{seq_len}, budgets {[s.steps for s in specs[:: len(lrs)]]} steps, "
+        f"decay {DECAY:.0%}, lrs {lrs}"
+    )
+    print(
+        f"{'steps':>6} {'lr':>7} {'alone':>9} {'fused':>9} {'branched':>9} {'|b-alone|':>10} {'|b-fused|':>10}"
+    )
     diffs_alone, diffs_fused = [], []
     for spec, a, f, b in zip(specs, alone, fused, branched):
         diffs_alone.append(abs(b.final_val_loss - a.final_val_loss))
         diffs_fused.append(abs(b.final_val_loss - f.final_val_loss))
-        print(f"{spec.steps:>6} {spec.lr:>7.0e} {a.final_val_loss:>9.5f} {f.final_val_loss:>9.5f} "
-              f"{b.final_val_loss:>9.5f} {diffs_alone[-1]:>10.2e} {diffs_fused[-1]:>10.2e}")
-    print(f"tokens trained: alone {tokens_alone:.4g}, fused {tokens_fused:.4g}, branched {tokens_branched:.4g} "
-          f"(expected D_k + decay x sum of the others: {expected_tokens:.4g})")
-    print(f"wall (fastest of {args.repeats}): alone {wall_alone:.1f}s, fused {wall_fused:.1f}s, "
-          f"branched {wall_branched:.1f}s; every round: {json.dumps({k: [round(w, 1) for w in v] for k, v in walls.items()})}")
-    print(json.dumps({
-        "quick": args.quick,
-        "repeats": args.repeats,
-        "tokens_ratio": round(tokens_branched / tokens_alone, 4),
-        "tokens_vs_expected": round(tokens_branched / expected_tokens, 4),
-        "wall_ratio": round(wall_branched / wall_alone, 3),
-        "wall_ratio_vs_fused": round(wall_branched / wall_fused, 3),
-        # Like for like: the same budgets through the same (fused) trainer without forks.
-        "max_loss_diff": float(f"{max(diffs_fused):.3g}"),
-        # Against run_trial: the fused trainer's own distance from the single path (batched
-        # matmuls round differently, and high-lr, small-batch runs amplify it).
-        "max_loss_diff_vs_single": float(f"{max(diffs_alone):.3g}"),
-        "all_complete": all(o.status == "complete" for o in alone + fused + branched),
-    }))
+        print(
+            f"{spec.steps:>6} {spec.lr:>7.0e} {a.final_val_loss:>9.5f} {f.final_val_loss:>9.5f} "
+            f"{b.final_val_loss:>9.5f} {diffs_alone[-1]:>10.2e} {diffs_fused[-1]:>10.2e}"
+        )
+    print(
+        f"tokens trained: alone {tokens_alone:.4g}, fused {tokens_fused:.4g}, branched {tokens_branched:.4g} "
+        f"(expected D_k + decay x sum of the others: {expected_tokens:.4g})"
+    )
+    print(
+        f"wall (fastest of {args.repeats}): alone {wall_alone:.1f}s, fused {wall_fused:.1f}s, "
+        f"branched {wall_branched:.1f}s; every round: {json.dumps({k: [round(w, 1) for w in v] for k, v in walls.items()})}"
+    )
+    print(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "repeats": args.repeats,
+                "tokens_ratio": round(tokens_branched / tokens_alone, 4),
+                "tokens_vs_expected": round(tokens_branched / expected_tokens, 4),
+                "wall_ratio": round(wall_branched / wall_alone, 3),
+                "wall_ratio_vs_fused": round(wall_branched / wall_fused, 3),
+                # Like for like: the same budgets through the same (fused) trainer without forks.
+                "max_loss_diff": float(f"{max(diffs_fused):.3g}"),
+                # Against run_trial: the fused trainer's own distance from the single path (batched
+                # matmuls round differently, and high-lr, small-batch runs amplify it).
+                "max_loss_diff_vs_single": float(f"{max(diffs_alone):.3g}"),
+                "all_complete": all(o.status == "complete" for o in alone + fused + branched),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -142,8 +142,10 @@ class Hparams:
         for key in ("n_params_min", "n_params_max", "tokens_min", "tokens_max"):
             value = self.range[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise HparamsError(f"{path or 'fit'}: malformed fit.json (data_range.{key} = {value!r}, "
-                                   "expected a positive number)")
+                raise HparamsError(
+                    f"{path or 'fit'}: malformed fit.json (data_range.{key} = {value!r}, "
+                    "expected a positive number)"
+                )
 
     def _flops(self, n_params: float, flops_per_token: float | None, warnings: list[str]) -> float | None:
         if flops_per_token is not None:
@@ -153,8 +155,10 @@ class Hparams:
         model = self.document.get("flops_model")
         if not model:
             raise HparamsError("this fit uses compute C = M*D: give flops_per_token (M)")
-        warnings.append("flops per token (M) not given: estimated from N with the fitted"
-                        " relation of the proxies; pass it for an exact compute")
+        warnings.append(
+            "flops per token (M) not given: estimated from N with the fitted"
+            " relation of the proxies; pass it for an exact compute"
+        )
         return math.exp(model["log_k"]) * n_params ** model["exponent"]
 
     def _logs(self, n_params: float, tokens: float, flops: float | None) -> dict[str, float]:
@@ -163,8 +167,15 @@ class Hparams:
             logs["C"] = math.log(flops * tokens)
         return logs
 
-    def predict(self, n_params: float, tokens: float, seq_len: int,
-                flops_per_token: float | None = None, *, force: bool = False) -> Prediction:
+    def predict(
+        self,
+        n_params: float,
+        tokens: float,
+        seq_len: int,
+        flops_per_token: float | None = None,
+        *,
+        force: bool = False,
+    ) -> Prediction:
         """lr and batch size (tokens and sequences of ``seq_len``) for a target run of
         ``n_params`` non-embedding parameters (N) trained on ``tokens`` tokens (D).
 
@@ -181,22 +192,29 @@ class Hparams:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             if isinstance(error, HparamsError):
                 raise
-            raise HparamsError(f"{self.path or 'fit'}: malformed fit.json ({type(error).__name__}: {error})") from None
+            raise HparamsError(
+                f"{self.path or 'fit'}: malformed fit.json ({type(error).__name__}: {error})"
+            ) from None
         # A law evaluated far outside its range can overflow; inf or NaN is never a setting.
         bad = ["overflow"] if prediction is None else _non_finite(prediction.to_dict())
         if bad:
-            raise HparamsError(f"the fit gives no finite prediction at N={n_params:.3g}, D={tokens:.3g} "
-                               f"({', '.join(bad)} not finite): the target is too far from the fitted range")
+            raise HparamsError(
+                f"the fit gives no finite prediction at N={n_params:.3g}, D={tokens:.3g} "
+                f"({', '.join(bad)} not finite): the target is too far from the fitted range"
+            )
         assert prediction is not None
         return prediction
 
-    def _predict(self, n_params: float, tokens: float, seq_len: int,
-                 flops_per_token: float | None, force: bool) -> Prediction:
+    def _predict(
+        self, n_params: float, tokens: float, seq_len: int, flops_per_token: float | None, force: bool
+    ) -> Prediction:
         warnings: list[str] = []
-        refusals = [f"the {name} law is undetermined ({'; '.join(law.undetermined)}): widen the"
-                    " grid until it brackets each cell's optimum, or add cells"
-                    for name, law in (("lr", self.lr_law), ("batch size", self.batch_law))
-                    if law.undetermined]
+        refusals = [
+            f"the {name} law is undetermined ({'; '.join(law.undetermined)}): widen the"
+            " grid until it brackets each cell's optimum, or add cells"
+            for name, law in (("lr", self.lr_law), ("batch size", self.batch_law))
+            if law.undetermined
+        ]
         flops = self._flops(n_params, flops_per_token, warnings)
         logs = self._logs(n_params, tokens, flops)
         tail = 50.0 * (1.0 - INTERVAL_LEVEL)
@@ -227,16 +245,23 @@ class Hparams:
         ):
             beyond = f"{name} = {value:.3g} is {factor:.3g}x beyond the fitted range [{low:.3g}, {high:.3g}]"
             if factor > EXTRAPOLATION_LIMIT:
-                refusals.append(f"{beyond}, past the {EXTRAPOLATION_LIMIT:g}x extrapolation limit:"
-                                " fit proxies closer to the target")
+                refusals.append(
+                    f"{beyond}, past the {EXTRAPOLATION_LIMIT:g}x extrapolation limit:"
+                    " fit proxies closer to the target"
+                )
             elif factor > 1.0:
-                spread = (f"the lr interval spans a factor {lr_iv[1] / lr_iv[0]:.3g} (mid-range:"
-                          f" {width_in_range:.3g})" if lr_iv is not None and width_in_range
-                          else "the lr interval is undetermined")
+                spread = (
+                    f"the lr interval spans a factor {lr_iv[1] / lr_iv[0]:.3g} (mid-range:"
+                    f" {width_in_range:.3g})"
+                    if lr_iv is not None and width_in_range
+                    else "the lr interval is undetermined"
+                )
                 warnings.append(f"{beyond}: {spread}")
         if not rng["seq_len_min"] <= seq_len <= rng["seq_len_max"]:
-            warnings.append(f"seq_len {seq_len} is outside the fitted seq_len range"
-                            f" [{rng['seq_len_min']}, {rng['seq_len_max']}]")
+            warnings.append(
+                f"seq_len {seq_len} is outside the fitted seq_len range"
+                f" [{rng['seq_len_min']}, {rng['seq_len_max']}]"
+            )
         sequences = max(1, round(b_tokens / seq_len))
         rounding = rounding_refusal(b_tokens, sequences, seq_len)
         if rounding:
@@ -246,15 +271,27 @@ class Hparams:
         loss, loss_iv = self._loss(n_params, tokens)
         power = self._power_schedule(tokens, b_tokens)
         return Prediction(
-            n_params=float(n_params), tokens=float(tokens), seq_len=int(seq_len),
-            lr=math.exp(log_lr), batch_size_tokens=b_tokens, batch_size_sequences=sequences,
-            lr_interval=lr_iv, batch_size_tokens_interval=b_iv,
-            batch_size_sequences_interval=None if b_iv is None else
-            (max(1, round(b_iv[0] / seq_len)), max(1, round(b_iv[1] / seq_len))),
-            extrapolation_n_params=fn, extrapolation_tokens=fd, estimator=self.estimator,
-            flops_per_token=flops, loss=loss, loss_interval=loss_iv,
-            lr_interval_width_in_range=width_in_range, power_schedule=power,
-            warnings=[f"FORCED: {reason}" for reason in refusals] + warnings, forced=refusals,
+            n_params=float(n_params),
+            tokens=float(tokens),
+            seq_len=int(seq_len),
+            lr=math.exp(log_lr),
+            batch_size_tokens=b_tokens,
+            batch_size_sequences=sequences,
+            lr_interval=lr_iv,
+            batch_size_tokens_interval=b_iv,
+            batch_size_sequences_interval=None
+            if b_iv is None
+            else (max(1, round(b_iv[0] / seq_len)), max(1, round(b_iv[1] / seq_len))),
+            extrapolation_n_params=fn,
+            extrapolation_tokens=fd,
+            estimator=self.estimator,
+            flops_per_token=flops,
+            loss=loss,
+            loss_interval=loss_iv,
+            lr_interval_width_in_range=width_in_range,
+            power_schedule=power,
+            warnings=[f"FORCED: {reason}" for reason in refusals] + warnings,
+            forced=refusals,
         )
 
     def _power_schedule(self, tokens: float, batch_tokens: float) -> dict[str, Any] | None:
@@ -266,8 +303,13 @@ class Hparams:
         a, b, lr_max = float(law["a"]), float(law["b"]), float(law["lr_max"])
         intervals = law.get("intervals") or {}
         return {
-            "kind": "power", "a": a, "b": b, "a_interval": intervals.get("a"), "b_interval": intervals.get("b"),
-            "lr_max": lr_max, "lr_at_end": min(lr_max, batch_tokens * a * tokens**b),
+            "kind": "power",
+            "a": a,
+            "b": b,
+            "a_interval": intervals.get("a"),
+            "b_interval": intervals.get("b"),
+            "lr_max": lr_max,
+            "lr_at_end": min(lr_max, batch_tokens * a * tokens**b),
             "formula": "lr(n) = min(lr_max, B * a * n^b), B in tokens, n = tokens seen",
         }
 
@@ -278,8 +320,9 @@ class Hparams:
 
         def value(theta: np.ndarray) -> np.ndarray:
             log_e, log_a, log_b, a, b = theta.T
-            return (np.exp(log_e) + np.exp(log_a - a * math.log(n_params))
-                    + np.exp(log_b - b * math.log(tokens)))
+            return (
+                np.exp(log_e) + np.exp(log_a - a * math.log(n_params)) + np.exp(log_b - b * math.log(tokens))
+            )
 
         point = float(value(np.asarray(law["parameters"], dtype=float)))
         samples = np.asarray(law.get("bootstrap_parameters") or [], dtype=float).reshape(-1, 5)

@@ -115,8 +115,10 @@ def _finish_rows(frame: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             row["cell_id"] = f"N{row['n_params']:.4g}-D{row['tokens_budget']:.3g}-S{row['seq_len']}"
         row["attempt"] = row["attempt"] or 1
         row["trial_id"] = row["trial_id"] or _trial_id(
-            source, index, {k: row[k] for k in ("n_params", "tokens_budget", "lr", "batch_size",
-                                                 "seq_len", "seed")})
+            source,
+            index,
+            {k: row[k] for k in ("n_params", "tokens_budget", "lr", "batch_size", "seq_len", "seed")},
+        )
         rows.append(row)
     return rows
 
@@ -129,8 +131,14 @@ def _write(rows: list[dict[str, Any]], out: str | Path, name: str) -> Path:
     return ResultSink(Path(out)).record_rows(rows, name)
 
 
-def import_table(path: str | Path, out: str | Path, mapping: dict[str, str], *,
-                 constants: dict[str, Any] | None = None, name: str | None = None) -> int:
+def import_table(
+    path: str | Path,
+    out: str | Path,
+    mapping: dict[str, str],
+    *,
+    constants: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> int:
     """Import any CSV/Parquet: ``mapping`` maps schema columns to source columns,
     ``constants`` sets schema columns to one value (e.g. seq_len=2048). Needs lr, loss,
     n_params, tokens_budget, seq_len and batch_size or batch_size_tokens. Returns the row count."""
@@ -142,8 +150,10 @@ def import_table(path: str | Path, out: str | Path, mapping: dict[str, str], *,
         raise ImportError_(f"not trial columns: {', '.join(unknown)} (see sweeper.results.schema)")
     missing_source = [s for s in mapping.values() if s not in frame.columns]
     if missing_source:
-        raise ImportError_(f"columns not in {Path(path).name}: {', '.join(missing_source)}"
-                           f" (it has: {', '.join(map(str, frame.columns))})")
+        raise ImportError_(
+            f"columns not in {Path(path).name}: {', '.join(missing_source)}"
+            f" (it has: {', '.join(map(str, frame.columns))})"
+        )
     given = set(mapping) | set(constants)
     missing = [c for c in REQUIRED + ("seq_len",) if c not in given]
     if "batch_size" not in given and "batch_size_tokens" not in given:
@@ -159,8 +169,9 @@ def import_table(path: str | Path, out: str | Path, mapping: dict[str, str], *,
     return len(rows)
 
 
-def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
-                   loss_column: str = "smooth loss") -> int:
+def import_steplaw(
+    path: str | Path, out: str | Path, *, size_column: str = "N", loss_column: str = "smooth loss"
+) -> int:
     """Import a Step Law table. ``size_column`` is the model size of the law (``Na``, the
     active parameters, for MoE tables); ``loss_column`` the headline loss. Returns rows."""
     check_writable_folder(out, "--out")
@@ -170,24 +181,33 @@ def import_steplaw(path: str | Path, out: str | Path, *, size_column: str = "N",
     if absent:
         raise ImportError_(f"{Path(path).name} lacks Step Law columns: {', '.join(absent)}")
     seq_len = frame["seq_len"] if "seq_len" in frame.columns else 2048
-    data = pd.DataFrame({
-        "n_params": frame[size_column],
-        "tokens_budget": frame["D"],
-        "lr": frame["lr"],
-        "batch_size": frame["bs"],
-        "seq_len": seq_len,
-        "loss": frame[loss_column],
-        # What the released table says of the schedule: cosine decay to an absolute floor of
-        # 1e-5 (the "mlr1e-5" in every exp_name), i.e. min_lr_ratio = 1e-5 / lr per run. The
-        # warmup is not in the table: it stays unknown, and an export asks for it.
-        "schedule": "cosine",
-        "min_lr_ratio": STEPLAW_MIN_LR / frame["lr"].astype(float),
-    })
+    data = pd.DataFrame(
+        {
+            "n_params": frame[size_column],
+            "tokens_budget": frame["D"],
+            "lr": frame["lr"],
+            "batch_size": frame["bs"],
+            "seq_len": seq_len,
+            "loss": frame[loss_column],
+            # What the released table says of the schedule: cosine decay to an absolute floor of
+            # 1e-5 (the "mlr1e-5" in every exp_name), i.e. min_lr_ratio = 1e-5 / lr per run. The
+            # warmup is not in the table: it stays unknown, and an export asks for it.
+            "schedule": "cosine",
+            "min_lr_ratio": STEPLAW_MIN_LR / frame["lr"].astype(float),
+        }
+    )
     # Step Law's N is a non-embedding count (total for MoE experts, but without embeddings):
     # the table has no total with embeddings, so n_params_total stays null rather than wrong.
-    optional = {"M": "flops_per_token", "h": "d_model", "numl": "n_layers",
-                "numh": "n_heads", "smooth loss": "smoothed_train_loss", "ti": "steps",
-                "total_time": "wall_seconds", "exp_name": "shape"}
+    optional = {
+        "M": "flops_per_token",
+        "h": "d_model",
+        "numl": "n_layers",
+        "numh": "n_heads",
+        "smooth loss": "smoothed_train_loss",
+        "ti": "steps",
+        "total_time": "wall_seconds",
+        "exp_name": "shape",
+    }
     for column, target in optional.items():
         if column in frame.columns and target not in data.columns:
             data[target] = frame[column]

@@ -110,19 +110,25 @@ def plan_cells(recipe: Recipe) -> list[Cell]:
     for shape in recipe.models:
         for budget in recipe.tokens.for_shape(shape):
             if budget > MAX_TOKENS:
-                raise PlanError(f"tokens: shape {shape.name} gets a budget of {budget:.3g} tokens, above "
-                                f"the limit of {MAX_TOKENS:.0e}")
+                raise PlanError(
+                    f"tokens: shape {shape.name} gets a budget of {budget:.3g} tokens, above "
+                    f"the limit of {MAX_TOKENS:.0e}"
+                )
             cell = Cell(cell_id_for(shape, budget), shape, budget)
             earlier = seen.get(cell.cell_id)
             if earlier is not None:
                 if earlier.shape != shape:
-                    raise PlanError(f"models: two shapes are both named {shape.name} (they differ only in "
-                                    "mlp_ratio, which cells do not tell apart)")
+                    raise PlanError(
+                        f"models: two shapes are both named {shape.name} (they differ only in "
+                        "mlp_ratio, which cells do not tell apart)"
+                    )
                 if earlier.tokens_budget == budget:
                     raise PlanError(f"models: shape {shape.name} is listed twice")
-                raise PlanError(f"tokens: budgets {earlier.tokens_budget} and {budget} give one cell "
-                                f"{cell.cell_id} (cells tell budgets apart at 3 significant digits); "
-                                "make them differ there")
+                raise PlanError(
+                    f"tokens: budgets {earlier.tokens_budget} and {budget} give one cell "
+                    f"{cell.cell_id} (cells tell budgets apart at 3 significant digits); "
+                    "make them differ there"
+                )
             seen[cell.cell_id] = cell
             cells.append(cell)
     return cells
@@ -133,8 +139,10 @@ def make_trial(
 ) -> TrialSpec:
     batch_tokens = batch_size * cell.shape.seq_len
     if cell.tokens_budget < batch_tokens:
-        raise PlanError(f"tokens: budget {cell.tokens_budget} of cell {cell.cell_id} is smaller than one "
-                        f"batch ({batch_size} x seq_len {cell.shape.seq_len} = {batch_tokens} tokens)")
+        raise PlanError(
+            f"tokens: budget {cell.tokens_budget} of cell {cell.cell_id} is smaller than one "
+            f"batch ({batch_size} x seq_len {cell.shape.seq_len} = {batch_tokens} tokens)"
+        )
     steps = max(1, round(cell.tokens_budget / batch_tokens))
     determining = {
         "shape": cell.shape.model_dump(),
@@ -210,8 +218,10 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
     for trial in trials:
         earlier = first_of.setdefault(trial.trial_id, trial)
         if earlier is not trial:
-            raise PlanError(f"trials {earlier.label} and {trial.label} are the same run (one trial id); "
-                            "remove the repeated value")
+            raise PlanError(
+                f"trials {earlier.label} and {trial.label} are the same run (one trial id); "
+                "remove the repeated value"
+            )
     return trials
 
 

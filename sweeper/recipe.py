@@ -132,8 +132,11 @@ class LogGrid(_Strict):
 
     min: float = Field(gt=0, description="Smallest value.")
     max: float = Field(gt=0, description="Largest value.")
-    count: int = Field(ge=2, le=MAX_GRID_POINTS, description="Number of points, log-spaced, "
-                       f"at least 2, at most {MAX_GRID_POINTS}.")
+    count: int = Field(
+        ge=2,
+        le=MAX_GRID_POINTS,
+        description=f"Number of points, log-spaced, at least 2, at most {MAX_GRID_POINTS}.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LogGrid:
@@ -145,9 +148,11 @@ class LogGrid(_Strict):
         if distinct != self.count:
             # Values are rounded to 6 significant digits (for stable trial ids); a grid that
             # collapses there would run fewer trials than it says.
-            raise ValueError(f"{self.count} points from {self.min:g} to {self.max:g} give only "
-                             f"{distinct} distinct values at 6 significant digits; use fewer points "
-                             "or a wider range")
+            raise ValueError(
+                f"{self.count} points from {self.min:g} to {self.max:g} give only "
+                f"{distinct} distinct values at 6 significant digits; use fewer points "
+                "or a wider range"
+            )
         return self
 
     def values(self) -> list[float]:
@@ -198,23 +203,31 @@ class Schedule(_Strict):
         "and n the tokens seen, after a linear warmup, then the wsd decay.",
     )
     a: float | None = Field(
-        None, gt=0, description="power only: the prefactor a of lr = B * a * n^b (B in tokens, "
+        None,
+        gt=0,
+        description="power only: the prefactor a of lr = B * a * n^b (B in tokens, "
         "n in tokens), as `sweeper fit` reports it for a WSD sweep.",
     )
     b: float | None = Field(
-        None, allow_inf_nan=False, description="power only: the exponent b of lr = B * a * n^b "
-        "(negative for a decaying law).",
+        None,
+        allow_inf_nan=False,
+        description="power only: the exponent b of lr = B * a * n^b (negative for a decaying law).",
     )
     warmup_fraction: float | None = Field(
-        None, ge=0, lt=1, description="Share of the run's steps spent in linear warmup (0..1); "
+        None,
+        ge=0,
+        lt=1,
+        description="Share of the run's steps spent in linear warmup (0..1); "
         "replaces warmup_steps when given. Within one cell it gives small batches more warmup "
-        "steps than large ones (steps scale as 1/B), which biases the batch comparison."
+        "steps than large ones (steps scale as 1/B), which biases the batch comparison.",
     )
     warmup_steps: int | None = Field(
-        DEFAULT_WARMUP_STEPS, ge=0, description="Linear warmup as a fixed number of optimizer steps, "
+        DEFAULT_WARMUP_STEPS,
+        ge=0,
+        description="Linear warmup as a fixed number of optimizer steps, "
         "the same for every batch size and token budget (a run shorter than this warms up over all "
         "its steps). The default, 100, is supported by measured proxies: 80 warmup steps beat 20 "
-        "(optimal lr 2-4x higher, seed spread 10x lower) and about 117 beat 469 on a 2,344-step run."
+        "(optimal lr 2-4x higher, seed spread 10x lower) and about 117 beat 469 on a 2,344-step run.",
     )
     min_lr_ratio: float = Field(
         0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine, wsd)."
@@ -258,7 +271,9 @@ class Parametrization(_Strict):
         "optimal learning rate is meant to stay put as the width grows.",
     )
     base_width: int | None = Field(
-        None, gt=0, description="mup only: the width at which mup equals the standard "
+        None,
+        gt=0,
+        description="mup only: the width at which mup equals the standard "
         "parametrization (default: the smallest d_model of the ladder).",
     )
 
@@ -299,8 +314,10 @@ class DataSource(_Strict):
         0.1, gt=0, lt=0.5, description="Share of the stream (its tail) held out for validation."
     )
     max_bytes: int = Field(
-        4_000_000, gt=0, description="Cap on the builtin corpus size in bytes (keeps it the same "
-        "on every machine of one Python version)."
+        4_000_000,
+        gt=0,
+        description="Cap on the builtin corpus size in bytes (keeps it the same "
+        "on every machine of one Python version).",
     )
 
     @model_validator(mode="after")
@@ -320,12 +337,12 @@ class Resources(_Strict):
 
     cpus: float = Field(1, gt=0, description="CPU cores per trial (also the torch thread count).")
     gpus: float = Field(0, ge=0, description="GPUs per trial; fractions let trials share a GPU.")
-    max_retries: int = Field(
-        2, ge=0, description="Times a trial is retried when its worker process dies."
-    )
+    max_retries: int = Field(2, ge=0, description="Times a trial is retried when its worker process dies.")
     memory_gb: float | None = Field(
-        None, gt=0, description="Memory per trial in GiB, reserved from Ray's scheduler; a recipe "
-        "whose largest trial is estimated to need more is refused before anything runs."
+        None,
+        gt=0,
+        description="Memory per trial in GiB, reserved from Ray's scheduler; a recipe "
+        "whose largest trial is estimated to need more is refused before anything runs.",
     )
 
 
@@ -336,15 +353,19 @@ class Evaluation(_Strict):
         0, ge=0, description="Measure validation loss every this many steps (0: only at the end)."
     )
     every_tokens: int | None = Field(
-        None, gt=0, description="Measure validation loss every this many training tokens instead "
+        None,
+        gt=0,
+        description="Measure validation loss every this many training tokens instead "
         "(rounded to whole steps of each run's batch), so the runs of one cell are measured at the "
-        "same points whatever their batch size; replaces every_steps."
+        "same points whatever their batch size; replaces every_steps.",
     )
     val_batches: int = Field(8, gt=0, description="Validation batches per measurement.")
     divergence_factor: float = Field(
-        1.5, gt=1, description="A run is diverged once its smoothed train loss exceeds this "
+        1.5,
+        gt=1,
+        description="A run is diverged once its smoothed train loss exceeds this "
         "multiple of its initial loss (or any loss is NaN/inf). The smoothing averages over a "
-        "fixed number of tokens, the same at every batch size (see train/monitor.py)."
+        "fixed number of tokens, the same at every batch size (see train/monitor.py).",
     )
 
 
@@ -352,8 +373,9 @@ class Search(_Strict):
     """How the sweep chooses its trials: every grid point, or law-guided (see docs/adaptive.md)."""
 
     kind: Literal["grid", "adaptive"] = Field(
-        "grid", description="grid: every lr x batch point of every cell; adaptive: the laws fitted "
-        "on the cells already finished place a small window in each next cell."
+        "grid",
+        description="grid: every lr x batch point of every cell; adaptive: the laws fitted "
+        "on the cells already finished place a small window in each next cell.",
     )
     budget: float = Field(
         0.25, gt=0, le=1, description="adaptive: share of the full grid's runs the sweep may use."
@@ -362,12 +384,16 @@ class Search(_Strict):
         None, ge=5, description="adaptive: cap on one cell's runs (default: a share of the budget)."
     )
     window: int = Field(
-        1, ge=1, description="adaptive: arm of the first window around the predicted optimum, in "
-        "grid steps (widened up to twice this where the law's interval is wide)."
+        1,
+        ge=1,
+        description="adaptive: arm of the first window around the predicted optimum, in "
+        "grid steps (widened up to twice this where the law's interval is wide).",
     )
     lookahead: int = Field(
-        2, ge=0, description="adaptive: how many cells may start before the cells ranked below them "
-        "finish (keeps the cluster full; 0 places every cell by all the cells before it)."
+        2,
+        ge=0,
+        description="adaptive: how many cells may start before the cells ranked below them "
+        "finish (keeps the cluster full; 0 places every cell by all the cells before it).",
     )
     estimator: Literal["smooth", "plateau"] = Field(
         "smooth", description="adaptive: the fitter's estimator whose laws place the windows."
@@ -407,8 +433,9 @@ class Recipe(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Measurement.")
     output: str | None = Field(None, description="Run folder (default runs/<name>).")
     targets: list[PredictionTarget] = Field(
-        [], description="Runs to predict lr and batch size for; `sweeper report` shows the "
-        "predictions (they do not change what the sweep trains)."
+        [],
+        description="Runs to predict lr and batch size for; `sweeper report` shows the "
+        "predictions (they do not change what the sweep trains).",
     )
     fuse: Literal["auto", "off"] | int = Field(
         "auto",
@@ -418,8 +445,11 @@ class Recipe(_Strict):
     )
     search: Search = Field(default_factory=Search, description="How trials are chosen.")
     max_failed_fraction: float = Field(
-        0.0, ge=0, le=1, description="Share of failed trials (exceptions, dead workers) the sweep "
-        "tolerates before `sweeper submit` exits non-zero; diverged runs are data, not failures."
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of failed trials (exceptions, dead workers) the sweep "
+        "tolerates before `sweeper submit` exits non-zero; diverged runs are data, not failures.",
     )
 
     @field_validator("batch_sizes")
@@ -458,11 +488,17 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _plan_size(self) -> Recipe:
         budgets = self.tokens.absolute or self.tokens.per_param or []
-        lrs = self.learning_rates.grid.count if self.learning_rates.grid else len(self.learning_rates.values or [])
+        lrs = (
+            self.learning_rates.grid.count
+            if self.learning_rates.grid
+            else len(self.learning_rates.values or [])
+        )
         trials = len(self.models) * len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
         if trials > MAX_TRIALS:
-            raise ValueError(f"the plan has {trials} trials (models x token budgets x learning rates x "
-                             f"batch sizes x seeds); the limit is {MAX_TRIALS}")
+            raise ValueError(
+                f"the plan has {trials} trials (models x token budgets x learning rates x "
+                f"batch sizes x seeds); the limit is {MAX_TRIALS}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -530,4 +566,3 @@ def load_recipe(path: str | Path) -> Recipe:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RecipeError([f"{path}: not valid YAML ({first_line})"]) from None
     return parse_recipe(data, str(path))
-

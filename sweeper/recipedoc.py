@@ -112,15 +112,25 @@ def _sections(model: type[BaseModel], path: str, seen: set[type[BaseModel]]) -> 
     """The table of ``model`` (found at ``path``), then those of the models its fields hold."""
     seen.add(model)
     doc = " ".join((model.__doc__ or "").split()).replace("``", "`")
-    lines = [f"## {model.__name__}", "", f"`{path}`: {doc}", "",
-             "| field | type | default | bounds | description |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"## {model.__name__}",
+        "",
+        f"`{path}`: {doc}",
+        "",
+        "| field | type | default | bounds | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     nested: list[tuple[type[BaseModel], str]] = []
     for name, field in model.model_fields.items():
         description = " ".join((field.description or "").split()).replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {_bounds(field)} "
-                     f"| {description} |")
+        lines.append(
+            f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {_bounds(field)} "
+            f"| {description} |"
+        )
         list_suffix = "[]" if typing.get_origin(field.annotation) is list else ""
-        nested += [(inner, f"{path}.{name}{list_suffix}".lstrip(".")) for inner in _models_in(field.annotation)]
+        nested += [
+            (inner, f"{path}.{name}{list_suffix}".lstrip(".")) for inner in _models_in(field.annotation)
+        ]
     lines.append("")
     for inner, inner_path in nested:
         if inner not in seen:

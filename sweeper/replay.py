@@ -47,16 +47,33 @@ class ReplayReport:
         return self.trials_run / self.recorded_points if self.recorded_points else 0.0
 
     def document(self, table: str, budget: float | None, seed: int) -> dict[str, Any]:
-        return {"kind": "sweeper.replay", "table": table, "search": self.search, "budget": budget,
-                "seed": seed, "recorded_points": self.recorded_points, "trials_run": self.trials_run,
-                "runs_fraction": self.runs_fraction, "missing": len(self.missing),
-                "missing_trials": self.missing[:100], "wall_seconds": self.wall_seconds}
+        return {
+            "kind": "sweeper.replay",
+            "table": table,
+            "search": self.search,
+            "budget": budget,
+            "seed": seed,
+            "recorded_points": self.recorded_points,
+            "trials_run": self.trials_run,
+            "runs_fraction": self.runs_fraction,
+            "missing": len(self.missing),
+            "missing_trials": self.missing[:100],
+            "wall_seconds": self.wall_seconds,
+        }
 
 
-def run_replay(table: str | Path, out: str | Path, *, recipe: Recipe | None = None,
-               search: str = "adaptive", budget: float | None = None, seed: int = 0,
-               size_column: str = "N", capacity: int = 8,
-               on_trial: Callable | None = None) -> ReplayReport:
+def run_replay(
+    table: str | Path,
+    out: str | Path,
+    *,
+    recipe: Recipe | None = None,
+    search: str = "adaptive",
+    budget: float | None = None,
+    seed: int = 0,
+    size_column: str = "N",
+    capacity: int = 8,
+    on_trial: Callable | None = None,
+) -> ReplayReport:
     """Replay ``table`` (run folder or Step Law CSV) into ``out`` with the grid or the
     law-guided search (``budget``: share of the table's runs; default the recipe's, 0.25).
     Raises ReplayError (exit 2) on a table that cannot be replayed."""
@@ -74,20 +91,32 @@ def run_replay(table: str | Path, out: str | Path, *, recipe: Recipe | None = No
         plan = table_plan(rows, run_recipe.name, settings)
     executor = ReplayExecutor(plan.answers, slots=capacity)
     out = Path(out)
-    opener = study_opener(run_recipe, plan.specs, out, grid_runs=plan.grid_runs, cell_sizes=plan.cell_sizes,
-                          seed=seed)
+    opener = study_opener(
+        run_recipe, plan.specs, out, grid_runs=plan.grid_runs, cell_sizes=plan.cell_sizes, seed=seed
+    )
     # The real driver loop; only the executor differs (and no recipe is saved: `sweeper
     # resume` must not train a replay's placeholder shapes).
-    summary = run_trials(run_recipe, out, plan.specs, opener, members=fused_group_size(run_recipe, plan.specs),
-                         planned=planned_trials(run_recipe, plan.grid_runs), executor=executor,
-                         on_trial=on_trial)
+    summary = run_trials(
+        run_recipe,
+        out,
+        plan.specs,
+        opener,
+        members=fused_group_size(run_recipe, plan.specs),
+        planned=planned_trials(run_recipe, plan.grid_runs),
+        executor=executor,
+        on_trial=on_trial,
+    )
     planned_ids = {spec.trial_id for spec in plan.specs}
     from sweeper.results import read_trials
 
-    trials_run = sum(1 for trial_id in read_trials(out).table.column("trial_id").to_pylist()
-                     if trial_id in planned_ids)
-    report = ReplayReport(out, search, plan.recorded_points, trials_run, executor.missing,
-                          time.time() - started, summary)
-    atomic_write_json(out / REPLAY_FILE,
-                      report.document(str(table), settings.budget if search == "adaptive" else None, seed))
+    trials_run = sum(
+        1 for trial_id in read_trials(out).table.column("trial_id").to_pylist() if trial_id in planned_ids
+    )
+    report = ReplayReport(
+        out, search, plan.recorded_points, trials_run, executor.missing, time.time() - started, summary
+    )
+    atomic_write_json(
+        out / REPLAY_FILE,
+        report.document(str(table), settings.budget if search == "adaptive" else None, seed),
+    )
     return report

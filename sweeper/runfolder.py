@@ -83,7 +83,9 @@ def _check_creatable(path: Path, what: str) -> None:
     if not ancestor.is_dir():
         raise DestinationError(f"{what} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DestinationError(f"{what} {path}: {ancestor} is not writable (read-only place or no permission)")
+        raise DestinationError(
+            f"{what} {path}: {ancestor} is not writable (read-only place or no permission)"
+        )
 
 
 def check_writable_file(path: str | Path, what: str) -> None:
@@ -101,7 +103,9 @@ def check_writable_folder(path: str | Path, what: str) -> None:
         raise DestinationError(f"{what} {path}: exists and is not a folder")
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
-            raise DestinationError(f"{what} {path}: folder is not writable (read-only place or no permission)")
+            raise DestinationError(
+                f"{what} {path}: folder is not writable (read-only place or no permission)"
+            )
         return
     _check_creatable(path, what)
 
@@ -130,8 +134,9 @@ class RunFolderLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+")
         except OSError as error:
-            raise DestinationError(f"run folder {self.path.parent}: cannot be created or written "
-                                   f"({error.strerror})") from None
+            raise DestinationError(
+                f"run folder {self.path.parent}: cannot be created or written ({error.strerror})"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -207,8 +212,9 @@ def read_progress(run_dir: Path) -> dict[str, Any]:
     try:
         progress = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise SweeperError(f"{path}: unreadable ({str(error).splitlines()[0][:120]}); the next "
-                           "`sweeper resume` rewrites it") from None
+        raise SweeperError(
+            f"{path}: unreadable ({str(error).splitlines()[0][:120]}); the next `sweeper resume` rewrites it"
+        ) from None
     if not isinstance(progress, dict):
         raise SweeperError(f"{path}: not a sweeper progress file")
     return progress

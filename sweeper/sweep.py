@@ -95,8 +95,9 @@ class Schedule(Protocol):
     results); ``finished``: whether it is done before every pending trial has run (a
     law-guided search runs only what it chooses)."""
 
-    def next_group(self, runnable: set[str], max_members: Callable[[TrialSpec], int],
-                   key: Callable[[TrialSpec], tuple]) -> list[Any]: ...
+    def next_group(
+        self, runnable: set[str], max_members: Callable[[TrialSpec], int], key: Callable[[TrialSpec], tuple]
+    ) -> list[Any]: ...
 
     def tell(self, asked: Any, outcome: TrialOutcome) -> None: ...
 
@@ -120,8 +121,9 @@ class FixedOrder:
     def __init__(self, specs: Iterable[TrialSpec]):
         self.specs = list(specs)
 
-    def next_group(self, runnable: set[str], max_members: Callable[[TrialSpec], int],
-                   key: Callable[[TrialSpec], tuple]) -> list[Queued]:
+    def next_group(
+        self, runnable: set[str], max_members: Callable[[TrialSpec], int], key: Callable[[TrialSpec], tuple]
+    ) -> list[Queued]:
         return [Queued(spec) for spec in self.specs if spec.trial_id in runnable][:1]
 
     def tell(self, asked: Queued, outcome: TrialOutcome) -> None:
@@ -163,7 +165,9 @@ def recorded_results(run_dir: Path) -> tuple[dict[str, tuple[str, float]], dict[
     return finished, failed_attempts, read.problems + sorted(damaged.values())
 
 
-def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tuple[TrialSpec, int]] = ()) -> None:
+def check_memory(
+    specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tuple[TrialSpec, int]] = ()
+) -> None:
     """Refuse a sweep whose largest trial cannot fit the memory it may use: the recipe's
     ``resources.memory_gb`` when given, else this machine's physical memory. ``branches``:
     (trunk, model copies at once) of each WSD run whose budgets branch in one task."""
@@ -175,7 +179,10 @@ def check_memory(specs: list[TrialSpec], recipe: Recipe, branches: Iterable[tupl
         if estimate_group_memory_bytes(trunk, copies) > need:
             largest, need = trunk, estimate_group_memory_bytes(trunk, copies)
     if recipe.resources.memory_gb is not None:
-        limit, what = recipe.resources.memory_gb * 2**30, f"resources.memory_gb = {recipe.resources.memory_gb:g}"
+        limit, what = (
+            recipe.resources.memory_gb * 2**30,
+            f"resources.memory_gb = {recipe.resources.memory_gb:g}",
+        )
     else:
         limit, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
     if need > limit:
@@ -230,8 +237,10 @@ def run_sweep(
         # The search chooses each cell's trials as the laws place them, so a run's token
         # budgets are not handed out together: each trains on its own.
         planned = planned_trials(recipe, len(specs))
-        note = (f"adaptive search: at most {planned} of the grid's {len(specs)} trials "
-                f"(budget {recipe.search.budget:g}); each token budget trains on its own")
+        note = (
+            f"adaptive search: at most {planned} of the grid's {len(specs)} trials "
+            f"(budget {recipe.search.budget:g}); each token budget trains on its own"
+        )
         training: dict[str, Any] = {"note": note, "search": "adaptive", "planned": planned}
     else:
         branching = plan_branching(specs)
@@ -241,17 +250,36 @@ def run_sweep(
             line = budget_line_key
     if on_plan is not None:
         on_plan(note)
-    return run_trials(recipe, Path(run_dir), specs,
-                      study_opener(recipe, specs, Path(run_dir), storage_url, line=line, on_problem=on_problem),
-                      address=address, num_cpus=num_cpus, save=True, members=members, training=training,
-                      planned=planned, on_start=on_start, on_trial=on_trial, on_problem=on_problem,
-                      on_tick=on_tick)
+    return run_trials(
+        recipe,
+        Path(run_dir),
+        specs,
+        study_opener(recipe, specs, Path(run_dir), storage_url, line=line, on_problem=on_problem),
+        address=address,
+        num_cpus=num_cpus,
+        save=True,
+        members=members,
+        training=training,
+        planned=planned,
+        on_start=on_start,
+        on_trial=on_trial,
+        on_problem=on_problem,
+        on_tick=on_tick,
+    )
 
 
-def study_opener(recipe: Recipe, specs: list[TrialSpec], run_dir: Path, storage_url: str | None = None, *,
-                 line: Callable[[TrialSpec], Any] | None = None, grid_runs: int | None = None,
-                 cell_sizes: dict[str, float] | None = None, seed: int = 0,
-                 on_problem: Callable[[str], None] | None = None) -> Callable[[dict[str, tuple[str, float]]], Schedule]:
+def study_opener(
+    recipe: Recipe,
+    specs: list[TrialSpec],
+    run_dir: Path,
+    storage_url: str | None = None,
+    *,
+    line: Callable[[TrialSpec], Any] | None = None,
+    grid_runs: int | None = None,
+    cell_sizes: dict[str, float] | None = None,
+    seed: int = 0,
+    on_problem: Callable[[str], None] | None = None,
+) -> Callable[[dict[str, tuple[str, float]]], Schedule]:
     """The sweep's schedule over ``specs`` with the recipe's search: the grid's study
     (``line``: trials handed out together, a WSD run's budgets), or the law-guided search,
     steered by the fitter's laws (``grid_runs``: the full grid's runs, the budget's base;
@@ -266,9 +294,17 @@ def study_opener(recipe: Recipe, specs: list[TrialSpec], run_dir: Path, storage_
         if recipe.search.kind == "adaptive":
             from sweeper.fit.guide import predict_optima
 
-            study = AdaptiveStudy.open(recipe.name, specs, run_dir, storage_url, search=recipe.search,
-                                       predictor=predict_optima, sampler_seed=seed, grid_runs=grid_runs,
-                                       cell_sizes=cell_sizes)
+            study = AdaptiveStudy.open(
+                recipe.name,
+                specs,
+                run_dir,
+                storage_url,
+                search=recipe.search,
+                predictor=predict_optima,
+                sampler_seed=seed,
+                grid_runs=grid_runs,
+                cell_sizes=cell_sizes,
+            )
         else:
             study = SweepStudy.open(recipe.name, specs, run_dir, storage_url, sampler_seed=seed, line=line)
         if on_problem is not None:
@@ -362,16 +398,31 @@ def run_trials(
             on_start(planned, to_run, summary.dashboard_url)
         if pending:
             schedule = open_schedule(recorded)
-            sink = ResultSink(run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS)
-            _drive(schedule, executor, sink, pending, summary, on_trial, members,
-                   failed_attempts, complete_as, recipe.name, on_tick)
+            sink = ResultSink(
+                run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS
+            )
+            _drive(
+                schedule,
+                executor,
+                sink,
+                pending,
+                summary,
+                on_trial,
+                members,
+                failed_attempts,
+                complete_as,
+                recipe.name,
+                on_tick,
+            )
             compact_run(run_dir)
         summary.wall_seconds = time.time() - started
         planned_ids = {spec.trial_id for spec in specs}
         statuses = read_trials(run_dir, columns=["status"]).table
         summary.sweep_counts = Counter(
-            status for trial_id, status in zip(statuses.column("trial_id").to_pylist(),
-                                               statuses.column("status").to_pylist())
+            status
+            for trial_id, status in zip(
+                statuses.column("trial_id").to_pylist(), statuses.column("status").to_pylist()
+            )
             if trial_id in planned_ids
         )
         _write_progress(run_dir, summary, running=[], finished=True)
@@ -379,18 +430,29 @@ def run_trials(
     except OSError as error:
         if error.errno not in _STORAGE_ERRNOS:
             raise
-        raise SweeperError(f"cannot write {error.filename or run_dir}: {error.strerror}; recorded trials "
-                           f"are kept, free space and run `sweeper resume {run_dir}`") from None
+        raise SweeperError(
+            f"cannot write {error.filename or run_dir}: {error.strerror}; recorded trials "
+            f"are kept, free space and run `sweeper resume {run_dir}`"
+        ) from None
     finally:
         if cluster is not None and cluster.started_here:
             disconnect()
         lock.release()
 
 
-def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str], summary: SweepSummary,
-           on_trial: ProgressCallback | None, max_members: Callable[[TrialSpec], int],
-           failed_attempts: dict[str, int], complete_as: TrialStatus, name: str,
-           on_tick: TickCallback | None = None) -> None:
+def _drive(
+    schedule: Schedule,
+    executor: Any,
+    sink: ResultSink,
+    pending: set[str],
+    summary: SweepSummary,
+    on_trial: ProgressCallback | None,
+    max_members: Callable[[TrialSpec], int],
+    failed_attempts: dict[str, int],
+    complete_as: TrialStatus,
+    name: str,
+    on_tick: TickCallback | None = None,
+) -> None:
     """Keep the cluster full until every pending trial has finished, or the schedule says it
     is finished (a law-guided search runs only what it chooses). A round costs O(trials
     running + trials finished): the runnable set shrinks as trials start, a grid's choice is
@@ -413,11 +475,22 @@ def _drive(schedule: Schedule, executor: Any, sink: ResultSink, pending: set[str
                     runnable.discard(asked.spec.trial_id)
             if time.monotonic() - progress_written >= PROGRESS_SECONDS:
                 running = executor.in_flight_trials()
-                metrics.progress(pending=len(pending) - len(running), running=len(running),
-                                 counts=summary.counts, recorded=summary.already_recorded)
+                metrics.progress(
+                    pending=len(pending) - len(running),
+                    running=len(running),
+                    counts=summary.counts,
+                    recorded=summary.already_recorded,
+                )
                 where, live = executor.where(), executor.live()
-                entries = [{"trial_id": s.trial_id, "label": s.label, **where.get(s.trial_id, {}),
-                            **live.get(s.trial_id, {})} for s in running]
+                entries = [
+                    {
+                        "trial_id": s.trial_id,
+                        "label": s.label,
+                        **where.get(s.trial_id, {}),
+                        **live.get(s.trial_id, {}),
+                    }
+                    for s in running
+                ]
                 _write_progress(sink.run_dir, summary, running=entries, finished=False)
                 if on_tick is not None:
                     on_tick(entries, summary.counts)

@@ -116,7 +116,9 @@ class TargetReport:
         """The bracket's (lr, B) settings in plan order, each with its runs (one per seed)."""
         by_label: dict[str, BracketSetting] = {}
         for point in self.points:
-            setting = by_label.setdefault(point.label, BracketSetting(point.label, point.lr, point.batch_size))
+            setting = by_label.setdefault(
+                point.label, BracketSetting(point.label, point.lr, point.batch_size)
+            )
             setting.runs.append(point)
         return list(by_label.values())
 
@@ -145,8 +147,9 @@ class TargetReport:
         """The regret table printed by ``sweeper target``."""
         best = self.best
         p = self.prediction
-        interval = ("undetermined" if p.lr_interval is None
-                    else f"[{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]")
+        interval = (
+            "undetermined" if p.lr_interval is None else f"[{p.lr_interval[0]:.4g}, {p.lr_interval[1]:.4g}]"
+        )
         seeds = max(len(s.runs) for s in self.settings())
         lines = [
             f"target {self.shape.name}: N={self.shape.n_params_nonembedding:,} (asked {self.requested_params:.4g})"
@@ -167,16 +170,22 @@ class TargetReport:
             else:
                 versus, loss = "", "-"
             spread = f"{setting.spread:.4f}" if math.isfinite(setting.spread) else "-"
-            lines.append(f"{setting.label:<10} {setting.lr:>10.4g} {setting.batch_size:>8d}"
-                         f" {setting.batch_size * self.shape.seq_len:>8d} {status:>9} {loss:>8}"
-                         f" {spread:>11} {versus:>16}")
+            lines.append(
+                f"{setting.label:<10} {setting.lr:>10.4g} {setting.batch_size:>8d}"
+                f" {setting.batch_size * self.shape.seq_len:>8d} {status:>9} {loss:>8}"
+                f" {spread:>11} {versus:>16}"
+            )
         if best is not None and math.isfinite(self.predicted.loss):
             per = f", mean of {seeds} seeds each" if seeds > 1 else ""
-            lines.append(f"regret of the prediction: {self.regret:+.4f} nats ({self.regret / best.loss:+.2%})"
-                         f" against the best of the {len(self.settings())} settings ({best.label}{per})")
+            lines.append(
+                f"regret of the prediction: {self.regret:+.4f} nats ({self.regret / best.loss:+.2%})"
+                f" against the best of the {len(self.settings())} settings ({best.label}{per})"
+            )
             if math.isfinite(self.seed_spread):
-                lines.append(f"seed spread (largest max-min of one setting's {seeds} seeds):"
-                             f" {self.seed_spread:.4f} nats ({self.seed_spread / best.loss:.2%})")
+                lines.append(
+                    f"seed spread (largest max-min of one setting's {seeds} seeds):"
+                    f" {self.seed_spread:.4f} nats ({self.seed_spread / best.loss:.2%})"
+                )
         if p.loss is not None and math.isfinite(self.predicted.loss):
             lines.append(f"loss law predicted {p.loss:.4f}, measured {self.predicted.loss:.4f}")
         return "\n".join(lines)
@@ -188,22 +197,39 @@ class TargetReport:
             "n_params": self.shape.n_params_nonembedding,
             "tokens": self.tokens,
             "prediction": self.prediction.to_dict(),
-            "points": [{"label": p.label, "lr": p.lr, "batch_size": p.batch_size,
-                        "seed": p.seed, "trial_id": p.spec.trial_id,
-                        "status": p.outcome.status if p.outcome else None,
-                        "loss": p.loss if math.isfinite(p.loss) else None} for p in self.points],
-            "settings": [{"label": s.label, "loss": s.loss if math.isfinite(s.loss) else None,
-                          "seed_spread": s.spread if math.isfinite(s.spread) else None} for s in self.settings()],
+            "points": [
+                {
+                    "label": p.label,
+                    "lr": p.lr,
+                    "batch_size": p.batch_size,
+                    "seed": p.seed,
+                    "trial_id": p.spec.trial_id,
+                    "status": p.outcome.status if p.outcome else None,
+                    "loss": p.loss if math.isfinite(p.loss) else None,
+                }
+                for p in self.points
+            ],
+            "settings": [
+                {
+                    "label": s.label,
+                    "loss": s.loss if math.isfinite(s.loss) else None,
+                    "seed_spread": s.spread if math.isfinite(s.spread) else None,
+                }
+                for s in self.settings()
+            ],
             "regret": self.regret if math.isfinite(self.regret) else None,
             "seed_spread": self.seed_spread if math.isfinite(self.seed_spread) else None,
             "best": self.best.label if self.best else None,
         }
 
 
-def _target_spec(recipe: Recipe, cell: Cell, lr: float, batch_size: int, identity: str,
-                 seed: int) -> TrialSpec:
+def _target_spec(
+    recipe: Recipe, cell: Cell, lr: float, batch_size: int, identity: str, seed: int
+) -> TrialSpec:
     spec = make_trial(recipe, cell, lr, batch_size, seed, identity)
-    return spec.model_copy(update={"trial_id": trial_identity({"role": "target", "proxy_trial": spec.trial_id})})
+    return spec.model_copy(
+        update={"trial_id": trial_identity({"role": "target", "proxy_trial": spec.trial_id})}
+    )
 
 
 def target_seeds(recipe: Recipe, count: int) -> list[int]:
@@ -213,8 +239,15 @@ def target_seeds(recipe: Recipe, count: int) -> list[int]:
     return [recipe.seeds[0] + k for k in range(count)]
 
 
-def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Prediction, identity: str,
-                bracket: bool, seeds: list[int] | None = None) -> list[BracketPoint]:
+def plan_points(
+    recipe: Recipe,
+    shape: ModelShape,
+    tokens: int,
+    prediction: Prediction,
+    identity: str,
+    bracket: bool,
+    seeds: list[int] | None = None,
+) -> list[BracketPoint]:
     """The predicted point, then (with ``bracket``) its four axis neighbours, duplicates dropped
     (B x1/2 of a one-sequence batch is the batch itself); each once per seed (default: the
     recipe's first)."""
@@ -223,16 +256,27 @@ def plan_points(recipe: Recipe, shape: ModelShape, tokens: int, prediction: Pred
     lr, batch = prediction.lr, prediction.batch_size_sequences
     wanted = [("predicted", lr, batch)]
     if bracket:
-        wanted += [("lr x1/2", lr / 2, batch), ("lr x2", lr * 2, batch),
-                   ("B x1/2", lr, max(1, round(batch / 2))), ("B x2", lr, batch * 2)]
+        wanted += [
+            ("lr x1/2", lr / 2, batch),
+            ("lr x2", lr * 2, batch),
+            ("B x1/2", lr, max(1, round(batch / 2))),
+            ("B x2", lr, batch * 2),
+        ]
     points, seen = [], set()
     for label, point_lr, point_batch in wanted:
         if (point_lr, point_batch) in seen:
             continue
         seen.add((point_lr, point_batch))
-        points += [BracketPoint(label, point_lr, point_batch,
-                                _target_spec(recipe, cell, point_lr, point_batch, identity, seed), seed=seed)
-                   for seed in seeds]
+        points += [
+            BracketPoint(
+                label,
+                point_lr,
+                point_batch,
+                _target_spec(recipe, cell, point_lr, point_batch, identity, seed),
+                seed=seed,
+            )
+            for seed in seeds
+        ]
     return points
 
 
@@ -250,11 +294,18 @@ def _recorded(run_dir: Path) -> dict[str, TrialOutcome]:
     for row in read_trials(run_dir).table.to_pylist():
         if row["status"] in (TrialStatus.TARGET, TrialStatus.DIVERGED):
             outcomes[row["trial_id"]] = TrialOutcome(
-                trial_id=row["trial_id"], status=row["status"], final_val_loss=row["loss"],
-                smoothed_train_loss=row["smoothed_train_loss"], steps_done=row["steps"],
-                tokens_done=row["tokens"], wall_seconds=row["wall_seconds"],
-                started_at=_unix(row["started_at"]), ended_at=_unix(row["ended_at"]),
-                diverged_step=row["diverged_step"], node_id=row["node_id"] or "")
+                trial_id=row["trial_id"],
+                status=row["status"],
+                final_val_loss=row["loss"],
+                smoothed_train_loss=row["smoothed_train_loss"],
+                steps_done=row["steps"],
+                tokens_done=row["tokens"],
+                wall_seconds=row["wall_seconds"],
+                started_at=_unix(row["started_at"]),
+                ended_at=_unix(row["ended_at"]),
+                diverged_step=row["diverged_step"],
+                node_id=row["node_id"] or "",
+            )
     return outcomes
 
 
@@ -284,10 +335,12 @@ def run_target(
         raise SweeperError("--tokens must be at least 1")
     shape = family_shape(recipe, n_params)
     budget = int(round(tokens))
-    prediction = hp.predict(shape.n_params_nonembedding, budget, shape.seq_len,
-                            flops_per_token=shape.flops_per_token_nonembedding)
-    points = plan_points(recipe, shape, budget, prediction, data_identity(recipe.data), bracket,
-                         target_seeds(recipe, seeds))
+    prediction = hp.predict(
+        shape.n_params_nonembedding, budget, shape.seq_len, flops_per_token=shape.flops_per_token_nonembedding
+    )
+    points = plan_points(
+        recipe, shape, budget, prediction, data_identity(recipe.data), bracket, target_seeds(recipe, seeds)
+    )
     report = TargetReport(Path(run_dir), float(n_params), shape, budget, prediction, points)
     by_id = {p.spec.trial_id: p for p in points}
 
@@ -309,15 +362,31 @@ def run_target(
 
     # One point per task: fusing learning rates would tie the bracket's points to one
     # process, and they are few.
-    summary = run_trials(recipe, report.run_dir, [p.spec for p in points],
-                         lambda recorded: FixedOrder(p.spec for p in points),
-                         address=address, num_cpus=num_cpus, complete_as=TrialStatus.TARGET,
-                         on_start=reuse_recorded, on_trial=finished)
+    summary = run_trials(
+        recipe,
+        report.run_dir,
+        [p.spec for p in points],
+        lambda recorded: FixedOrder(p.spec for p in points),
+        address=address,
+        num_cpus=num_cpus,
+        complete_as=TrialStatus.TARGET,
+        on_start=reuse_recorded,
+        on_trial=finished,
+    )
     report.wall_seconds = summary.wall_seconds
-    atomic_write_json(report.run_dir / TARGET_SUMMARY_FILE,
-                      {"fit": str(Path(fit_json)), "recipe": recipe.name, **report.to_dict()})
+    atomic_write_json(
+        report.run_dir / TARGET_SUMMARY_FILE,
+        {"fit": str(Path(fit_json)), "recipe": recipe.name, **report.to_dict()},
+    )
     return report
 
 
-__all__ = ["BracketPoint", "BracketSetting", "TargetReport", "family_shape", "plan_points", "run_target",
-           "target_seeds"]
+__all__ = [
+    "BracketPoint",
+    "BracketSetting",
+    "TargetReport",
+    "family_shape",
+    "plan_points",
+    "run_target",
+    "target_seeds",
+]

@@ -32,11 +32,18 @@ class TrackerError(SweeperError):
 
 def trial_params(spec: TrialSpec) -> dict[str, Any]:
     return {
-        "sweep": spec.sweep, "trial_id": spec.trial_id, "cell_id": spec.cell_id,
-        "shape": spec.shape.name, "n_params": spec.shape.n_params_nonembedding,
-        "tokens_budget": spec.tokens_budget, "lr": spec.lr, "batch_size": spec.batch_size,
-        "batch_size_tokens": spec.batch_size_tokens, "seq_len": spec.shape.seq_len,
-        "schedule": spec.schedule.kind, "seed": spec.seed,
+        "sweep": spec.sweep,
+        "trial_id": spec.trial_id,
+        "cell_id": spec.cell_id,
+        "shape": spec.shape.name,
+        "n_params": spec.shape.n_params_nonembedding,
+        "tokens_budget": spec.tokens_budget,
+        "lr": spec.lr,
+        "batch_size": spec.batch_size,
+        "batch_size_tokens": spec.batch_size_tokens,
+        "seq_len": spec.shape.seq_len,
+        "schedule": spec.schedule.kind,
+        "seed": spec.seed,
     }
 
 
@@ -59,19 +66,34 @@ class WandbTracker(Tracker):
         try:
             import wandb
         except ImportError:
-            raise TrackerError("--log-to wandb needs the wandb package: pip install 'sweeper[wandb]'") from None
+            raise TrackerError(
+                "--log-to wandb needs the wandb package: pip install 'sweeper[wandb]'"
+            ) from None
         self.wandb, self.project, self.dir = wandb, project, run_dir
 
     def log(self, spec: TrialSpec, outcome: TrialOutcome) -> None:
-        run = self.wandb.init(project=self.project, group=spec.sweep, name=spec.label, dir=self.dir,
-                              config=trial_params(spec), job_type="trial", reinit="create_new")
+        run = self.wandb.init(
+            project=self.project,
+            group=spec.sweep,
+            name=spec.label,
+            dir=self.dir,
+            config=trial_params(spec),
+            job_type="trial",
+            reinit="create_new",
+        )
         for point in outcome.curve:
             row: dict[str, float] = {"train_loss": point.train_loss, "lr": point.lr, "tokens": point.tokens}
             if point.val_loss is not None and math.isfinite(point.val_loss):
                 row["val_loss"] = point.val_loss
             run.log(row, step=point.step)
-        run.summary.update({"status": str(outcome.status), "loss": outcome.final_val_loss,
-                            "wall_seconds": outcome.wall_seconds, "error": outcome.error or ""})
+        run.summary.update(
+            {
+                "status": str(outcome.status),
+                "loss": outcome.final_val_loss,
+                "wall_seconds": outcome.wall_seconds,
+                "error": outcome.error or "",
+            }
+        )
         run.finish(exit_code=1 if outcome.status == "failed" else 0)
 
 
@@ -82,7 +104,9 @@ class MlflowTracker(Tracker):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise TrackerError("--log-to mlflow needs the mlflow package: pip install 'sweeper[mlflow]'") from None
+            raise TrackerError(
+                "--log-to mlflow needs the mlflow package: pip install 'sweeper[mlflow]'"
+            ) from None
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiments: dict[str, str] = {}
 
@@ -95,9 +119,11 @@ class MlflowTracker(Tracker):
     def log(self, spec: TrialSpec, outcome: TrialOutcome) -> None:
         from mlflow.entities import Metric, Param
 
-        run = self.client.create_run(self._experiment(spec.sweep), run_name=spec.label,
-                                     tags={"sweep": spec.sweep, "trial_id": spec.trial_id,
-                                           "status": str(outcome.status)})
+        run = self.client.create_run(
+            self._experiment(spec.sweep),
+            run_name=spec.label,
+            tags={"sweep": spec.sweep, "trial_id": spec.trial_id, "status": str(outcome.status)},
+        )
         run_id = run.info.run_id
         stamp = int(outcome.ended_at * 1000)
         metrics = []
@@ -112,11 +138,12 @@ class MlflowTracker(Tracker):
         params = [Param(key, str(value)) for key, value in trial_params(spec).items()]
         self.client.log_batch(run_id, params=params)
         for start in range(0, len(metrics), self.BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start:start + self.BATCH])
+            self.client.log_batch(run_id, metrics=metrics[start : start + self.BATCH])
         if outcome.error:
             self.client.set_tag(run_id, "error", outcome.error[:5000])
-        self.client.set_terminated(run_id, status="FAILED" if outcome.status == "failed" else "FINISHED",
-                                   end_time=stamp)
+        self.client.set_terminated(
+            run_id, status="FAILED" if outcome.status == "failed" else "FINISHED", end_time=stamp
+        )
 
 
 def make_tracker(destination: str, run_dir: str) -> Tracker:
@@ -126,7 +153,9 @@ def make_tracker(destination: str, run_dir: str) -> Tracker:
         return WandbTracker(rest or "sweeper", run_dir)
     if kind == "mlflow":
         if not rest:
-            raise TrackerError("--log-to mlflow needs a tracking URI: mlflow:http://HOST:5000 or mlflow:file:DIR")
+            raise TrackerError(
+                "--log-to mlflow needs a tracking URI: mlflow:http://HOST:5000 or mlflow:file:DIR"
+            )
         return MlflowTracker(rest)
     raise TrackerError(f"--log-to {destination}: expected wandb[:PROJECT] or mlflow:TRACKING_URI")
 
@@ -155,8 +184,11 @@ class TrialLogger:
                     tracker.log(*item)
                 except Exception as error:  # noqa: BLE001 (a tracker must not stop the sweep)
                     self._broken.add(index)
-                    print(f"warning: {type(tracker).__name__} stopped logging: "
-                          f"{type(error).__name__}: {str(error)[:200]}", file=sys.stderr)
+                    print(
+                        f"warning: {type(tracker).__name__} stopped logging: "
+                        f"{type(error).__name__}: {str(error)[:200]}",
+                        file=sys.stderr,
+                    )
 
     def close(self) -> None:
         """Wait until every queued trial is logged, then let the trackers flush."""

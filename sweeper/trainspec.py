@@ -146,7 +146,9 @@ def as_train_spec(spec: Any) -> TrainSpec:
         batch_size=int(spec.batch_size),
         steps=int(spec.steps),
         seed=int(spec.seed),
-        tokens_budget=int(getattr(spec, "tokens_budget", 0) or spec.steps * spec.batch_size * spec.shape.seq_len),
+        tokens_budget=int(
+            getattr(spec, "tokens_budget", 0) or spec.steps * spec.batch_size * spec.shape.seq_len
+        ),
         data_identity=spec.data_identity,
         schedule=_read(ScheduleSettings, spec.schedule),
         optimizer=_read(OptimizerSettings, spec.optimizer),

@@ -46,8 +46,9 @@ def discarded_share(n_kept: int, n_discarded: int) -> float:
     return n_discarded / total if total else 0.0
 
 
-def undetermined_reasons(samples: np.ndarray, n_discarded: int, r2: float | None,
-                         level: float = 0.95) -> list[str]:
+def undetermined_reasons(
+    samples: np.ndarray, n_discarded: int, r2: float | None, level: float = 0.95
+) -> list[str]:
     """Why a law's interval is undetermined (empty list: it is determined).
 
     samples: (R, p) kept bootstrap replicates (log prefactor, exponents); n_discarded: the
@@ -63,8 +64,10 @@ def undetermined_reasons(samples: np.ndarray, n_discarded: int, r2: float | None
         tail = 50.0 * (1.0 - level)
         low, high = np.percentile(samples, [tail, 100.0 - tail], axis=0)
         if np.any(high - low <= ZERO_WIDTH):
-            reasons.append("its interval has zero width (every replicate gave the same law:"
-                           " the cells' optima do not vary, e.g. all at the edge of the grid)")
+            reasons.append(
+                "its interval has zero width (every replicate gave the same law:"
+                " the cells' optima do not vary, e.g. all at the edge of the grid)"
+            )
     if r2 is None or not math.isfinite(r2):
         reasons.append("R^2 is undefined (the cells' optima are all equal)")
     return reasons
@@ -76,25 +79,36 @@ def rounding_factor(law_value: float, used_value: float) -> float:
     return max(ratio, 1.0 / ratio)
 
 
-
-
 def rounding_refusal(law_tokens: float, sequences: int, seq_len: int) -> str | None:
     """The reason to refuse a batch of ``sequences`` x ``seq_len`` tokens standing for the
     law's ``law_tokens``, or None when rounding moved it by at most MAX_ROUNDING_FACTOR."""
     factor = rounding_factor(law_tokens, sequences * seq_len)
     if factor <= MAX_ROUNDING_FACTOR:
         return None
-    return (f"the law's batch of {law_tokens:.4g} tokens becomes {sequences} sequence(s) of"
-            f" {seq_len} tokens, {factor:.3g}x {'more' if sequences * seq_len > law_tokens else 'less'}"
-            f" (limit {MAX_ROUNDING_FACTOR:g}x): use a shorter seq_len or a smaller --round-to")
+    return (
+        f"the law's batch of {law_tokens:.4g} tokens becomes {sequences} sequence(s) of"
+        f" {seq_len} tokens, {factor:.3g}x {'more' if sequences * seq_len > law_tokens else 'less'}"
+        f" (limit {MAX_ROUNDING_FACTOR:g}x): use a shorter seq_len or a smaller --round-to"
+    )
 
 
 def refusal_message(reasons: list[str]) -> str:
     """One line naming every reason and the way through."""
-    return ("refused: " + "; ".join(reasons)
-            + ". Pass --force (force=True in Python) to use the numbers anyway, with this warning carried")
+    return (
+        "refused: "
+        + "; ".join(reasons)
+        + ". Pass --force (force=True in Python) to use the numbers anyway, with this warning carried"
+    )
 
 
-__all__ = ["EXTRAPOLATION_LIMIT", "MAX_DISCARDED_SHARE", "MAX_ROUNDING_FACTOR", "ZERO_WIDTH",
-           "discarded_share", "refusal_message", "rounding_factor", "rounding_refusal",
-           "undetermined_reasons"]
+__all__ = [
+    "EXTRAPOLATION_LIMIT",
+    "MAX_DISCARDED_SHARE",
+    "MAX_ROUNDING_FACTOR",
+    "ZERO_WIDTH",
+    "discarded_share",
+    "refusal_message",
+    "rounding_factor",
+    "rounding_refusal",
+    "undetermined_reasons",
+]

@@ -61,12 +61,30 @@ def smoke_run(tmp_path_factory, mlflow_server) -> SweepRun:
     from tests.watching_tools import TerminalRun
 
     run_dir = tmp_path_factory.mktemp("e2e") / "smoke"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TERM": "xterm-256color",
-           "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "TERM": "xterm-256color",
+        "COLUMNS": "120",
+    }
     env.pop("CI", None)  # rich draws no live bars when it thinks it runs under CI
     terminal = TerminalRun(
-        [sys.executable, "-m", "sweeper", "submit", str(RECIPES / "smoke.yaml"), "--out", str(run_dir),
-         "--log-to", "wandb:sweeper-tests", "--log-to", f"mlflow:{mlflow_server.uri}"], env)
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "submit",
+            str(RECIPES / "smoke.yaml"),
+            "--out",
+            str(run_dir),
+            "--log-to",
+            "wandb:sweeper-tests",
+            "--log-to",
+            f"mlflow:{mlflow_server.uri}",
+        ],
+        env,
+    )
     mid_sweep_rows, live = [], []
     deadline = time.time() + 400
     while terminal.process.poll() is None and time.time() < deadline:

@@ -19,7 +19,10 @@ from pathlib import Path
 
 
 def _binaries() -> Path | None:
-    for candidate in [shutil.which("pg_ctl"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)]:
+    for candidate in [
+        shutil.which("pg_ctl"),
+        *sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True),
+    ]:
         if candidate and Path(candidate).with_name("initdb").exists():
             return Path(candidate).resolve().parent
     return None
@@ -69,8 +72,19 @@ def postgres_server() -> Iterator[str]:
 
     try:
         run(str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "start",
-            "-o", f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=on")
+        run(
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=on",
+        )
         try:
             yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
         finally:

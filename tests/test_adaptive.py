@@ -29,8 +29,11 @@ def loss_at(n: float, d: float, lr: float, batch_size: int) -> float:
     return (2.0 + 50 * n**-0.25) * math.exp(0.02 * x * x * (3.0 if x > 0 else 1.0) + 0.01 * y * y)
 
 
-CELLS = [SearchCell(f"n{n:.0e}-d{d:.0e}", n, d, LRS, BATCHES, SEQ_LEN)
-         for n in (1e6, 4e6, 1.6e7) for d in (1e8, 4e8, 1.6e9)]
+CELLS = [
+    SearchCell(f"n{n:.0e}-d{d:.0e}", n, d, LRS, BATCHES, SEQ_LEN)
+    for n in (1e6, 4e6, 1.6e7)
+    for d in (1e8, 4e8, 1.6e9)
+]
 SPACE = {
     "cell": CategoricalDistribution([cell.name for cell in CELLS]),
     "lr": CategoricalDistribution(list(LRS)),
@@ -75,8 +78,9 @@ def test_bare_study_finds_every_cells_grid_optimum_within_budget() -> None:
     for cell in CELLS:
         measured = [t for t in trials if t.params["cell"] == cell.name]
         best = min(measured, key=lambda t: t.value)
-        grid_best = min(((lr, b) for lr in LRS for b in BATCHES),
-                        key=lambda p: loss_at(cell.n_params, cell.tokens, *p))
+        grid_best = min(
+            ((lr, b) for lr in LRS for b in BATCHES), key=lambda p: loss_at(cell.n_params, cell.tokens, *p)
+        )
         assert (best.params["lr"], best.params["batch_size"]) == grid_best, cell.name
 
 
@@ -100,10 +104,15 @@ def test_a_fresh_sampler_over_the_same_study_proposes_the_same_and_reruns_abando
     fresh = LawGuidedSampler(CELLS, AdaptiveSettings(budget=0.3))
     assert fresh.proposals(study) == sampler.proposals(study)
     cell_index, (i, j), _ = fresh.proposals(study)[0]
-    proposed = (fresh.cells[cell_index].name, fresh.cells[cell_index].lrs[i], fresh.cells[cell_index].batch_sizes[j])
+    proposed = (
+        fresh.cells[cell_index].name,
+        fresh.cells[cell_index].lrs[i],
+        fresh.cells[cell_index].batch_sizes[j],
+    )
     assert lost_point == proposed or lost_point in {
         (fresh.cells[c].name, fresh.cells[c].lrs[p[0]], fresh.cells[c].batch_sizes[p[1]])
-        for c, p, _ in fresh.proposals(study)}
+        for c, p, _ in fresh.proposals(study)
+    }
 
 
 def test_a_diverged_run_is_measured_not_retried() -> None:
@@ -111,6 +120,8 @@ def test_a_diverged_run_is_measured_not_retried() -> None:
     study = optuna.create_study(sampler=sampler)
     first = study.ask(SPACE)
     study.tell(first, state=TrialState.FAIL)  # diverged: no loss, but the point was measured
-    again = [(sampler.cells[c].name, sampler.cells[c].lrs[p[0]], sampler.cells[c].batch_sizes[p[1]])
-             for c, p, _ in sampler.proposals(study)]
+    again = [
+        (sampler.cells[c].name, sampler.cells[c].lrs[p[0]], sampler.cells[c].batch_sizes[p[1]])
+        for c, p, _ in sampler.proposals(study)
+    ]
     assert (first.params["cell"], first.params["lr"], first.params["batch_size"]) not in again

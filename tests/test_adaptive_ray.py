@@ -35,8 +35,12 @@ def test_adaptive_sweep_on_ray_and_its_replay_choose_the_same_trials(tmp_path: P
     recipe_file = tmp_path / "adaptive.yaml"
     recipe_file.write_text(yaml.safe_dump(RECIPE))
     run_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "sweeper", "submit", str(recipe_file), "--out", str(run_dir)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "sweeper", "submit", str(recipe_file), "--out", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = pd.read_parquet(run_dir / "trials")
     grid = 6 * 4 * 2

@@ -27,8 +27,11 @@ FIT_JSON = Path(__file__).parent / "export" / "data" / "fit.json"
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def refused(*args: str, names: tuple[str, ...] = ()) -> str:
@@ -93,24 +96,33 @@ def test_empty_text_source_is_refused(tmp_path: Path) -> None:
 def test_token_file_of_a_partial_id_is_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.bin"
     tokens.write_bytes(np.arange(5000, dtype=np.uint16).tobytes() + b"\x01")  # one odd byte
-    refused_submit(tmp_path, ("data.path", "uint16", "10001 bytes"),
-                   data={"source": "tokens", "path": str(tokens), "dtype": "uint16"})
+    refused_submit(
+        tmp_path,
+        ("data.path", "uint16", "10001 bytes"),
+        data={"source": "tokens", "path": str(tokens), "dtype": "uint16"},
+    )
 
 
 def test_corpus_shorter_than_one_sequence_is_refused_before_any_trial(tmp_path: Path) -> None:
     text = tmp_path / "short.txt"
     text.write_bytes(b"a few words, far fewer than a sequence " * 4)
-    refused_submit(tmp_path, ("models[0].seq_len", "longer"),
-                   data={"source": "text", "path": str(text)},
-                   models=[{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 512}])
+    refused_submit(
+        tmp_path,
+        ("models[0].seq_len", "longer"),
+        data={"source": "text", "path": str(text)},
+        models=[{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 512}],
+    )
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused_before_any_trial(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.bin"
     np.random.default_rng(0).integers(0, 300, size=20000, dtype=np.uint16).tofile(tokens)
-    refused_submit(tmp_path, ("models[0].vocab_size", "299"),
-                   data={"source": "tokens", "path": str(tokens)},
-                   models=[{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16, "vocab_size": 256}])
+    refused_submit(
+        tmp_path,
+        ("models[0].vocab_size", "299"),
+        data={"source": "tokens", "path": str(tokens)},
+        models=[{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16, "vocab_size": 256}],
+    )
 
 
 def test_budgets_that_round_to_one_cell_are_refused(tmp_path: Path) -> None:
@@ -118,8 +130,11 @@ def test_budgets_that_round_to_one_cell_are_refused(tmp_path: Path) -> None:
 
 
 def test_lr_grid_that_collapses_when_rounded_is_refused(tmp_path: Path) -> None:
-    refused_submit(tmp_path, ("learning_rates.grid", "40 points"),
-                   learning_rates={"grid": {"min": 1e-3, "max": 1.00001e-3, "count": 40}})
+    refused_submit(
+        tmp_path,
+        ("learning_rates.grid", "40 points"),
+        learning_rates={"grid": {"min": 1e-3, "max": 1.00001e-3, "count": 40}},
+    )
 
 
 def test_budget_smaller_than_one_batch_is_refused(tmp_path: Path) -> None:
@@ -128,8 +143,11 @@ def test_budget_smaller_than_one_batch_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_absurd_lr_grid_is_refused_at_once(tmp_path: Path) -> None:
-    refused_submit(tmp_path, ("learning_rates.grid.count",),
-                   learning_rates={"grid": {"min": 1e-4, "max": 1e-1, "count": 1_000_000_000}})
+    refused_submit(
+        tmp_path,
+        ("learning_rates.grid.count",),
+        learning_rates={"grid": {"min": 1e-4, "max": 1e-1, "count": 1_000_000_000}},
+    )
 
 
 @pytest.mark.timeout(60)
@@ -145,10 +163,30 @@ def test_predict_refuses_infinite_tokens() -> None:
 
 
 def test_predict_json_never_prints_a_non_finite_number() -> None:
-    refused("predict", FIT_JSON, "--params", "inf", "--tokens", "1e5", "--seq-len", "32", "--json",
-            names=("params",))
-    refused("predict", FIT_JSON, "--params", "nan", "--tokens", "1e5", "--seq-len", "32", "--json",
-            names=("params",))
+    refused(
+        "predict",
+        FIT_JSON,
+        "--params",
+        "inf",
+        "--tokens",
+        "1e5",
+        "--seq-len",
+        "32",
+        "--json",
+        names=("params",),
+    )
+    refused(
+        "predict",
+        FIT_JSON,
+        "--params",
+        "nan",
+        "--tokens",
+        "1e5",
+        "--seq-len",
+        "32",
+        "--json",
+        names=("params",),
+    )
 
 
 def test_predict_refuses_a_fit_json_missing_a_field(tmp_path: Path) -> None:
@@ -156,8 +194,17 @@ def test_predict_refuses_a_fit_json_missing_a_field(tmp_path: Path) -> None:
     del document["data_range"]["seq_len_max"]
     broken = tmp_path / "fit.json"
     broken.write_text(json.dumps(document))
-    refused("predict", broken, "--params", "1e5", "--tokens", "1e5", "--seq-len", "32",
-            names=(str(broken), "seq_len_max"))
+    refused(
+        "predict",
+        broken,
+        "--params",
+        "1e5",
+        "--tokens",
+        "1e5",
+        "--seq-len",
+        "32",
+        names=(str(broken), "seq_len_max"),
+    )
 
 
 def test_predict_refuses_a_binary_fit_json(tmp_path: Path) -> None:
@@ -177,8 +224,25 @@ def _table(tmp_path: Path, lr: list[object]) -> Path:
 
 
 def _import_args(table: Path, out: Path) -> list[object]:
-    return ["import", "table", table, "--out", out, "--map", "lr=lr", "--map", "loss=loss",
-            "--map", "n_params=N", "--map", "tokens_budget=D", "--map", "batch_size=B", "--map", "seq_len=S"]
+    return [
+        "import",
+        "table",
+        table,
+        "--out",
+        out,
+        "--map",
+        "lr=lr",
+        "--map",
+        "loss=loss",
+        "--map",
+        "n_params=N",
+        "--map",
+        "tokens_budget=D",
+        "--map",
+        "batch_size=B",
+        "--map",
+        "seq_len=S",
+    ]
 
 
 @pytest.mark.parametrize("bad", ["fast", "inf"])
@@ -196,7 +260,9 @@ def test_import_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_imported_part_files_are_readable_by_the_group(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, [str(a) for a in _import_args(_table(tmp_path, [0.001]), tmp_path / "run")])
+    result = CliRunner().invoke(
+        main, [str(a) for a in _import_args(_table(tmp_path, [0.001]), tmp_path / "run")]
+    )
     assert result.exit_code == 0, result.output
     parts = list((tmp_path / "run" / "trials").glob("*.parquet"))
     assert parts and all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~_umask() for p in parts)
@@ -229,26 +295,51 @@ def test_export_refuses_an_out_that_is_a_folder_and_leaves_nothing(tmp_path: Pat
     out = tmp_path / "exports"
     out.mkdir()
     targets = _targets(tmp_path, "- {name: a, params: 1e5, tokens: 1e6, seq_len: 32}\n")
-    refused("export", fit_folder, "--targets", targets, "--format", "json", "--out", out, names=(str(out), "folder"))
+    refused(
+        "export",
+        fit_folder,
+        "--targets",
+        targets,
+        "--format",
+        "json",
+        "--out",
+        out,
+        names=(str(out), "folder"),
+    )
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("entry, field", [
-    ("{name: a, params: .inf, tokens: 1e6, seq_len: 32}", "params"),
-    ("{name: a, params: 1e5, tokens: .nan, seq_len: 32}", "tokens"),
-    ("{name: a, params: 1e5, tokens: 1e6, seq_len: 2.7}", "seq_len"),
-])
-def test_export_refuses_targets_it_would_change(tmp_path: Path, fit_folder: Path, entry: str, field: str) -> None:
+@pytest.mark.parametrize(
+    "entry, field",
+    [
+        ("{name: a, params: .inf, tokens: 1e6, seq_len: 32}", "params"),
+        ("{name: a, params: 1e5, tokens: .nan, seq_len: 32}", "tokens"),
+        ("{name: a, params: 1e5, tokens: 1e6, seq_len: 2.7}", "seq_len"),
+    ],
+)
+def test_export_refuses_targets_it_would_change(
+    tmp_path: Path, fit_folder: Path, entry: str, field: str
+) -> None:
     out = tmp_path / "table.json"
-    refused("export", fit_folder, "--targets", _targets(tmp_path, f"- {entry}\n"), "--format", "json",
-            "--out", out, names=(f"target [0].{field}",))
+    refused(
+        "export",
+        fit_folder,
+        "--targets",
+        _targets(tmp_path, f"- {entry}\n"),
+        "--format",
+        "json",
+        "--out",
+        out,
+        names=(f"target [0].{field}",),
+    )
     assert not out.exists()
 
 
 def test_exports_are_readable_by_the_group(tmp_path: Path, fit_folder: Path) -> None:
     out = tmp_path / "table.csv"
     targets = _targets(tmp_path, "- {name: a, params: 1e4, tokens: 2e4, seq_len: 32}\n")
-    result = CliRunner().invoke(main, ["export", str(fit_folder), "--targets", str(targets), "--format", "csv",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["export", str(fit_folder), "--targets", str(targets), "--format", "csv", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()

@@ -40,9 +40,18 @@ MUTATIONS = [
     (("learning_rates", "grid", "min"), not_a_positive_number, "learning_rates.grid.min"),
     (("learning_rates", "grid", "count"), st.integers(max_value=1), "learning_rates.grid.count"),
     (("tokens", "absolute", 0), not_a_positive_number, "tokens"),
-    (("schedule",), st.fixed_dictionaries({"kind": st.text(max_size=6).filter(
-        lambda t: t not in ("cosine", "constant", "wsd"))}), "schedule.kind"),
-    (("resources",), st.fixed_dictionaries({"cpus": st.floats(max_value=0, allow_nan=False)}), "resources.cpus"),
+    (
+        ("schedule",),
+        st.fixed_dictionaries(
+            {"kind": st.text(max_size=6).filter(lambda t: t not in ("cosine", "constant", "wsd"))}
+        ),
+        "schedule.kind",
+    ),
+    (
+        ("resources",),
+        st.fixed_dictionaries({"cpus": st.floats(max_value=0, allow_nan=False)}),
+        "resources.cpus",
+    ),
 ]
 
 
@@ -71,7 +80,14 @@ def test_generated_bad_values_name_their_field(data) -> None:
 @given(key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
 def test_generated_unknown_keys_are_errors(key: str) -> None:
     known = set(MINIMAL_RECIPE) | {
-        "schedule", "optimizer", "data", "seeds", "resources", "evaluation", "output", "max_failed_fraction",
+        "schedule",
+        "optimizer",
+        "data",
+        "seeds",
+        "resources",
+        "evaluation",
+        "output",
+        "max_failed_fraction",
     }
     if key in known:
         return
@@ -84,13 +100,18 @@ def test_generated_unknown_keys_are_errors(key: str) -> None:
 @given(low=st.floats(1e-6, 1.0), factor=st.floats(0.01, 1.0))
 def test_generated_inverted_ranges_are_errors(low: float, factor: float) -> None:
     with pytest.raises(RecipeError) as caught:
-        parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"grid": {"min": low, "max": low * factor, "count": 3}}})
+        parse_recipe(
+            {**MINIMAL_RECIPE, "learning_rates": {"grid": {"min": low, "max": low * factor, "count": 3}}}
+        )
     assert any("min" in p and "max" in p for p in caught.value.problems)
 
 
 HAND_WRITTEN_FILES = {
     "heads_do_not_divide.yaml": {**MINIMAL_RECIPE, "models": [{"d_model": 30, "n_layers": 1, "n_heads": 4}]},
-    "one_point_range.yaml": {**MINIMAL_RECIPE, "learning_rates": {"grid": {"min": 0.01, "max": 0.01, "count": 1}}},
+    "one_point_range.yaml": {
+        **MINIMAL_RECIPE,
+        "learning_rates": {"grid": {"min": 0.01, "max": 0.01, "count": 1}},
+    },
     "negative_batch.yaml": {**MINIMAL_RECIPE, "batch_sizes": [-4]},
     "string_tokens.yaml": {**MINIMAL_RECIPE, "tokens": {"absolute": ["many"]}},
     "missing_data_file.yaml": {**MINIMAL_RECIPE, "data": {"source": "text", "path": "/no/such/file.txt"}},

@@ -40,16 +40,21 @@ def invoke(args: list[object]) -> Result:
 def check_outcome(result: Result) -> None:
     """Exit 0 with finite output, or a refusal: exit 2 with `error:` lines. Never a crash."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{type(result.exception).__name__}: {result.exception}\n{result.output}")
+        f"{type(result.exception).__name__}: {result.exception}\n{result.output}"
+    )
     assert "Traceback" not in result.output
     if result.exit_code == 0:
         lowered = result.stdout.lower()
-        assert "nan" not in lowered.replace("name", "") and "inf" not in lowered.replace("info", ""), result.stdout
+        assert "nan" not in lowered.replace("name", "") and "inf" not in lowered.replace("info", ""), (
+            result.stdout
+        )
     else:
         assert result.exit_code == 2, (result.exit_code, result.output)
         # sweeper's refusals, or click's own for an option of the wrong type.
-        assert any(line.startswith(("error: ", "Error: Invalid value for '--")) for line in
-                   result.stderr.splitlines()), result.stderr
+        assert any(
+            line.startswith(("error: ", "Error: Invalid value for '--"))
+            for line in result.stderr.splitlines()
+        ), result.stderr
 
 
 def finite_json(text: str) -> Any:
@@ -62,12 +67,29 @@ def finite_json(text: str) -> Any:
 # ----------------------------------------------------------------------------- recipes
 
 RECIPE_PATHS = [
-    ("models", 0, "d_model"), ("models", 0, "n_layers"), ("models", 0, "n_heads"), ("models", 0, "seq_len"),
-    ("models", 0, "vocab_size"), ("models", 0, "mlp_ratio"), ("tokens", "absolute", 0), ("tokens", "absolute"),
-    ("learning_rates", "grid", "min"), ("learning_rates", "grid", "max"), ("learning_rates", "grid", "count"),
-    ("batch_sizes", 0), ("batch_sizes",), ("seeds",), ("schedule", "warmup_fraction"),
-    ("schedule", "warmup_steps"), ("evaluation", "val_batches"), ("resources", "cpus"),
-    ("resources", "memory_gb"), ("fuse",), ("max_failed_fraction",), ("name",), ("output",),
+    ("models", 0, "d_model"),
+    ("models", 0, "n_layers"),
+    ("models", 0, "n_heads"),
+    ("models", 0, "seq_len"),
+    ("models", 0, "vocab_size"),
+    ("models", 0, "mlp_ratio"),
+    ("tokens", "absolute", 0),
+    ("tokens", "absolute"),
+    ("learning_rates", "grid", "min"),
+    ("learning_rates", "grid", "max"),
+    ("learning_rates", "grid", "count"),
+    ("batch_sizes", 0),
+    ("batch_sizes",),
+    ("seeds",),
+    ("schedule", "warmup_fraction"),
+    ("schedule", "warmup_steps"),
+    ("evaluation", "val_batches"),
+    ("resources", "cpus"),
+    ("resources", "memory_gb"),
+    ("fuse",),
+    ("max_failed_fraction",),
+    ("name",),
+    ("output",),
 ]
 
 
@@ -102,8 +124,11 @@ def test_random_recipes_are_checked_or_refused(changes: list[tuple[tuple, object
 
 
 @SETTINGS
-@given(data=st.binary(max_size=4000), dtype=st.sampled_from(["uint16", "uint32"]),
-       seq_len=st.integers(min_value=1, max_value=300))
+@given(
+    data=st.binary(max_size=4000),
+    dtype=st.sampled_from(["uint16", "uint32"]),
+    seq_len=st.integers(min_value=1, max_value=300),
+)
 def test_random_token_files_are_checked_or_refused(data: bytes, dtype: str, seq_len: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         tokens = Path(folder) / "tokens.bin"
@@ -125,8 +150,9 @@ number_words = st.one_of(numbers.map(repr), st.sampled_from(["inf", "-inf", "nan
 
 @SETTINGS
 @given(params=number_words, tokens=number_words, seq_len=number_words, flops=st.none() | number_words)
-def test_predict_with_random_numbers_prints_finite_json_or_refuses(params: str, tokens: str, seq_len: str,
-                                                                  flops: str | None) -> None:
+def test_predict_with_random_numbers_prints_finite_json_or_refuses(
+    params: str, tokens: str, seq_len: str, flops: str | None
+) -> None:
     args = ["predict", FIT_JSON, "--params", params, "--tokens", tokens, "--seq-len", seq_len, "--json"]
     result = invoke(args + (["--flops-per-token", flops] if flops is not None else []))
     check_outcome(result)
@@ -149,9 +175,11 @@ def _mutate_json(document: Any, path: list[int], value: object) -> Any:
 
 
 @SETTINGS
-@given(raw=st.one_of(st.binary(max_size=300), st.just(None)),
-       path=st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=4),
-       value=st.one_of(junk, st.just(Ellipsis)))
+@given(
+    raw=st.one_of(st.binary(max_size=300), st.just(None)),
+    path=st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=4),
+    value=st.one_of(junk, st.just(Ellipsis)),
+)
 def test_random_fit_files_are_read_or_refused(raw: bytes | None, path: list[int], value: object) -> None:
     with tempfile.TemporaryDirectory() as folder:
         fit = Path(folder) / "fit.json"
@@ -172,10 +200,21 @@ target_value = st.one_of(junk, st.sampled_from(["7e9", ".inf", "2.7", "-1"]))
 
 
 @SETTINGS
-@given(entries=st.lists(st.fixed_dictionaries({"name": st.text(min_size=1, max_size=4), "params": target_value,
-                                               "tokens": target_value, "seq_len": target_value}),
-                        min_size=1, max_size=3),
-       fmt=st.sampled_from(["json", "csv", "yaml"]))
+@given(
+    entries=st.lists(
+        st.fixed_dictionaries(
+            {
+                "name": st.text(min_size=1, max_size=4),
+                "params": target_value,
+                "tokens": target_value,
+                "seq_len": target_value,
+            }
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    fmt=st.sampled_from(["json", "csv", "yaml"]),
+)
 def test_random_targets_export_finite_tables_or_are_refused(entries: list[dict], fmt: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         fit_dir = Path(folder) / "fit"
@@ -194,18 +233,23 @@ def test_random_targets_export_finite_tables_or_are_refused(entries: list[dict],
         elif fmt == "yaml":
             records = yaml.safe_load(out.read_text())["records"]
         else:
-            records = [dict(zip(out.read_text().splitlines()[0].split(","), line.split(",")))
-                       for line in out.read_text().splitlines()[1:]]
+            records = [
+                dict(zip(out.read_text().splitlines()[0].split(","), line.split(",")))
+                for line in out.read_text().splitlines()[1:]
+            ]
         for record, entry in zip(records, entries):
             assert math.isfinite(float(record["lr"])) and float(record["lr"]) > 0
             assert float(record["seq_len"]) == float(entry["seq_len"])  # never rounded silently
 
 
-cell = st.one_of(numbers.map(repr), st.text(alphabet="abc,.-e\"\n", max_size=5), st.just(""))
+cell = st.one_of(numbers.map(repr), st.text(alphabet='abc,.-e"\n', max_size=5), st.just(""))
 
 
 @SETTINGS
-@given(rows=st.lists(st.lists(cell, min_size=4, max_size=4), min_size=1, max_size=4), raw=st.none() | st.binary(max_size=200))
+@given(
+    rows=st.lists(st.lists(cell, min_size=4, max_size=4), min_size=1, max_size=4),
+    raw=st.none() | st.binary(max_size=200),
+)
 def test_random_tables_import_finite_rows_or_are_refused(rows: list[list[str]], raw: bytes | None) -> None:
     from sweeper.results import read_trials
 
@@ -216,9 +260,27 @@ def test_random_tables_import_finite_rows_or_are_refused(rows: list[list[str]], 
         else:
             table.write_text("lr,loss,N,D\n" + "\n".join(",".join(row) for row in rows) + "\n")
         out = Path(folder) / "run"
-        result = invoke(["import", "table", table, "--out", out, "--map", "lr=lr", "--map", "loss=loss",
-                         "--map", "n_params=N", "--map", "tokens_budget=D", "--set", "seq_len=64",
-                         "--set", "batch_size=8"])
+        result = invoke(
+            [
+                "import",
+                "table",
+                table,
+                "--out",
+                out,
+                "--map",
+                "lr=lr",
+                "--map",
+                "loss=loss",
+                "--map",
+                "n_params=N",
+                "--map",
+                "tokens_budget=D",
+                "--set",
+                "seq_len=64",
+                "--set",
+                "batch_size=8",
+            ]
+        )
         check_outcome(result)
         if result.exit_code == 0:
             trials = read_trials(out).to_pandas()

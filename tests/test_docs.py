@@ -33,7 +33,9 @@ def test_every_local_link_of_the_readme_and_docs_exists() -> None:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text()):
             if re.match(r"^[a-z]+://", target):
                 continue
-            assert (document.parent / target).exists(), f"{document.name} links {target}, which does not exist"
+            assert (document.parent / target).exists(), (
+                f"{document.name} links {target}, which does not exist"
+            )
             checked += 1
     assert checked >= 6
 

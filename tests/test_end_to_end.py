@@ -53,9 +53,7 @@ def test_curves_match_trials(smoke_run: SweepRun) -> None:
 def test_two_trials_ran_at_the_same_time(smoke_run: SweepRun) -> None:
     trials = pd.read_parquet(smoke_run.run_dir / "trials").sort_values("started_at")
     starts, ends = trials["started_at"].to_numpy(), trials["ended_at"].to_numpy()
-    overlapping = sum(
-        1 for i in range(len(starts)) for j in range(i + 1, len(starts)) if starts[j] < ends[i]
-    )
+    overlapping = sum(1 for i in range(len(starts)) for j in range(i + 1, len(starts)) if starts[j] < ends[i])
     assert overlapping > 0, "with 2 cores and 1 cpu per trial, trials must overlap in time"
 
 
@@ -110,7 +108,13 @@ def test_fit_then_predict(smoke_run: SweepRun) -> None:
     predicted = sweeper(*args, "--force")
     assert predicted.returncode == 0, predicted.stderr
     prediction = json.loads(predicted.stdout)
-    for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval", "batch_size_tokens_interval"):
+    for key in (
+        "lr",
+        "batch_size_tokens",
+        "batch_size_sequences",
+        "lr_interval",
+        "batch_size_tokens_interval",
+    ):
         assert key in prediction
     assert prediction["forced"] and "FORCED" in predicted.stderr and "beyond" in predicted.stderr
     # What the method guarantees: an interval is either stored as undetermined (null, with the

@@ -42,12 +42,17 @@ def start_driver(*args: str) -> subprocess.Popen:
     # crash of the driver's machine would.
     return subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
 def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -104,7 +109,10 @@ def test_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path: Path) ->
     assert set(trials["status"]) == {"complete"}
     curves = pd.read_parquet(run_dir / "curves")
     assert not curves.duplicated(["trial_id", "step"]).any()
-    assert (curves.groupby("trial_id")["step"].max().sort_index() == trials.set_index("trial_id")["steps"].sort_index()).all()
+    assert (
+        curves.groupby("trial_id")["step"].max().sort_index()
+        == trials.set_index("trial_id")["steps"].sort_index()
+    ).all()
 
 
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path: Path) -> None:

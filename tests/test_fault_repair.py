@@ -23,14 +23,23 @@ from tests.conftest import MINIMAL_RECIPE
 
 
 def _specs(count: int = 3):
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3 * (i + 1) for i in range(count)]}})
+    recipe = parse_recipe(
+        {**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3 * (i + 1) for i in range(count)]}}
+    )
     return plan_trials(recipe, "data0")
 
 
 def _outcome(trial_id: str, loss: float = 3.0) -> TrialOutcome:
     return TrialOutcome(
-        trial_id=trial_id, status="complete", final_val_loss=loss, smoothed_train_loss=loss,
-        steps_done=2, tokens_done=128, wall_seconds=1.0, started_at=1.0, ended_at=2.0,
+        trial_id=trial_id,
+        status="complete",
+        final_val_loss=loss,
+        smoothed_train_loss=loss,
+        steps_done=2,
+        tokens_done=128,
+        wall_seconds=1.0,
+        started_at=1.0,
+        ended_at=2.0,
         curve=[CurvePoint(step=i + 1, tokens=(i + 1) * 64, lr=1e-3, train_loss=4.0 - i) for i in range(2)],
     )
 
@@ -102,11 +111,20 @@ def test_a_damaged_curve_file_is_reported_and_its_trial_runs_again(tmp_path: Pat
 
 
 def test_status_lists_no_running_trials_for_a_dead_driver(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = subprocess.run([sys.executable, "-c", "import socket; print(socket.gethostname())"],
-                          capture_output=True, text=True).stdout.strip()
-    progress = {"pid": int(dead.stdout), "host": host, "updated_at": 0, "finished": False, "planned": 3,
-                "running": [{"trial_id": "a", "label": "cell lr=0.001 B=4"}]}
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = subprocess.run(
+        [sys.executable, "-c", "import socket; print(socket.gethostname())"], capture_output=True, text=True
+    ).stdout.strip()
+    progress = {
+        "pid": int(dead.stdout),
+        "host": host,
+        "updated_at": 0,
+        "finished": False,
+        "planned": 3,
+        "running": [{"trial_id": "a", "label": "cell lr=0.001 B=4"}],
+    }
     (tmp_path / PROGRESS_FILE).write_text(json.dumps(progress))
     status = CliRunner().invoke(main, ["status", str(tmp_path), "--json"])
     assert status.exit_code == 0, status.output

@@ -36,8 +36,13 @@ def test_auto_respects_the_memory_budget() -> None:
 
 def test_auto_counts_the_token_budgets_of_a_model_size_as_siblings() -> None:
     # 3 learning rates x 2 budgets of one shape and batch: one fusable family of 6.
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3, 2e-3, 4e-3]},
-                           "tokens": {"absolute": [4096, 8192]}})
+    recipe = parse_recipe(
+        {
+            **MINIMAL_RECIPE,
+            "learning_rates": {"values": [1e-3, 2e-3, 4e-3]},
+            "tokens": {"absolute": [4096, 8192]},
+        }
+    )
     specs = plan_trials(recipe, "d")
     assert len({spec.cell_id for spec in specs}) == 2
     members = fused_group_size(recipe, specs)

@@ -18,8 +18,10 @@ from sweeper.train import data_identity, run_trial
 
 pytestmark = pytest.mark.slow
 
-SHAPES = [{"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 32},
-          {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 32}]
+SHAPES = [
+    {"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 32},
+    {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 32},
+]
 WSD_SWEEP = {
     "name": "wsd-power",
     "models": SHAPES,
@@ -35,7 +37,9 @@ WSD_SWEEP = {
 
 
 def sweeper(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_wsd_sweep_fits_the_power_law_predicts_a_target_and_a_power_proxy_trains(tmp_path):
@@ -54,8 +58,18 @@ def test_wsd_sweep_fits_the_power_law_predicts_a_target_and_a_power_proxy_trains
 
     # --force: this tiny sweep's batch law may be undetermined (every optimum at one batch),
     # which predict refuses; the Power schedule is what is checked here.
-    predicted = sweeper("predict", str(run_dir / "fit.json"), "--params", "5e4", "--tokens", "1e5",
-                        "--seq-len", "32", "--json", "--force")
+    predicted = sweeper(
+        "predict",
+        str(run_dir / "fit.json"),
+        "--params",
+        "5e4",
+        "--tokens",
+        "1e5",
+        "--seq-len",
+        "32",
+        "--json",
+        "--force",
+    )
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     prediction = json.loads(predicted.stdout)
     power = prediction["power_schedule"]
@@ -64,11 +78,23 @@ def test_wsd_sweep_fits_the_power_law_predicts_a_target_and_a_power_proxy_trains
     assert power["lr_at_end"] == pytest.approx(expected_end, rel=1e-9)
 
     # A proxy trained with the fitted law: the trial's lr is the schedule's cap (lr_max).
-    recipe = parse_recipe({
-        **WSD_SWEEP, "name": "power-proxy", "models": SHAPES[:1], "tokens": {"absolute": [4000]},
-        "learning_rates": {"values": [law["lr_max"]]}, "batch_sizes": [2],
-        "schedule": {"kind": "power", "a": law["a"], "b": law["b"], "warmup_steps": 10, "decay_fraction": 0.2},
-    })
+    recipe = parse_recipe(
+        {
+            **WSD_SWEEP,
+            "name": "power-proxy",
+            "models": SHAPES[:1],
+            "tokens": {"absolute": [4000]},
+            "learning_rates": {"values": [law["lr_max"]]},
+            "batch_sizes": [2],
+            "schedule": {
+                "kind": "power",
+                "a": law["a"],
+                "b": law["b"],
+                "warmup_steps": 10,
+                "decay_fraction": 0.2,
+            },
+        }
+    )
     (spec,) = plan_trials(recipe, data_identity(recipe.data))
     outcome = run_trial(spec)
     assert outcome.status == "complete" and math.isfinite(outcome.final_val_loss)

@@ -29,7 +29,9 @@ def test_demo_recipe_is_big_enough_to_fit() -> None:
 
 
 def test_log_grid_endpoints_and_spacing() -> None:
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"grid": {"min": 1e-3, "max": 1e-1, "count": 5}}})
+    recipe = parse_recipe(
+        {**MINIMAL_RECIPE, "learning_rates": {"grid": {"min": 1e-3, "max": 1e-1, "count": 5}}}
+    )
     values = recipe.learning_rates.all()
     assert values[0] == pytest.approx(1e-3) and values[-1] == pytest.approx(1e-1)
     ratios = [b / a for a, b in zip(values, values[1:])]
@@ -37,11 +39,16 @@ def test_log_grid_endpoints_and_spacing() -> None:
 
 
 def test_per_param_budgets_scale_with_n() -> None:
-    recipe = parse_recipe({
-        **MINIMAL_RECIPE,
-        "models": [{"d_model": 16, "n_layers": 1, "n_heads": 2}, {"d_model": 32, "n_layers": 1, "n_heads": 2}],
-        "tokens": {"per_param": [10]},
-    })
+    recipe = parse_recipe(
+        {
+            **MINIMAL_RECIPE,
+            "models": [
+                {"d_model": 16, "n_layers": 1, "n_heads": 2},
+                {"d_model": 32, "n_layers": 1, "n_heads": 2},
+            ],
+            "tokens": {"per_param": [10]},
+        }
+    )
     small, large = recipe.models
     assert recipe.tokens.for_shape(small) == [10 * small.n_params_nonembedding]
     assert recipe.tokens.for_shape(large) == [10 * large.n_params_nonembedding]
@@ -139,7 +146,9 @@ def test_cli_unusable_yaml_exits_2(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     result = subprocess.run(
         [sys.executable, "-m", "sweeper", "submit", str(path), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

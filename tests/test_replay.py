@@ -22,18 +22,35 @@ GRID_LRS = LRS[2:10]  # 8 x 4 per cell: small, so every replay here takes second
 GRID_BATCHES = BATCHES[1:5]
 
 
-def write_table(run_dir: Path, ns: tuple = (1e6, 4e6), ds: tuple = (1e8, 4e8, 1.6e9),
-                lrs: tuple = GRID_LRS, batches: tuple = GRID_BATCHES) -> int:
+def write_table(
+    run_dir: Path,
+    ns: tuple = (1e6, 4e6),
+    ds: tuple = (1e8, 4e8, 1.6e9),
+    lrs: tuple = GRID_LRS,
+    batches: tuple = GRID_BATCHES,
+) -> int:
     """Cells of a full lr x batch grid, losses from tests.test_adaptive's landscape."""
     rows = []
     for n in ns:
         for d in ds:
             for lr in lrs:
                 for batch_size in batches:
-                    rows.append({"trial_id": f"t{len(rows)}", "sweep": "synthetic", "cell_id": f"n{n:.0e}-d{d:.0e}",
-                                 "n_params": int(n), "tokens_budget": int(d), "seq_len": SEQ_LEN, "lr": lr,
-                                 "batch_size": batch_size, "batch_size_tokens": batch_size * SEQ_LEN,
-                                 "status": "complete", "loss": loss_at(n, d, lr, batch_size), "schedule": "cosine"})
+                    rows.append(
+                        {
+                            "trial_id": f"t{len(rows)}",
+                            "sweep": "synthetic",
+                            "cell_id": f"n{n:.0e}-d{d:.0e}",
+                            "n_params": int(n),
+                            "tokens_budget": int(d),
+                            "seq_len": SEQ_LEN,
+                            "lr": lr,
+                            "batch_size": batch_size,
+                            "batch_size_tokens": batch_size * SEQ_LEN,
+                            "status": "complete",
+                            "loss": loss_at(n, d, lr, batch_size),
+                            "schedule": "cosine",
+                        }
+                    )
     ResultSink(run_dir).record_rows(rows, "table")
     return len(rows)
 
@@ -61,7 +78,9 @@ def test_grid_replays_every_recorded_point_with_its_loss(tmp_path: Path) -> None
     assert report.trials_run == report.recorded_points == 2 * 4 * 2
     assert not report.missing
     recorded = pd.read_parquet(table / "trials").set_index(["cell_id", "lr", "batch_size"])["loss"]
-    replayed = pd.read_parquet(tmp_path / "grid" / "trials").set_index(["cell_id", "lr", "batch_size"])["loss"]
+    replayed = pd.read_parquet(tmp_path / "grid" / "trials").set_index(["cell_id", "lr", "batch_size"])[
+        "loss"
+    ]
     assert replayed.sort_index().equals(recorded.sort_index())
 
 
@@ -84,8 +103,9 @@ def whole(table: Path, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("study_lost", [False, True], ids=["study-kept", "study-lost"])
-def test_an_interrupted_replay_resumes_to_the_same_proposals(table: Path, whole: Path, tmp_path: Path,
-                                                             study_lost: bool) -> None:
+def test_an_interrupted_replay_resumes_to_the_same_proposals(
+    table: Path, whole: Path, tmp_path: Path, study_lost: bool
+) -> None:
     finished = []
 
     def crash_after_ten(spec, outcome, counts) -> None:  # noqa: ANN001
@@ -103,8 +123,19 @@ def test_an_interrupted_replay_resumes_to_the_same_proposals(table: Path, whole:
 
 
 def test_replay_of_a_missing_table_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "sweeper", "replay", str(tmp_path / "none.csv"),
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "replay",
+            str(tmp_path / "none.csv"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()

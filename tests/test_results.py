@@ -22,14 +22,25 @@ from tests.conftest import MINIMAL_RECIPE
 
 def _outcome(trial_id: str, loss: float = 3.0, steps: int = 4) -> TrialOutcome:
     return TrialOutcome(
-        trial_id=trial_id, status="complete", final_val_loss=loss, smoothed_train_loss=loss + 0.1,
-        steps_done=steps, tokens_done=steps * 64, wall_seconds=1.0, started_at=1.0, ended_at=2.0,
-        curve=[CurvePoint(step=i + 1, tokens=(i + 1) * 64, lr=1e-3, train_loss=5.0 - i) for i in range(steps)],
+        trial_id=trial_id,
+        status="complete",
+        final_val_loss=loss,
+        smoothed_train_loss=loss + 0.1,
+        steps_done=steps,
+        tokens_done=steps * 64,
+        wall_seconds=1.0,
+        started_at=1.0,
+        ended_at=2.0,
+        curve=[
+            CurvePoint(step=i + 1, tokens=(i + 1) * 64, lr=1e-3, train_loss=5.0 - i) for i in range(steps)
+        ],
     )
 
 
 def _specs(count: int = 2):
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3 * (i + 1) for i in range(count)]}})
+    recipe = parse_recipe(
+        {**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3 * (i + 1) for i in range(count)]}}
+    )
     return plan_trials(recipe, "data0")
 
 
@@ -71,7 +82,9 @@ def test_truncated_part_is_reported_and_skipped(tmp_path: Path) -> None:
 
 
 def _write_many(folder: str, count: int) -> None:
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-4 * (i + 1) for i in range(count)]}})
+    recipe = parse_recipe(
+        {**MINIMAL_RECIPE, "learning_rates": {"values": [1e-4 * (i + 1) for i in range(count)]}}
+    )
     sink = ResultSink(Path(folder))
     for spec in plan_trials(recipe, "data0"):
         sink.record(spec, _outcome(spec.trial_id, steps=200))
@@ -101,7 +114,9 @@ def test_reader_never_sees_a_partial_file_while_a_writer_runs(tmp_path: Path) ->
     assert writer.exitcode == 0
     assert reads > 0
     assert read_trials(tmp_path).table.num_rows == 150
-    assert not [n for n in os.listdir(tmp_path / "trials") if n.startswith(".")], "temporary files left behind"
+    assert not [n for n in os.listdir(tmp_path / "trials") if n.startswith(".")], (
+        "temporary files left behind"
+    )
 
 
 def test_empty_run_folder_reads_as_empty_table(tmp_path: Path) -> None:
@@ -125,8 +140,14 @@ def test_buffered_trials_are_written_as_one_part_when_flushed(tmp_path: Path) ->
     for spec in specs[4:]:
         sink.record(spec, _outcome(spec.trial_id))
     assert sink.flush() == 2
-    assert _parts(tmp_path / "trials") == _parts(tmp_path / "curves") == ["000000000-part.parquet", "000000001-part.parquet"]
-    assert sorted(read_trials(tmp_path).table.column("trial_id").to_pylist()) == sorted(s.trial_id for s in specs)
+    assert (
+        _parts(tmp_path / "trials")
+        == _parts(tmp_path / "curves")
+        == ["000000000-part.parquet", "000000001-part.parquet"]
+    )
+    assert sorted(read_trials(tmp_path).table.column("trial_id").to_pylist()) == sorted(
+        s.trial_id for s in specs
+    )
     assert read_curves(tmp_path).table.num_rows == 6 * 4
 
 
@@ -177,7 +198,9 @@ def test_compaction_sets_damaged_parts_aside_and_keeps_the_rest(tmp_path: Path) 
 
 
 def _write_parts(folder: str, parts: int, per_part: int) -> None:
-    recipe = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-4 * (i + 1) for i in range(parts * per_part)]}})
+    recipe = parse_recipe(
+        {**MINIMAL_RECIPE, "learning_rates": {"values": [1e-4 * (i + 1) for i in range(parts * per_part)]}}
+    )
     sink = ResultSink(Path(folder), max_buffered=per_part)
     for spec in plan_trials(recipe, "data0"):
         sink.record(spec, _outcome(spec.trial_id, steps=50))

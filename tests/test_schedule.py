@@ -14,12 +14,17 @@ from sweeper.schedule import STUDY_FILE, SweepStudy
 from sweeper.trainspec import fusion_key
 from tests.conftest import MINIMAL_RECIPE
 
-RECIPE = parse_recipe({
-    **MINIMAL_RECIPE,
-    "models": [{"d_model": 16, "n_layers": 1, "n_heads": 2}, {"d_model": 32, "n_layers": 1, "n_heads": 2}],
-    "learning_rates": {"values": [1e-3, 3e-3, 1e-2, 3e-2]},
-    "batch_sizes": [4, 8],
-})
+RECIPE = parse_recipe(
+    {
+        **MINIMAL_RECIPE,
+        "models": [
+            {"d_model": 16, "n_layers": 1, "n_heads": 2},
+            {"d_model": 32, "n_layers": 1, "n_heads": 2},
+        ],
+        "learning_rates": {"values": [1e-3, 3e-3, 1e-2, 3e-2]},
+        "batch_sizes": [4, 8],
+    }
+)
 SPECS = plan_trials(RECIPE, "data0")
 
 
@@ -49,7 +54,9 @@ def test_every_trial_is_asked_once_and_optuna_is_told_each(tmp_path: Path) -> No
 
 def test_order_is_a_seeded_permutation(tmp_path: Path) -> None:
     def order(seed: int, folder: str) -> list[str]:
-        return _run_all(SweepStudy.open("s", SPECS, tmp_path / folder, sampler_seed=seed), {s.trial_id for s in SPECS})
+        return _run_all(
+            SweepStudy.open("s", SPECS, tmp_path / folder, sampler_seed=seed), {s.trial_id for s in SPECS}
+        )
 
     assert order(0, "a") == order(0, "b")
     assert order(0, "a") != order(1, "c")
@@ -137,12 +144,14 @@ def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None
     from sweeper.plan import whole_runs
     from sweeper.trainspec import budget_line_key
 
-    recipe = parse_recipe({
-        **MINIMAL_RECIPE,
-        "tokens": {"absolute": [4096, 8192, 16384]},
-        "learning_rates": {"values": [1e-3, 3e-3, 1e-2]},
-        "schedule": {"kind": "wsd", "warmup_steps": 2},
-    })
+    recipe = parse_recipe(
+        {
+            **MINIMAL_RECIPE,
+            "tokens": {"absolute": [4096, 8192, 16384]},
+            "learning_rates": {"values": [1e-3, 3e-3, 1e-2]},
+            "schedule": {"kind": "wsd", "warmup_steps": 2},
+        }
+    )
     specs = plan_trials(recipe, "data0")
     for fused in (1, 7):  # K = 1 ('off') is raised to a run's 3 budgets; K = 7 holds 2 runs
         study = SweepStudy.open(f"k{fused}", specs, tmp_path, line=budget_line_key)
@@ -151,7 +160,9 @@ def test_wsd_budgets_of_one_run_are_asked_together_whole(tmp_path: Path) -> None
         sizes = []
         while group := study.next_group(runnable, members, fusion_key):
             lines = {budget_line_key(a.spec) for a in group}
-            assert sorted(len([a for a in group if budget_line_key(a.spec) == line]) for line in lines) == [3] * len(lines)
+            assert sorted(len([a for a in group if budget_line_key(a.spec) == line]) for line in lines) == [
+                3
+            ] * len(lines)
             sizes.append(len(group))
             runnable -= {a.spec.trial_id for a in group}
         assert sizes == ([3, 3, 3] if fused == 1 else [6, 3])

@@ -22,8 +22,13 @@ pytestmark = [
     pytest.mark.skipif(unavailable() is not None, reason=f"no PostgreSQL server: {unavailable()}"),
 ]
 
-RECIPE = parse_recipe({**MINIMAL_RECIPE, "learning_rates": {"values": [1e-3 * (i + 1) for i in range(12)]},
-                       "batch_sizes": [4, 8]})
+RECIPE = parse_recipe(
+    {
+        **MINIMAL_RECIPE,
+        "learning_rates": {"values": [1e-3 * (i + 1) for i in range(12)]},
+        "batch_sizes": [4, 8],
+    }
+)
 SPECS = plan_trials(RECIPE, "data0")
 
 
@@ -33,7 +38,10 @@ def _drive_share(url: str, run_dir: str, share: int, shares: int) -> None:
     runnable = {s.trial_id for i, s in enumerate(SPECS) if i % shares == share}
     while (asked := study.next_trial(runnable)) is not None:
         runnable.discard(asked.spec.trial_id)
-        study.tell(asked, TrialOutcome(asked.spec.trial_id, "complete", 3.0 + asked.spec.lr, 3.0, 1, 1, 1.0, 0.0, 1.0))
+        study.tell(
+            asked,
+            TrialOutcome(asked.spec.trial_id, "complete", 3.0 + asked.spec.lr, 3.0, 1, 1, 1.0, 0.0, 1.0),
+        )
         if study.unsent >= 4:
             study.flush()
     study.flush()

@@ -51,26 +51,43 @@ def test_one_cell_warms_up_the_same_steps_at_every_batch() -> None:
 def test_trial_id_says_which_warmup() -> None:
     ids = {
         name: {s.trial_id for s in plan_trials(recipe(schedule=schedule), "data")}
-        for name, schedule in (("count", {"warmup_steps": 100}), ("other count", {"warmup_steps": 50}),
-                               ("fraction", {"warmup_fraction": 0.05}))
+        for name, schedule in (
+            ("count", {"warmup_steps": 100}),
+            ("other count", {"warmup_steps": 50}),
+            ("fraction", {"warmup_fraction": 0.05}),
+        )
     }
     assert ids["count"] == {s.trial_id for s in plan_trials(recipe(), "data")}
     assert not ids["count"] & ids["other count"] and not ids["count"] & ids["fraction"]
 
 
 def test_trials_column_and_fit_json_schedule(tmp_path: Path) -> None:
-    specs = plan_trials(recipe(learning_rates={"values": [1e-3, 2e-3, 4e-3]}, batch_sizes=[1, 2, 4],
-                               tokens={"absolute": [2048, 16384]}), "data")
+    specs = plan_trials(
+        recipe(
+            learning_rates={"values": [1e-3, 2e-3, 4e-3]},
+            batch_sizes=[1, 2, 4],
+            tokens={"absolute": [2048, 16384]},
+        ),
+        "data",
+    )
     sink = ResultSink(tmp_path)
     for spec in specs:
         loss = 3.0 + (math.log(spec.lr / 2e-3)) ** 2 + 0.1 * (math.log(spec.batch_size / 2)) ** 2
-        sink.record(spec, TrialOutcome(spec.trial_id, "complete", loss, loss, spec.steps, spec.tokens,
-                                       1.0, 0.0, 1.0))
+        sink.record(
+            spec, TrialOutcome(spec.trial_id, "complete", loss, loss, spec.steps, spec.tokens, 1.0, 0.0, 1.0)
+        )
     rows = read_trials(tmp_path).table.to_pylist()
-    assert {(r["warmup_steps"], r["warmup_fraction"]) for r in rows if r["tokens_budget"] == 16384} == {(100, None)}
+    assert {(r["warmup_steps"], r["warmup_fraction"]) for r in rows if r["tokens_budget"] == 16384} == {
+        (100, None)
+    }
     assert {r["warmup_steps"] for r in rows if r["tokens_budget"] == 2048} == {32, 64, 100}  # capped
     sweep = clean_trials(read_trials(tmp_path).table)
-    assert sweep.schedule == {"kind": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1, "decay_fraction": 0.2}
+    assert sweep.schedule == {
+        "kind": "cosine",
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.1,
+        "decay_fraction": 0.2,
+    }
 
 
 def test_export_carries_the_count(tmp_path: Path) -> None:

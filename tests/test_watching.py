@@ -24,8 +24,9 @@ PLANNED = 24
 
 
 def sweeper(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_terminal_shows_a_progress_bar_with_eta(smoke_run: SweepRun) -> None:
@@ -75,7 +76,9 @@ def test_optuna_dashboard_serves_learning_curves_and_sizes(smoke_run: SweepRun) 
     for trial in complete:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         row = trials.loc[attrs["trial_id"]]
-        assert int(attrs["n_params"]) == row["n_params"] and int(attrs["tokens_budget"]) == row["tokens_budget"]
+        assert (
+            int(attrs["n_params"]) == row["n_params"] and int(attrs["tokens_budget"]) == row["tokens_budget"]
+        )
         assert int(attrs["batch_size_tokens"]) == row["batch_size_tokens"]
         curve = {point["step"]: float(point["value"]) for point in trial["intermediate_values"]}
         # The last reported value is the trial's headline loss, at the tokens it trained.
@@ -131,8 +134,11 @@ def test_trial_times_are_parquet_timestamps(smoke_run: SweepRun) -> None:
     assert (trials["ended_at"] >= trials["started_at"]).all()
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine: .ci/run installs "
-                    "Debian's chromium package; a machine without apt cannot render the page")
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="no Chromium on this machine: .ci/run installs "
+    "Debian's chromium package; a machine without apt cannot render the page",
+)
 def test_report_renders_in_headless_chromium(smoke_run: SweepRun, tmp_path) -> None:
     page = tmp_path / "report.html"
     written = sweeper("report", str(smoke_run.run_dir), "--out", str(page), "--bootstrap", "100")
@@ -152,8 +158,14 @@ def test_report_renders_in_headless_chromium(smoke_run: SweepRun, tmp_path) -> N
     pixels = imread(tmp_path / "report.png")
     assert pixels.shape[0] >= 2000  # the whole page, not only the first screen
     assert np.std(pixels[..., :3]) > 0.05
-    for section in ("Warnings", "Fitted laws", "Landscapes of the cells", "Held-out evaluation",
-                    "Loss law", "Predictions"):
+    for section in (
+        "Warnings",
+        "Fitted laws",
+        "Landscapes of the cells",
+        "Held-out evaluation",
+        "Loss law",
+        "Predictions",
+    ):
         assert f"<h2>{section}</h2>" in html
 
 

@@ -36,7 +36,9 @@ def test_eta_extrapolates_the_measured_pace() -> None:
 def test_plain_lines_carry_counts_and_eta(capsys) -> None:
     view = SweepProgress(interactive=False)
     view.on_start(len(SPECS), len(SPECS), None)
-    view.on_tick([{"trial_id": s.trial_id, "label": s.label, "step": 5, "steps": 10} for s in SPECS], Counter())
+    view.on_tick(
+        [{"trial_id": s.trial_id, "label": s.label, "step": 5, "steps": 10} for s in SPECS], Counter()
+    )
     outcome = TrialOutcome(SPECS[0].trial_id, "complete", 2.5, 2.5, 10, 640, 1.0, 0.0, 1.0)
     view.on_trial(SPECS[0], outcome, Counter(complete=1))
     line = capsys.readouterr().out.strip()
@@ -49,14 +51,23 @@ def test_a_trial_reports_its_progress_while_it_trains(monkeypatch) -> None:
     from tests.train.conftest import build_specs
 
     monkeypatch.setattr(monitor, "REPORT_EVERY_SECONDS", 0.0)
-    spec = build_specs(d_model=16, n_layers=1, n_heads=2, seq_len=16, batch_size=4, steps=12,
-                       evaluation={"every_steps": 4, "val_batches": 2})[0]
+    spec = build_specs(
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        seq_len=16,
+        batch_size=4,
+        steps=12,
+        evaluation={"every_steps": 4, "val_batches": 2},
+    )[0]
     heard: list[tuple[str, dict]] = []
     outcome = run_trial(spec, report=lambda trial_id, point: heard.append((trial_id, point)))
     assert outcome.status == "complete"
     assert {trial_id for trial_id, _ in heard} == {spec.trial_id}
     steps = [point["step"] for _, point in heard]
-    assert steps == sorted(steps) and steps[-1] == spec.steps and all(p["steps"] == spec.steps for _, p in heard)
+    assert (
+        steps == sorted(steps) and steps[-1] == spec.steps and all(p["steps"] == spec.steps for _, p in heard)
+    )
     assert heard[-1][1]["val_loss"] == pytest.approx(outcome.curve[7].val_loss)  # measured at step 8
 
 
@@ -66,8 +77,13 @@ def test_a_told_trial_is_one_journal_write(tmp_path: Path) -> None:
     study = SweepStudy.open("s", SPECS, tmp_path)
     asked = study.next_trial({s.trial_id for s in SPECS})
     before = (tmp_path / STUDY_FILE).read_bytes().count(b"\n")
-    curve = [CurvePoint(step, step * 64, 1e-3, 3.0, 3.0 - step / 10 if step % 2 == 0 else None) for step in (1, 2, 3, 4)]
-    study.tell(asked, TrialOutcome(asked.spec.trial_id, "complete", 2.6, 2.7, 4, 256, 1.0, 0.0, 1.0, curve=curve))
+    curve = [
+        CurvePoint(step, step * 64, 1e-3, 3.0, 3.0 - step / 10 if step % 2 == 0 else None)
+        for step in (1, 2, 3, 4)
+    ]
+    study.tell(
+        asked, TrialOutcome(asked.spec.trial_id, "complete", 2.6, 2.7, 4, 256, 1.0, 0.0, 1.0, curve=curve)
+    )
     assert study.flush() == 1
     # The whole trial (params, curve, attributes, value) is one journal record: one append.
     assert (tmp_path / STUDY_FILE).read_bytes().count(b"\n") == before + 1
@@ -86,15 +102,21 @@ def test_status_words_of_a_running_trial() -> None:
 
 def test_float_timestamps_of_older_parts_are_read_as_timestamps(tmp_path: Path) -> None:
     row = {name: None for name in TRIALS_SCHEMA.names}
-    row.update(trial_id="old", status="complete", loss=2.0, started_at=1_700_000_000.25, ended_at=1_700_000_010.5)
-    legacy = pa.schema([pa.field(f.name, pa.float64()) if f.name in ("started_at", "ended_at") else f
-                        for f in TRIALS_SCHEMA])
+    row.update(
+        trial_id="old", status="complete", loss=2.0, started_at=1_700_000_000.25, ended_at=1_700_000_010.5
+    )
+    legacy = pa.schema(
+        [pa.field(f.name, pa.float64()) if f.name in ("started_at", "ended_at") else f for f in TRIALS_SCHEMA]
+    )
     (tmp_path / "trials").mkdir()
     pq.write_table(pa.Table.from_pylist([row], schema=legacy), tmp_path / "trials" / "old.parquet")
     read = read_trials(tmp_path)
     assert not read.problems
     started = read.table.column("started_at")[0].as_py()
-    assert started.timestamp() == 1_700_000_000.25 and str(read.table.schema.field("ended_at").type) == "timestamp[us, tz=UTC]"
+    assert (
+        started.timestamp() == 1_700_000_000.25
+        and str(read.table.schema.field("ended_at").type) == "timestamp[us, tz=UTC]"
+    )
 
 
 def test_dashboard_names_no_other_cluster(tmp_path: Path, monkeypatch) -> None:
@@ -106,6 +128,8 @@ def test_dashboard_names_no_other_cluster(tmp_path: Path, monkeypatch) -> None:
 
 def test_unknown_tracker_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["submit", str(RECIPES / "smoke.yaml"), "--out", str(out), "--log-to", "neptune"])
+    result = CliRunner().invoke(
+        main, ["submit", str(RECIPES / "smoke.yaml"), "--out", str(out), "--log-to", "neptune"]
+    )
     assert result.exit_code == 2 and "expected wandb[:PROJECT] or mlflow:TRACKING_URI" in result.output
     assert not out.exists()

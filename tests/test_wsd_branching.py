@@ -38,16 +38,20 @@ WSD_RECIPE = {
 
 
 def test_the_memory_check_counts_the_branch_copies() -> None:
-    recipe = parse_recipe({
-        **MINIMAL_RECIPE,
-        "tokens": {"absolute": [4096, 8192, 16384]},
-        "schedule": {"kind": "wsd", "warmup_steps": 2},
-    })
+    recipe = parse_recipe(
+        {
+            **MINIMAL_RECIPE,
+            "tokens": {"absolute": [4096, 8192, 16384]},
+            "schedule": {"kind": "wsd", "warmup_steps": 2},
+        }
+    )
     specs = plan_trials(recipe, "d")
     groups = branch_groups(specs)
     assert [copies for _, copies in groups] == [2, 2]  # one per lr: a trunk and one branch at a time
     alone, with_branch = estimate_trial_memory_bytes(specs[0]), estimate_group_memory_bytes(specs[0], 2)
-    between = parse_recipe({**recipe.model_dump(), "resources": {"memory_gb": (alone + with_branch) / 2 / 2**30}})
+    between = parse_recipe(
+        {**recipe.model_dump(), "resources": {"memory_gb": (alone + with_branch) / 2 / 2**30}}
+    )
     check_memory(specs, between)  # each trial alone fits
     with pytest.raises(SweeperError, match="wsd branch copies"):
         check_memory(specs, between, groups)
@@ -56,8 +60,9 @@ def test_the_memory_check_counts_the_branch_copies() -> None:
 def task_workers(driver: subprocess.Popen) -> list[int]:
     """Ray workers running a trial task for ``driver``'s own cluster: its session only (the
     driver starts a session of its own), never another Ray on the same machine."""
-    listing = subprocess.run(["pgrep", "-s", str(driver.pid), "-f", "^ray::(trial|fused) "],
-                             capture_output=True, text=True)
+    listing = subprocess.run(
+        ["pgrep", "-s", str(driver.pid), "-f", "^ray::(trial|fused) "], capture_output=True, text=True
+    )
     return [int(pid) for pid in listing.stdout.split()]
 
 

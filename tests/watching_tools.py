@@ -40,8 +40,9 @@ class TerminalRun:
         import termios
 
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        self.process = subprocess.Popen(argv, stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                        env=env)
+        self.process = subprocess.Popen(
+            argv, stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+        )
         os.close(slave)
         self.raw = b""
 
@@ -88,10 +89,24 @@ class MlflowServer:
         self.log = open(folder / "mlflow.log", "wb")
         mlflow = Path(sys.executable).with_name("mlflow")
         self.process = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--default-artifact-root", str(folder / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(mlflow),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+                "--default-artifact-root",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float) -> bool:
         import urllib.request
@@ -132,8 +147,8 @@ def wandb_records(path: Path) -> list:
         if left < 7:
             position += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
-        chunk = data[position + 7:position + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunk = data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind == 0:
             break
@@ -163,11 +178,21 @@ async def _open(page: Path, width: int) -> dict:
 
     profile = page.parent / ".chromium-profile"
     browser = await asyncio.create_subprocess_exec(
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--remote-debugging-port=0", f"--user-data-dir={profile}", f"--window-size={width},900",
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},900",
         # No network at all: a page that needs one shows it as failed loads.
-        "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         endpoint = await asyncio.wait_for(_devtools_endpoint(browser), 60)
         port = re.search(r":(\d+)/", endpoint).group(1)
@@ -212,21 +237,48 @@ async def _drive(ws, page: Path, width: int) -> dict:  # noqa: ANN001
     deadline = time.time() + 60
     while not any(e.get("method") == "Page.loadEventFired" for e in events) and time.time() < deadline:
         events.append(json.loads((await asyncio.wait_for(ws.receive(), 60)).data))
-    images = (await call("Runtime.evaluate", returnByValue=True, expression=(
-        "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete,"
-        " width: i.naturalWidth, height: i.naturalHeight}))")))["result"]["value"]
-    height = (await call("Runtime.evaluate", returnByValue=True,
-                         expression="document.documentElement.scrollHeight"))["result"]["value"]
-    await call("Emulation.setDeviceMetricsOverride", width=width, height=int(height), deviceScaleFactor=1,
-               mobile=False)
+    images = (
+        await call(
+            "Runtime.evaluate",
+            returnByValue=True,
+            expression=(
+                "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete,"
+                " width: i.naturalWidth, height: i.naturalHeight}))"
+            ),
+        )
+    )["result"]["value"]
+    height = (
+        await call("Runtime.evaluate", returnByValue=True, expression="document.documentElement.scrollHeight")
+    )["result"]["value"]
+    await call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=int(height),
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    console_errors = [e["params"] for e in events if e.get("method") == "Runtime.consoleAPICalled"
-                      and e["params"].get("type") in ("error", "assert")]
-    console_errors += [e["params"]["entry"] for e in events if e.get("method") == "Log.entryAdded"
-                       and e["params"]["entry"].get("level") == "error"]
+    console_errors = [
+        e["params"]
+        for e in events
+        if e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert")
+    ]
+    console_errors += [
+        e["params"]["entry"]
+        for e in events
+        if e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error"
+    ]
     exceptions = [e["params"] for e in events if e.get("method") == "Runtime.exceptionThrown"]
     failed = [e["params"] for e in events if e.get("method") == "Network.loadingFailed"]
-    requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
-    return {"console_errors": console_errors, "exceptions": exceptions, "failed_loads": failed,
-            "requests": requests, "images": images, "height": height,
-            "png": base64.b64decode(shot["data"])}
+    requests = [
+        e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"
+    ]
+    return {
+        "console_errors": console_errors,
+        "exceptions": exceptions,
+        "failed_loads": failed,
+        "requests": requests,
+        "images": images,
+        "height": height,
+        "png": base64.b64decode(shot["data"]),
+    }

@@ -18,22 +18,40 @@ from sweeper.fit.registry import ESTIMATORS
 
 @click.command("fit")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--estimator", type=click.Choice(["auto", *sorted(ESTIMATORS)]), default=None,
-              help="How cell optima are read and which law form is fitted (default: auto, the"
-                   " estimator with the lowest leave-one-cell-out regret on this table).")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000,
-              show_default=True, help="Bootstrap resamples (cells and runs within cells).")
-@click.option("--evaluate", is_flag=True,
-              help="Also fit every estimator and report its leave-one-cell-out regret.")
+@click.option(
+    "--estimator",
+    type=click.Choice(["auto", *sorted(ESTIMATORS)]),
+    default=None,
+    help="How cell optima are read and which law form is fitted (default: auto, the"
+    " estimator with the lowest leave-one-cell-out regret on this table).",
+)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples (cells and runs within cells).",
+)
+@click.option(
+    "--evaluate", is_flag=True, help="Also fit every estimator and report its leave-one-cell-out regret."
+)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-def fit(run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, no_plots: bool,
-        seed: int) -> None:
+def fit(
+    run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, no_plots: bool, seed: int
+) -> None:
     """Fit lr and batch-size laws to RUN_DIR's trials; write RUN_DIR/fit.json and plots/."""
     from sweeper.fit import DEFAULT_ESTIMATOR, fit_run
 
-    report = fit_run(run_dir, estimator=estimator or DEFAULT_ESTIMATOR, n_bootstrap=n_bootstrap,
-                     evaluate=evaluate, plots=not no_plots, seed=seed)
+    report = fit_run(
+        run_dir,
+        estimator=estimator or DEFAULT_ESTIMATOR,
+        n_bootstrap=n_bootstrap,
+        evaluate=evaluate,
+        plots=not no_plots,
+        seed=seed,
+    )
     for problem in report.problems:
         click.echo(f"warning: {problem}", err=True)
     click.echo(report.summary())
@@ -41,23 +59,41 @@ def fit(run_dir: Path, estimator: str | None, n_bootstrap: int, evaluate: bool, 
 
 @click.command("predict")
 @click.argument("fit_json", type=click.Path(path_type=Path))
-@click.option("--params", "n_params", type=float, required=True,
-              help="Target N: non-embedding parameters (active ones for MoE).")
+@click.option(
+    "--params",
+    "n_params",
+    type=float,
+    required=True,
+    help="Target N: non-embedding parameters (active ones for MoE).",
+)
 @click.option("--tokens", type=float, required=True, help="Target D: training tokens.")
 @click.option("--seq-len", type=int, required=True, help="Target sequence length (tokens).")
-@click.option("--flops-per-token", type=float, default=None,
-              help="Target M (non-embedding FLOPs/token) for compute-law fits; estimated from N if absent.")
+@click.option(
+    "--flops-per-token",
+    type=float,
+    default=None,
+    help="Target M (non-embedding FLOPs/token) for compute-law fits; estimated from N if absent.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--force", is_flag=True,
-              help="Print numbers that would be refused (undetermined law, target past the"
-                   " extrapolation limit, batch rounding > 2x), each reason as a FORCED warning.")
-def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
-            flops_per_token: float | None, as_json: bool, force: bool) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Print numbers that would be refused (undetermined law, target past the"
+    " extrapolation limit, batch rounding > 2x), each reason as a FORCED warning.",
+)
+def predict(
+    fit_json: Path,
+    n_params: float,
+    tokens: float,
+    seq_len: int,
+    flops_per_token: float | None,
+    as_json: bool,
+    force: bool,
+) -> None:
     """Predict lr and batch size for a target run from FIT_JSON (a fit.json or its folder)."""
     from sweeper.hparams import load_hparams
 
-    prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token,
-                                                force=force)
+    prediction = load_hparams(fit_json).predict(n_params, tokens, seq_len, flops_per_token, force=force)
     for warning in prediction.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -79,13 +115,16 @@ def predict(fit_json: Path, n_params: float, tokens: float, seq_len: int,
     if p.forced:
         lines.append(f"FORCED past {len(p.forced)} refusal(s): see the warnings above")
     if p.loss is not None:
-        interval = (f" 95% interval [{p.loss_interval[0]:.4g}, {p.loss_interval[1]:.4g}]"
-                    if p.loss_interval else "")
+        interval = (
+            f" 95% interval [{p.loss_interval[0]:.4g}, {p.loss_interval[1]:.4g}]" if p.loss_interval else ""
+        )
         lines.append(f"expected loss            {p.loss:<11.4g}{interval}")
     if p.power_schedule is not None:
         power = p.power_schedule
-        lines.append(f"power scheduler          a {power['a']:.4g}, b {power['b']:.4f}, lr_max {power['lr_max']:.4g}"
-                     f" (lr at the end {power['lr_at_end']:.4g}; {power['formula']})")
+        lines.append(
+            f"power scheduler          a {power['a']:.4g}, b {power['b']:.4f}, lr_max {power['lr_max']:.4g}"
+            f" (lr at the end {power['lr_at_end']:.4g}; {power['formula']})"
+        )
     click.echo("\n".join(lines))
 
 
@@ -97,10 +136,15 @@ def import_group() -> None:
 @import_group.command("steplaw")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--size-column", default="N", show_default=True,
-              help="Column used as the model size N (Na = active parameters, for MoE tables).")
-@click.option("--loss-column", default="smooth loss", show_default=True,
-              help="Column used as the headline loss.")
+@click.option(
+    "--size-column",
+    default="N",
+    show_default=True,
+    help="Column used as the model size N (Na = active parameters, for MoE tables).",
+)
+@click.option(
+    "--loss-column", default="smooth loss", show_default=True, help="Column used as the headline loss."
+)
 def import_steplaw_command(file: Path, out: Path, size_column: str, loss_column: str) -> None:
     """Import a Step Law results CSV (lr, bs in sequences, N/Na, D, loss, smooth loss)."""
     from sweeper.importers import import_steplaw
@@ -122,12 +166,21 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @import_group.command("table")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--map", "mapping", multiple=True, metavar="COLUMN=SOURCE",
-              help="Trial column = source column, e.g. --map lr=learning_rate (repeat).")
-@click.option("--set", "constants", multiple=True, metavar="COLUMN=VALUE",
-              help="Trial column = one value for every row, e.g. --set seq_len=2048 (repeat).")
-def import_table_command(file: Path, out: Path, mapping: tuple[str, ...],
-                         constants: tuple[str, ...]) -> None:
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="COLUMN=SOURCE",
+    help="Trial column = source column, e.g. --map lr=learning_rate (repeat).",
+)
+@click.option(
+    "--set",
+    "constants",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="Trial column = one value for every row, e.g. --set seq_len=2048 (repeat).",
+)
+def import_table_command(file: Path, out: Path, mapping: tuple[str, ...], constants: tuple[str, ...]) -> None:
     """Import any CSV/Parquet sweep table with a column mapping. Needs lr, loss, n_params,
     tokens_budget, seq_len and batch_size (sequences) or batch_size_tokens."""
     from sweeper.importers import import_table

@@ -159,9 +159,14 @@ class SweepProgress:
             words = self._trial_words(entry)
             if trial_id not in self._trial_tasks:
                 self._trial_tasks[trial_id] = progress.add_task(
-                    f"  {entry.get('label', trial_id)[:40]}", total=entry.get("steps") or None, words=words)
-            progress.update(self._trial_tasks[trial_id], completed=entry.get("step", 0),
-                            total=entry.get("steps") or None, words=words)
+                    f"  {entry.get('label', trial_id)[:40]}", total=entry.get("steps") or None, words=words
+                )
+            progress.update(
+                self._trial_tasks[trial_id],
+                completed=entry.get("step", 0),
+                total=entry.get("steps") or None,
+                words=words,
+            )
 
     @staticmethod
     def _trial_words(entry: dict) -> str:

@@ -29,16 +29,26 @@ DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 
 
 LOG_TO = click.option(
-    "--log-to", "log_to", multiple=True, metavar="DEST",
+    "--log-to",
+    "log_to",
+    multiple=True,
+    metavar="DEST",
     help="Also log each finished trial (params, curve, status) to wandb[:PROJECT] or "
-         "mlflow:TRACKING_URI; repeat for both (docs/watching.md).")
+    "mlflow:TRACKING_URI; repeat for both (docs/watching.md).",
+)
 
 # The summary's counts, in this order.
 SHOWN_STATUSES = (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
-def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: str | None,
-                  mirror_uri: str | None = None, log_to: tuple[str, ...] = ()) -> SweepSummary:
+def execute_sweep(
+    recipe: Recipe,
+    run_dir: Path,
+    address: str | None,
+    storage: str | None,
+    mirror_uri: str | None = None,
+    log_to: tuple[str, ...] = (),
+) -> SweepSummary:
     """Run the sweep, showing its progress: a live view on a terminal, else a line per
     finished trial (also what a Ray Job's log shows; cli/progress.py). With ``mirror_uri``,
     copy each finished trial's files there as it goes (execute/jobs.py); with ``log_to``, log
@@ -56,12 +66,16 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     def on_start(planned: int, pending: int, dashboard_url: str | None) -> None:
         view.begun()
         if pending:
-            click.echo(f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already "
-                       f"recorded, {pending} to run -> {run_dir}"
-                       + (f"; mirrored to {mirror_uri}" if mirror_uri else ""))
+            click.echo(
+                f"sweep {recipe.name}: {planned} trials planned, {planned - pending} already "
+                f"recorded, {pending} to run -> {run_dir}"
+                + (f"; mirrored to {mirror_uri}" if mirror_uri else "")
+            )
         else:
-            click.echo(f"sweep {recipe.name}: finished already, all {planned} trials recorded in "
-                       f"{run_dir} (0 to run); see `sweeper status {run_dir}` or `sweeper report {run_dir}`")
+            click.echo(
+                f"sweep {recipe.name}: finished already, all {planned} trials recorded in "
+                f"{run_dir} (0 to run); see `sweeper status {run_dir}` or `sweeper report {run_dir}`"
+            )
         view.on_start(planned, pending, dashboard_url)
 
     def on_trial(spec: TrialSpec, outcome: TrialOutcome, counts: Counter) -> None:
@@ -72,10 +86,17 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 
     view.begin(f"sweep {recipe.name}: planning, and starting Ray if there is work")
     try:
-        summary = run_sweep(recipe, run_dir, address=address, storage_url=storage,
-                            on_start=on_start, on_trial=on_trial, on_tick=view.on_tick,
-                            on_problem=lambda problem: click.echo(f"warning: {problem}", err=True),
-                            on_plan=click.echo)
+        summary = run_sweep(
+            recipe,
+            run_dir,
+            address=address,
+            storage_url=storage,
+            on_start=on_start,
+            on_trial=on_trial,
+            on_tick=view.on_tick,
+            on_problem=lambda problem: click.echo(f"warning: {problem}", err=True),
+            on_plan=click.echo,
+        )
     finally:
         view.close()
         log_trial.close()
@@ -85,8 +106,10 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
     def listed(counts: Counter) -> str:
         return ", ".join(f"{counts.get(s, 0)} {s}" for s in SHOWN_STATUSES)
 
-    click.echo(f"done in {summary.wall_seconds:.0f}s: this run {listed(summary.counts)}; "
-               f"the sweep {listed(summary.sweep_counts)}; results in {run_dir}/trials")
+    click.echo(
+        f"done in {summary.wall_seconds:.0f}s: this run {listed(summary.counts)}; "
+        f"the sweep {listed(summary.sweep_counts)}; results in {run_dir}/trials"
+    )
     if not summary.ok:
         click.echo(
             f"error: {summary.sweep_counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
@@ -101,16 +124,37 @@ def execute_sweep(recipe: Recipe, run_dir: Path, address: str | None, storage: s
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>).")
 @click.option("--address", envvar="RAY_ADDRESS", help="Attach to this Ray cluster instead of starting one.")
 @click.option("--storage", help="Optuna storage URL (default: a journal file in the run folder).")
-@click.option("--job", is_flag=True, help="Submit the whole sweep as a Ray Job to --address "
-              "(http://HEAD:8265) and return at once; follow it with `sweeper logs --job ID`.")
-@click.option("--results", "results_uri", metavar="URI", help="Storage URI (s3://..., gs://..., "
-              "file://...) each finished trial is copied to as the sweep goes; with --job, where "
-              "`sweeper fetch` reads the job's results.")
-@click.option("--check", is_flag=True, help="Only check RECIPE, its data and its plan; print the "
-              "plan and exit (0: it would run). Starts nothing, writes nothing.")
+@click.option(
+    "--job",
+    is_flag=True,
+    help="Submit the whole sweep as a Ray Job to --address "
+    "(http://HEAD:8265) and return at once; follow it with `sweeper logs --job ID`.",
+)
+@click.option(
+    "--results",
+    "results_uri",
+    metavar="URI",
+    help="Storage URI (s3://..., gs://..., "
+    "file://...) each finished trial is copied to as the sweep goes; with --job, where "
+    "`sweeper fetch` reads the job's results.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check RECIPE, its data and its plan; print the "
+    "plan and exit (0: it would run). Starts nothing, writes nothing.",
+)
 @LOG_TO
-def submit(recipe_path: str, out: str | None, address: str | None, storage: str | None,
-           job: bool, results_uri: str | None, check: bool, log_to: tuple[str, ...]) -> None:
+def submit(
+    recipe_path: str,
+    out: str | None,
+    address: str | None,
+    storage: str | None,
+    job: bool,
+    results_uri: str | None,
+    check: bool,
+    log_to: tuple[str, ...],
+) -> None:
     """Run the sweep RECIPE to the end; results stream into the run folder.
 
     With --job, --out names the run folder on the head node (default
@@ -121,8 +165,10 @@ def submit(recipe_path: str, out: str | None, address: str | None, storage: str 
         run_dir = Path(os.path.expandvars(str(recipe.run_dir(out)))).expanduser()
         specs = prepare_sweep(recipe, run_dir)
         cells = len({spec.cell_id for spec in specs})
-        click.echo(f"sweep {recipe.name}: {len(specs)} trials in {cells} cells, "
-                   f"{sum(spec.tokens for spec in specs):.3g} tokens in all -> {run_dir}")
+        click.echo(
+            f"sweep {recipe.name}: {len(specs)} trials in {cells} cells, "
+            f"{sum(spec.tokens for spec in specs):.3g} tokens in all -> {run_dir}"
+        )
         return
     if job:
         _submit_job(recipe, recipe_path, address, out, results_uri, storage)
@@ -172,8 +218,13 @@ STATUS_COLUMNS = ["status", "cell_id", "n_params", "tokens_budget", "loss", "lr"
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--job", "job_id", metavar="ID", help="Report on the Ray Job ID (from `submit --job`) instead.")
-@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
-              help="With --job: the cluster's Job API (dashboard) address.")
+@click.option(
+    "--address",
+    envvar=JOB_ADDRESS_ENV,
+    default=DEFAULT_JOB_ADDRESS,
+    show_default=True,
+    help="With --job: the cluster's Job API (dashboard) address.",
+)
 def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str) -> None:
     """Trials by status and the best loss per cell of RUN_DIR (while it runs or after)."""
     if job_id:
@@ -199,11 +250,17 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         complete = frame[frame["status"] == TrialStatus.COMPLETE]
         for cell_id, group in complete.groupby("cell_id", sort=False):
             row = group.loc[group["loss"].idxmin()]
-            best.append({
-                "cell_id": cell_id, "n_params": int(row["n_params"]), "tokens_budget": int(row["tokens_budget"]),
-                "best_loss": float(row["loss"]), "lr": float(row["lr"]),
-                "batch_size": int(row["batch_size"]), "runs": int(len(group)),
-            })
+            best.append(
+                {
+                    "cell_id": cell_id,
+                    "n_params": int(row["n_params"]),
+                    "tokens_budget": int(row["tokens_budget"]),
+                    "best_loss": float(row["loss"]),
+                    "lr": float(row["lr"]),
+                    "batch_size": int(row["batch_size"]),
+                    "runs": int(len(group)),
+                }
+            )
         best.sort(key=lambda b: (b["n_params"], b["tokens_budget"]))
     report: dict[str, Any] = {
         "run_dir": str(folder),
@@ -256,8 +313,11 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
         click.echo(_run_dashboard(Path(run_dir)))
         return
     if not address:
-        running = [folder for folder in sorted(Path("runs").glob("*"))
-                   if _driver_state(read_progress(folder)).startswith("running")]
+        running = [
+            folder
+            for folder in sorted(Path("runs").glob("*"))
+            if _driver_state(read_progress(folder)).startswith("running")
+        ]
         if not running:
             fail("no sweep is running under ./runs; give its RUN_DIR (or --address of a cluster)", code=1)
         for folder in running:
@@ -276,8 +336,11 @@ def dashboard(run_dir: str | None, address: str | None) -> None:
         fail("the cluster runs without a dashboard (install ray[default] on its head node)", code=1)
     click.echo(url if url.startswith("http") else f"http://{url}")
     if not any(h in address for h in ("127.0.0.1", "localhost")):
-        click.echo("remote cluster: reach it with `ray dashboard CLUSTER.yaml` or "
-                   "`ssh -L 8265:127.0.0.1:8265 HEAD` and open http://127.0.0.1:8265", err=True)
+        click.echo(
+            "remote cluster: reach it with `ray dashboard CLUSTER.yaml` or "
+            "`ssh -L 8265:127.0.0.1:8265 HEAD` and open http://127.0.0.1:8265",
+            err=True,
+        )
 
 
 def _run_dashboard(folder: Path) -> str:
@@ -290,8 +353,7 @@ def _run_dashboard(folder: Path) -> str:
     if state.startswith("running") and progress.get("dashboard_url"):
         return str(progress["dashboard_url"])
     report = folder / "report.html"
-    look = (f"its report: {report}" if report.is_file()
-            else f"write its report with `sweeper report {folder}`")
+    look = f"its report: {report}" if report.is_file() else f"write its report with `sweeper report {folder}`"
     fail(f"{folder}: not running ({state}); the dashboard went with its cluster; {look}", code=1)
 
 
@@ -321,21 +383,35 @@ def _node_words(item: dict) -> str:
 # itself runs `python -m sweeper submit recipe.yaml --out ... [--results URI]` on the head.
 
 
-def _submit_job(recipe: Recipe, recipe_path: str, address: str | None, out: str | None,
-                results_uri: str | None, storage: str | None) -> None:
+def _submit_job(
+    recipe: Recipe,
+    recipe_path: str,
+    address: str | None,
+    out: str | None,
+    results_uri: str | None,
+    storage: str | None,
+) -> None:
     from sweeper.execute import jobs
 
     if not address:
         fail("--job needs --address http://HEAD:8265 (the cluster's dashboard / Job API)")
     if recipe.data.source != "builtin":
         click.echo("note: data.path is read on the cluster's nodes, not sent with the job", err=True)
-    submitted = jobs.submit(address, Path(recipe_path), recipe.name, out=out, results=results_uri, storage=storage)
+    submitted = jobs.submit(
+        address, Path(recipe_path), recipe.name, out=out, results=results_uri, storage=storage
+    )
     click.echo(f"job {submitted.job_id} submitted: sweep {recipe.name}")
     click.echo(f"dashboard: {submitted.dashboard_url}")
-    click.echo(f"run folder on the head: {submitted.run_dir}"
-               + (f"; results mirrored to {submitted.results}" if submitted.results else ""))
-    click.echo(f"follow: sweeper logs --job {submitted.job_id} --follow --address {jobs.http_address(address)}")
-    click.echo(f"fetch:  sweeper fetch --job {submitted.job_id} --out DIR --address {jobs.http_address(address)}")
+    click.echo(
+        f"run folder on the head: {submitted.run_dir}"
+        + (f"; results mirrored to {submitted.results}" if submitted.results else "")
+    )
+    click.echo(
+        f"follow: sweeper logs --job {submitted.job_id} --follow --address {jobs.http_address(address)}"
+    )
+    click.echo(
+        f"fetch:  sweeper fetch --job {submitted.job_id} --out DIR --address {jobs.http_address(address)}"
+    )
 
 
 def _job_status(job_id: str, address: str, as_json: bool) -> None:
@@ -363,16 +439,23 @@ def _job_status(job_id: str, address: str, as_json: bool) -> None:
     click.echo(f"job {job_id}: {report['status']}" + (f" ({report['message']})" if report["message"] else ""))
     if report["last_trial"]:
         click.echo(f"  last trial: {report['last_trial']}")
-    click.echo(f"  run folder on the head: {report['run_dir']}"
-               + (f"; results at {report['results']}" if report["results"] else ""))
+    click.echo(
+        f"  run folder on the head: {report['run_dir']}"
+        + (f"; results at {report['results']}" if report["results"] else "")
+    )
     click.echo(f"  dashboard: {report['dashboard_url']}")
 
 
 @click.command()
 @click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
 @click.option("--follow", is_flag=True, help="Stream the log until the job ends; exit 0 if it succeeded.")
-@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
-              help="The cluster's Job API (dashboard) address.")
+@click.option(
+    "--address",
+    envvar=JOB_ADDRESS_ENV,
+    default=DEFAULT_JOB_ADDRESS,
+    show_default=True,
+    help="The cluster's Job API (dashboard) address.",
+)
 def logs(job_id: str, follow: bool, address: str) -> None:
     """Print the log of a sweep submitted as a Ray Job (its driver's output)."""
     from sweeper.execute import jobs
@@ -390,10 +473,19 @@ def logs(job_id: str, follow: bool, address: str) -> None:
 @click.command()
 @click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Local folder to fill.")
-@click.option("--address", envvar=JOB_ADDRESS_ENV, default=DEFAULT_JOB_ADDRESS, show_default=True,
-              help="The cluster's Job API (dashboard) address.")
-@click.option("--from-head", is_flag=True, help="Read the run folder on the head even if the job "
-              "has a --results URI (e.g. a bucket this machine cannot read).")
+@click.option(
+    "--address",
+    envvar=JOB_ADDRESS_ENV,
+    default=DEFAULT_JOB_ADDRESS,
+    show_default=True,
+    help="The cluster's Job API (dashboard) address.",
+)
+@click.option(
+    "--from-head",
+    is_flag=True,
+    help="Read the run folder on the head even if the job "
+    "has a --results URI (e.g. a bucket this machine cannot read).",
+)
 def fetch(job_id: str, out: str, address: str, from_head: bool) -> None:
     """Bring a job's run folder home: from its --results URI, else from the head's disk."""
     from sweeper.execute import jobs

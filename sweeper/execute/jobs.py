@@ -99,8 +99,15 @@ def runtime_env(recipe_file: Path, staging: Path) -> dict:
     }
 
 
-def submit(address: str, recipe_file: Path, sweep_name: str, *, out: str | None = None,
-           results: str | None = None, storage: str | None = None) -> SubmittedJob:
+def submit(
+    address: str,
+    recipe_file: Path,
+    sweep_name: str,
+    *,
+    out: str | None = None,
+    results: str | None = None,
+    storage: str | None = None,
+) -> SubmittedJob:
     """Submit the sweep of ``recipe_file`` as one Ray Job and return at once."""
     api = client(address)
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "-", sweep_name)[:40]
@@ -120,8 +127,11 @@ def submit(address: str, recipe_file: Path, sweep_name: str, *, out: str | None 
                 entrypoint=entrypoint,
                 submission_id=job_id,
                 runtime_env=env,
-                metadata={"sweeper_sweep": sweep_name, "sweeper_run_dir": run_dir,
-                          "sweeper_results": results or ""},
+                metadata={
+                    "sweeper_sweep": sweep_name,
+                    "sweeper_run_dir": run_dir,
+                    "sweeper_results": results or "",
+                },
             )
         except RuntimeError as error:
             raise JobError(f"job submission refused: {str(error).strip().splitlines()[0][:300]}") from None
@@ -140,7 +150,9 @@ def info(address: str, job_id: str):  # noqa: ANN201 (JobDetails)
     try:
         return api.get_job_info(job_id)
     except RuntimeError as error:
-        raise JobError(f"no job {job_id} at {http_address(address)} ({str(error).splitlines()[0][:160]})") from None
+        raise JobError(
+            f"no job {job_id} at {http_address(address)} ({str(error).splitlines()[0][:160]})"
+        ) from None
 
 
 def last_progress_line(logs: str) -> str | None:
@@ -207,8 +219,12 @@ def copy_tree_from_uri(uri: str, destination: Path) -> None:
     source_fs, source_path = fs.FileSystem.from_uri(uri)
     if source_fs.get_file_info(source_path).type == fs.FileType.NotFound:
         raise JobError(f"{uri}: nothing there yet (has the job recorded a trial?)")
-    fs.copy_files(source_path, str(destination), source_filesystem=source_fs,
-                  destination_filesystem=fs.LocalFileSystem())
+    fs.copy_files(
+        source_path,
+        str(destination),
+        source_filesystem=source_fs,
+        destination_filesystem=fs.LocalFileSystem(),
+    )
 
 
 def _fetch_by_pack_job(address: str, job_id: str, run_dir: str, destination: Path, timeout: float) -> str:

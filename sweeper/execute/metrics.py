@@ -71,8 +71,10 @@ class SweepMetrics:
         values = {
             "pending": pending,
             "running": running,
-            **{status.value: counts.get(status, 0) for status in
-               (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)},
+            **{
+                status.value: counts.get(status, 0)
+                for status in (TrialStatus.COMPLETE, TrialStatus.DIVERGED, TrialStatus.FAILED)
+            },
             "recorded": recorded,
         }
         try:
@@ -87,7 +89,11 @@ class SweepMetrics:
             return
         try:
             self._finished.inc(1.0, tags={"sweep": self.sweep, "status": status})
-            if status == TrialStatus.COMPLETE and math.isfinite(loss) and loss < self.best_loss.get(cell_id, math.inf):
+            if (
+                status == TrialStatus.COMPLETE
+                and math.isfinite(loss)
+                and loss < self.best_loss.get(cell_id, math.inf)
+            ):
                 self.best_loss[cell_id] = loss
                 self._best.set(loss, tags={"sweep": self.sweep, "cell": cell_id})
         except Exception as error:  # noqa: BLE001

@@ -165,9 +165,10 @@ def check_fits(resources: Resources, shapes: list[dict[str, float]] | None = Non
     for shape in shapes:
         if all(shape.get(key, 0.0) + 1e-9 >= amount for key, amount in wanted.items() if amount > 0):
             return
-    largest = ", ".join(
-        f"{shape.get('CPU', 0):g} CPU/{shape.get('GPU', 0):g} GPU" for shape in shapes
-    ) or "no nodes"
+    largest = (
+        ", ".join(f"{shape.get('CPU', 0):g} CPU/{shape.get('GPU', 0):g} GPU" for shape in shapes)
+        or "no nodes"
+    )
     raise PlacementError(
         f"no node can ever run a trial: the recipe asks {resources.cpus:g} CPU and "
         f"{resources.gpus:g} GPU per trial (resources:), the cluster's nodes offer {largest}"
@@ -286,7 +287,9 @@ class TrialExecutor:
             tasks = list_tasks(
                 address=self.dashboard_url,
                 filters=[("job_id", "=", ray.get_runtime_context().get_job_id())],
-                limit=10_000, timeout=2, raise_on_missing_output=False,
+                limit=10_000,
+                timeout=2,
+                raise_on_missing_output=False,
             )
             ips = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
             by_task = {task.task_id: task for task in tasks}
@@ -295,7 +298,9 @@ class TrialExecutor:
                 task = by_task.get(task_id)
                 if task is None:
                     continue
-                state = _WAITING_STATES.get(task.state, "running" if task.state == "RUNNING" else str(task.state).lower())
+                state = _WAITING_STATES.get(
+                    task.state, "running" if task.state == "RUNNING" else str(task.state).lower()
+                )
                 info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
                 for spec in specs:
                     result[spec.trial_id] = info

@@ -94,8 +94,11 @@ def _snap(values: list[float]) -> dict[float, float]:
 
 def _answer(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One grid point's recorded answer: the mean finite loss of its complete runs."""
-    losses = [r["loss"] for r in rows if r["status"] == TrialStatus.COMPLETE
-              and r["loss"] is not None and math.isfinite(r["loss"])]
+    losses = [
+        r["loss"]
+        for r in rows
+        if r["status"] == TrialStatus.COMPLETE and r["loss"] is not None and math.isfinite(r["loss"])
+    ]
     answer = dict(rows[0])
     answer["status"] = TrialStatus.COMPLETE.value if losses else TrialStatus.DIVERGED.value
     answer["loss"] = float(np.mean(losses)) if losses else float("nan")
@@ -106,8 +109,9 @@ def _shape(row: dict[str, Any]) -> ModelShape:
     d_model, n_layers, n_heads = row.get("d_model"), row.get("n_layers"), row.get("n_heads")
     vocab = row.get("vocab_size") or 256
     if d_model and n_layers and n_heads and d_model % n_heads == 0:
-        return ModelShape(d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                          seq_len=row["seq_len"], vocab_size=vocab)
+        return ModelShape(
+            d_model=d_model, n_layers=n_layers, n_heads=n_heads, seq_len=row["seq_len"], vocab_size=vocab
+        )
     # A table without a shape: a placeholder; the row keeps the table's own N (see sink).
     return ModelShape(d_model=1, n_layers=1, n_heads=1, seq_len=row["seq_len"], vocab_size=vocab)
 
@@ -130,21 +134,37 @@ def table_plan(rows: list[dict[str, Any]], name: str, search: Search) -> ReplayP
         cell_id = members[0]["cell_id"] or f"N{n_params:.4g}-D{tokens:.3g}-S{seq_len}"
         sizes[cell_id] = float(n_params)
         if search.kind == "adaptive":
-            grid = [(lr, b, s) for lr in sorted({k[0] for k in points}) for b in sorted({k[1] for k in points})
-                    for s in sorted({k[2] for k in points})]
+            grid = [
+                (lr, b, s)
+                for lr in sorted({k[0] for k in points})
+                for b in sorted({k[1] for k in points})
+                for s in sorted({k[2] for k in points})
+            ]
         else:
             grid = sorted(points)
         shape = _shape(members[0])
         for lr, batch_size, seed in grid:
-            trial_id = trial_identity({"replay": identity, "cell": cell_id, "lr": lr,
-                                       "batch_size": batch_size, "seed": seed})
-            specs.append(TrialSpec(
-                trial_id=trial_id, sweep=name, cell_id=cell_id, shape=shape, tokens_budget=tokens,
-                lr=lr, batch_size=batch_size, steps=max(1, round(tokens / (batch_size * seq_len))),
-                schedule=schedule, optimizer=Optimizer(),
-                seed=seed, data=DataSource(), data_identity=f"replay-{identity}",
-                evaluation=Evaluation(),
-            ))
+            trial_id = trial_identity(
+                {"replay": identity, "cell": cell_id, "lr": lr, "batch_size": batch_size, "seed": seed}
+            )
+            specs.append(
+                TrialSpec(
+                    trial_id=trial_id,
+                    sweep=name,
+                    cell_id=cell_id,
+                    shape=shape,
+                    tokens_budget=tokens,
+                    lr=lr,
+                    batch_size=batch_size,
+                    steps=max(1, round(tokens / (batch_size * seq_len))),
+                    schedule=schedule,
+                    optimizer=Optimizer(),
+                    seed=seed,
+                    data=DataSource(),
+                    data_identity=f"replay-{identity}",
+                    evaluation=Evaluation(),
+                )
+            )
             found = points.get((lr, batch_size, seed))
             answers[trial_id] = _answer(found) if found else _answer_missing(members[0])
     return ReplayPlan(name, specs, answers, recorded, recorded, sizes)
@@ -167,12 +187,21 @@ def recipe_plan(rows: list[dict[str, Any]], recipe: Recipe) -> ReplayPlan:
     answers = {}
     for spec in specs:
         candidates = by_cell.get((spec.n_params, spec.tokens_budget, spec.shape.seq_len), [])
-        matches = [r for r in candidates if r["batch_size"] == spec.batch_size
-                   and abs(r["lr"] / spec.lr - 1.0) <= SNAP_TOLERANCE and (r.get("seed") or 0) == spec.seed]
+        matches = [
+            r
+            for r in candidates
+            if r["batch_size"] == spec.batch_size
+            and abs(r["lr"] / spec.lr - 1.0) <= SNAP_TOLERANCE
+            and (r.get("seed") or 0) == spec.seed
+        ]
         if matches:
             answers[spec.trial_id] = _answer(matches)
         else:
-            answers[spec.trial_id] = {"status": TrialStatus.FAILED.value, "loss": float("nan"), "missing": True}
+            answers[spec.trial_id] = {
+                "status": TrialStatus.FAILED.value,
+                "loss": float("nan"),
+                "missing": True,
+            }
     recorded = sum(1 for answer in answers.values() if not answer.get("missing"))
     return ReplayPlan(recipe.name, specs, answers, recorded, len(specs))
 
@@ -246,8 +275,14 @@ def sweep_name(table: str | Path) -> str:
 def table_recipe(name: str, search: Search) -> Recipe:
     """The recipe a table replay runs under: only its name, search and policies matter (the
     plan comes from the table); fusion is off, since nothing trains."""
-    return parse_recipe({
-        "name": name, "models": [{"d_model": 8, "n_layers": 1, "n_heads": 1}],
-        "tokens": {"absolute": [1]}, "learning_rates": {"values": [1e-3]}, "batch_sizes": [1],
-        "fuse": "off", "search": search.model_dump(),
-    })
+    return parse_recipe(
+        {
+            "name": name,
+            "models": [{"d_model": 8, "n_layers": 1, "n_heads": 1}],
+            "tokens": {"absolute": [1]},
+            "learning_rates": {"values": [1e-3]},
+            "batch_sizes": [1],
+            "fuse": "off",
+            "search": search.model_dump(),
+        }
+    )

@@ -27,9 +27,17 @@ from sweeper.export.table import (
 FORMATS: tuple[str, ...] = TABLE_FORMATS + tuple(ADAPTERS)
 
 
-def export(fit_json: str | Path, targets: list[Target], fmt: str, *, round_to: int | None = None,
-           world_size: int = 1, micro_batch: int | None = None, force: bool = False,
-           schedule: dict | None = None) -> str | bytes:
+def export(
+    fit_json: str | Path,
+    targets: list[Target],
+    fmt: str,
+    *,
+    round_to: int | None = None,
+    world_size: int = 1,
+    micro_batch: int | None = None,
+    force: bool = False,
+    schedule: dict | None = None,
+) -> str | bytes:
     """The export of ``targets`` in ``fmt`` (text, or bytes for parquet).
 
     ``round_to`` defaults to world_size x micro_batch (1 when neither is given), so the
@@ -47,5 +55,17 @@ def export(fit_json: str | Path, targets: list[Target], fmt: str, *, round_to: i
     return ADAPTERS[fmt](records, world_size, micro_batch)
 
 
-__all__ = ["ADAPTERS", "FORMATS", "RELEASES", "SCHEMA_NAME", "SCHEMA_VERSION", "ExportError",
-           "Target", "build_records", "export", "load_targets", "read_table", "render_table"]
+__all__ = [
+    "ADAPTERS",
+    "FORMATS",
+    "RELEASES",
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "ExportError",
+    "Target",
+    "build_records",
+    "export",
+    "load_targets",
+    "read_table",
+    "render_table",
+]

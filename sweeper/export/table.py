@@ -97,9 +97,12 @@ def load_targets(path: str | Path) -> list[Target]:
         missing, unknown = wanted - entry.keys(), entry.keys() - wanted
         if missing or unknown:
             raise ExportError(f"{where}: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
-        target = Target(str(entry["name"]), _positive(entry["params"], f"{where}.params"),
-                        _positive(entry["tokens"], f"{where}.tokens"),
-                        _whole(entry["seq_len"], f"{where}.seq_len"))
+        target = Target(
+            str(entry["name"]),
+            _positive(entry["params"], f"{where}.params"),
+            _positive(entry["tokens"], f"{where}.tokens"),
+            _whole(entry["seq_len"], f"{where}.seq_len"),
+        )
         if not target.name or entry["name"] is None:
             raise ExportError(f"{where}.name: must be non-empty")
         targets.append(target)
@@ -119,8 +122,14 @@ def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str
     else ``given`` (the user's ``export --schedule ...``, for fits that recorded none; refused
     when the fit records one, since the lr was fitted under that one).
     Returns kind, warmup_fraction, warmup_steps, min_lr_ratio, decay_fraction and ``source``."""
-    unknown = {"kind": "unknown", "warmup_fraction": None, "warmup_steps": None,
-               "min_lr_ratio": None, "decay_fraction": None, "source": None}
+    unknown = {
+        "kind": "unknown",
+        "warmup_fraction": None,
+        "warmup_steps": None,
+        "min_lr_ratio": None,
+        "decay_fraction": None,
+        "source": None,
+    }
     schedule, source = hp.document.get("schedule"), "fit.json"
     if not isinstance(schedule, dict) and hp.path is not None:
         recipe_path = Path(hp.path).parent / "recipe.yaml"
@@ -132,21 +141,33 @@ def proxy_schedule(hp: Hparams, given: dict[str, Any] | None = None) -> dict[str
     from sweeper.recipe import Schedule  # pydantic only; no ray/torch
 
     if given:
-        needed = ["--warmup-steps or --warmup-fraction"] if given.get("warmup_steps") is None and \
-            given.get("warmup_fraction") is None else []
-        needed += [f"--{key.replace('_', '-')}" for key in
-                   {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}
-                   .get(str(given.get("kind")), []) if given.get(key) is None]
+        needed = (
+            ["--warmup-steps or --warmup-fraction"]
+            if given.get("warmup_steps") is None and given.get("warmup_fraction") is None
+            else []
+        )
+        needed += [
+            f"--{key.replace('_', '-')}"
+            for key in {"cosine": ["min_lr_ratio"], "wsd": ["min_lr_ratio", "decay_fraction"]}.get(
+                str(given.get("kind")), []
+            )
+            if given.get(key) is None
+        ]
         if needed:  # no silent defaults: the target's schedule must be the proxies', stated
             raise ExportError(f"--schedule {given.get('kind')} needs {', '.join(needed)}")
         if isinstance(schedule, dict):
-            raise ExportError(f"the fit records the proxies' schedule ({source}: {schedule}); the lr"
-                              " was fitted under it, so --schedule and its options are refused")
+            raise ExportError(
+                f"the fit records the proxies' schedule ({source}: {schedule}); the lr"
+                " was fitted under it, so --schedule and its options are refused"
+            )
+        from pydantic import ValidationError
+
         try:
             parsed = Schedule.model_validate(given)
-        except ValueError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}"
-                                 for e in error.errors())  # type: ignore[attr-defined]
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}" for e in error.errors()
+            )
             raise ExportError(f"--schedule options: {problems}") from None
         return {**parsed.model_dump(), "source": "export options"}
     if not isinstance(schedule, dict):
@@ -174,8 +195,14 @@ def _round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1,
-                 force: bool = False, schedule: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_record(
+    hp: Hparams,
+    target: Target,
+    fit_sha256: str,
+    round_to: int = 1,
+    force: bool = False,
+    schedule: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One table record for ``target`` (see the module docstring for the contract).
     Refused (ExportError) as ``Hparams.predict`` refuses, and when rounding to ``round_to``
     moves the batch more than 2x; ``force`` carries each reason as a FORCED warning."""
@@ -253,8 +280,13 @@ def build_record(hp: Hparams, target: Target, fit_sha256: str, round_to: int = 1
     }
 
 
-def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1,
-                  force: bool = False, schedule: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def build_records(
+    fit_json: str | Path,
+    targets: list[Target],
+    round_to: int = 1,
+    force: bool = False,
+    schedule: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Records for every target, from the fit at ``fit_json`` (a fit.json or its folder)."""
     try:
         hp = load_hparams(fit_json)
@@ -267,11 +299,31 @@ def build_records(fit_json: str | Path, targets: list[Target], round_to: int = 1
 
 # Column types of the Parquet table: explicit, so an all-null column (no loss law) keeps its
 # type instead of becoming pyarrow's "null" type that other readers choke on.
-_STRING_COLUMNS = {"name", "schedule", "schedule_source", "warnings", "fit_sha256",
-                   "fit_created_at", "sweep", "estimator", "lr_law", "batch_law"}
-_INT_COLUMNS = {"schema_version", "seq_len", "batch_size_sequences", "batch_size_sequences_low",
-                "batch_size_sequences_high", "batch_round_to", "batch_size_tokens_used", "steps",
-                "warmup_steps", "fitted_seq_len_min", "fitted_seq_len_max"}
+_STRING_COLUMNS = {
+    "name",
+    "schedule",
+    "schedule_source",
+    "warnings",
+    "fit_sha256",
+    "fit_created_at",
+    "sweep",
+    "estimator",
+    "lr_law",
+    "batch_law",
+}
+_INT_COLUMNS = {
+    "schema_version",
+    "seq_len",
+    "batch_size_sequences",
+    "batch_size_sequences_low",
+    "batch_size_sequences_high",
+    "batch_round_to",
+    "batch_size_tokens_used",
+    "steps",
+    "warmup_steps",
+    "fitted_seq_len_min",
+    "fitted_seq_len_max",
+}
 
 
 def _document(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,10 +353,19 @@ def render_table(records: list[dict[str, Any]], fmt: str) -> str | bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        fields = [pa.field(k, pa.string() if k in _STRING_COLUMNS else
-                           pa.int64() if k in _INT_COLUMNS else
-                           pa.bool_() if k == "forced" else pa.float64())
-                  for k in records[0]]
+        fields = [
+            pa.field(
+                k,
+                pa.string()
+                if k in _STRING_COLUMNS
+                else pa.int64()
+                if k in _INT_COLUMNS
+                else pa.bool_()
+                if k == "forced"
+                else pa.float64(),
+            )
+            for k in records[0]
+        ]
         schema = pa.schema(fields, metadata={"kind": SCHEMA_NAME, "schema_version": str(SCHEMA_VERSION)})
         table = pa.Table.from_pylist(records, schema=schema)
         sink = pa.BufferOutputStream()
@@ -332,6 +393,16 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "ExportError", "SCHEMA_NAME", "SCHEMA_VERSION", "TABLE_FORMATS", "Target", "build_record",
-    "build_records", "load_targets", "proxy_schedule", "read_table", "render_table", "sha256_of",
+    "ExportError",
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "TABLE_FORMATS",
+    "Target",
+    "build_record",
+    "build_records",
+    "load_targets",
+    "proxy_schedule",
+    "read_table",
+    "render_table",
+    "sha256_of",
 ]

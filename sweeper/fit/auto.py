@@ -31,9 +31,11 @@ SIMPLICITY = ("plateau", "compute", "smooth", "surface")  # simplest first
 TIE = 1e-5
 MIN_CELLS = 6
 FALLBACK = "plateau"
-RULE = (f"lowest mean leave-one-cell-out regret on this table; differences below {TIE:.3%} are"
-        f" ties, won by the simpler ({' < '.join(SIMPLICITY)}); with fewer than {MIN_CELLS}"
-        f" cells, {FALLBACK}")
+RULE = (
+    f"lowest mean leave-one-cell-out regret on this table; differences below {TIE:.3%} are"
+    f" ties, won by the simpler ({' < '.join(SIMPLICITY)}); with fewer than {MIN_CELLS}"
+    f" cells, {FALLBACK}"
+)
 
 
 @dataclass
@@ -45,8 +47,13 @@ class Choice:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requested": AUTO, "chosen": self.chosen, "rule": RULE, "reason": self.reason,
-                "figures": self.figures}
+        return {
+            "requested": AUTO,
+            "chosen": self.chosen,
+            "rule": RULE,
+            "reason": self.reason,
+            "figures": self.figures,
+        }
 
 
 def _simplicity(name: str) -> int:
@@ -57,43 +64,68 @@ def choose(sweep: Sweep, evaluations: dict[str, Any]) -> Choice:
     """The estimator ``auto`` uses, given every candidate's evaluate.Evaluation."""
     n_cells = len(sweep.cells)
     if n_cells < MIN_CELLS or not evaluations:
-        return Choice(FALLBACK, f"the held-out evaluation cannot rank estimators on {n_cells} cells"
-                      f" (needs {MIN_CELLS}): using {FALLBACK}, the most robust")
-    evaluated = [{c["cell_id"] for c in ev.per_cell if c["regret"] is not None}
-                 for ev in evaluations.values()]
+        return Choice(
+            FALLBACK,
+            f"the held-out evaluation cannot rank estimators on {n_cells} cells"
+            f" (needs {MIN_CELLS}): using {FALLBACK}, the most robust",
+        )
+    evaluated = [
+        {c["cell_id"] for c in ev.per_cell if c["regret"] is not None} for ev in evaluations.values()
+    ]
     common = set.intersection(*evaluated)
     if len(common) < MIN_CELLS:
-        return Choice(FALLBACK, f"only {len(common)} cells could be evaluated by every estimator"
-                      f" (needs {MIN_CELLS}): using {FALLBACK}, the most robust")
+        return Choice(
+            FALLBACK,
+            f"only {len(common)} cells could be evaluated by every estimator"
+            f" (needs {MIN_CELLS}): using {FALLBACK}, the most robust",
+        )
     figures = {}
     for name, ev in evaluations.items():
         regrets = np.array([c["regret"] for c in ev.per_cell if c["cell_id"] in common])
-        figures[name] = {"mean_regret": float(regrets.mean()), "worst_regret": float(regrets.max()),
-                         "cells": len(regrets)}
+        figures[name] = {
+            "mean_regret": float(regrets.mean()),
+            "worst_regret": float(regrets.max()),
+            "cells": len(regrets),
+        }
     best = min(figures.values(), key=lambda f: f["mean_regret"])["mean_regret"]
     tied = [name for name, f in figures.items() if f["mean_regret"] - best < TIE]
     chosen = min(tied, key=_simplicity)
-    reason = (f"lowest mean held-out regret ({figures[chosen]['mean_regret']:.3%} on"
-              f" {len(common)} cells)")
+    reason = f"lowest mean held-out regret ({figures[chosen]['mean_regret']:.3%} on {len(common)} cells)"
     if len(tied) > 1:
         reason += f"; tied within {TIE:.3%} with {', '.join(sorted(set(tied) - {chosen}))}: the simpler wins"
     return Choice(chosen, reason, figures)
 
 
-def build_auto_report(sweep: Sweep, *, n_bootstrap: int, seed: int, evaluate: bool = False,
-                      loss_law: bool = True) -> FitReport:
+def build_auto_report(
+    sweep: Sweep, *, n_bootstrap: int, seed: int, evaluate: bool = False, loss_law: bool = True
+) -> FitReport:
     """A FitReport whose laws come from the estimator ``choose`` picks (every estimator's
     evaluation is in it, as with --evaluate)."""
     from sweeper.fit.pipeline import build_report
 
     enough = len(sweep.cells) >= MIN_CELLS
-    report = build_report(sweep, estimator=FALLBACK, n_bootstrap=n_bootstrap, evaluate=enough or evaluate,
-                          seed=seed, loss_law=loss_law)
+    report = build_report(
+        sweep,
+        estimator=FALLBACK,
+        n_bootstrap=n_bootstrap,
+        evaluate=enough or evaluate,
+        seed=seed,
+        loss_law=loss_law,
+    )
     choice = choose(sweep, report.evaluations or {})
     report.selected = report.fits[choice.chosen]
     report.choice = choice
     return report
 
 
-__all__ = ["AUTO", "Choice", "FALLBACK", "MIN_CELLS", "RULE", "SIMPLICITY", "TIE",
-           "build_auto_report", "choose"]
+__all__ = [
+    "AUTO",
+    "Choice",
+    "FALLBACK",
+    "MIN_CELLS",
+    "RULE",
+    "SIMPLICITY",
+    "TIE",
+    "build_auto_report",
+    "choose",
+]

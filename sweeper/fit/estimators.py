@@ -72,8 +72,9 @@ class Estimator:
         """None when this estimator can fit ``sweep``, else the reason it cannot."""
         return None
 
-    def fit(self, sweep: Sweep, rng: np.random.Generator, n_boot: int,
-            cell_counts: np.ndarray | None) -> EstimatorFit:
+    def fit(
+        self, sweep: Sweep, rng: np.random.Generator, n_boot: int, cell_counts: np.ndarray | None
+    ) -> EstimatorFit:
         raise NotImplementedError
 
     def holdout(self, sweep: Sweep, fit: EstimatorFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,24 +109,43 @@ class Plateau(Estimator):
             log_b.append(cell.log_batch[near])
             # Run-level resample: the cell's near-optimal runs drawn with replacement.
             counts.append(resample_counts(rng, m, n_boot))
-            optima.append({"lr": float(np.exp(cell.log_lr[near].mean())),
-                           "batch_size_tokens": float(np.exp(cell.log_batch[near].mean())),
-                           "near_optimal_runs": m})
-        return _Points(np.concatenate(index), np.concatenate(log_lr), np.concatenate(log_b),
-                       np.concatenate(counts, axis=1).astype(float), optima)
+            optima.append(
+                {
+                    "lr": float(np.exp(cell.log_lr[near].mean())),
+                    "batch_size_tokens": float(np.exp(cell.log_batch[near].mean())),
+                    "near_optimal_runs": m,
+                }
+            )
+        return _Points(
+            np.concatenate(index),
+            np.concatenate(log_lr),
+            np.concatenate(log_b),
+            np.concatenate(counts, axis=1).astype(float),
+            optima,
+        )
 
-    def fit(self, sweep: Sweep, rng: np.random.Generator, n_boot: int,
-            cell_counts: np.ndarray | None) -> EstimatorFit:
+    def fit(
+        self, sweep: Sweep, rng: np.random.Generator, n_boot: int, cell_counts: np.ndarray | None
+    ) -> EstimatorFit:
         pts = self.points(sweep, rng, n_boot)
         features = cell_features(sweep)
         ones = np.ones(pts.cell_index.size)
         laws = [
-            fit_power_law(target=target, variables=variables,
-                          features=np.column_stack([features[v][pts.cell_index] for v in variables]),
-                          y=y, weight=ones, cell_index=pts.cell_index, boot_y=None,
-                          boot_weight=pts.boot_weight, cell_counts=cell_counts)
-            for target, variables, y in (("lr", self.lr_variables, pts.log_lr),
-                                         ("batch_size_tokens", self.batch_variables, pts.log_batch))
+            fit_power_law(
+                target=target,
+                variables=variables,
+                features=np.column_stack([features[v][pts.cell_index] for v in variables]),
+                y=y,
+                weight=ones,
+                cell_index=pts.cell_index,
+                boot_y=None,
+                boot_weight=pts.boot_weight,
+                cell_counts=cell_counts,
+            )
+            for target, variables, y in (
+                ("lr", self.lr_variables, pts.log_lr),
+                ("batch_size_tokens", self.batch_variables, pts.log_batch),
+            )
         ]
         return EstimatorFit(self, laws[0], laws[1], pts.optima, state=pts)
 
@@ -146,8 +166,10 @@ class Plateau(Estimator):
 
 class Compute(Plateau):
     name = "compute"
-    source = ("DeepSeek LLM (Bi et al. 2024, arXiv 2401.02954): lr = a C^b, B = c C^d,"
-              " C = M D with M the non-embedding FLOPs/token; runs within 0.25% of the best")
+    source = (
+        "DeepSeek LLM (Bi et al. 2024, arXiv 2401.02954): lr = a C^b, B = c C^d,"
+        " C = M D with M the non-embedding FLOPs/token; runs within 0.25% of the best"
+    )
     lr_variables = ("C",)
     batch_variables = ("C",)
 

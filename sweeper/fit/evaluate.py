@@ -24,8 +24,10 @@ from scipy.interpolate import RBFInterpolator
 from sweeper.fit.data import Cell, Sweep
 from sweeper.fit.estimators import EstimatorFit
 
-METHOD = ("leave-one-cell-out; regret from a thin-plate RBF of the held-out cell's landscape"
-          " in (log lr, log B), prediction clipped to the cell's grid, negative regret -> 0")
+METHOD = (
+    "leave-one-cell-out; regret from a thin-plate RBF of the held-out cell's landscape"
+    " in (log lr, log B), prediction clipped to the cell's grid, negative regret -> 0"
+)
 
 
 class Landscape:
@@ -77,10 +79,15 @@ class Evaluation:
         return float(self.regrets.max()) if self.n_evaluated else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": METHOD, "mean_regret": self.mean, "median_regret": self.median,
-                "worst_regret": self.worst, "cells_evaluated": self.n_evaluated,
-                "cells_clipped_at_zero": self.n_clipped_at_zero,
-                "cells": self.per_cell}
+        return {
+            "method": METHOD,
+            "mean_regret": self.mean,
+            "median_regret": self.median,
+            "worst_regret": self.worst,
+            "cells_evaluated": self.n_evaluated,
+            "cells_clipped_at_zero": self.n_clipped_at_zero,
+            "cells": self.per_cell,
+        }
 
 
 def landscapes(sweep: Sweep) -> list[Landscape]:
@@ -95,16 +102,24 @@ def evaluate_estimator(sweep: Sweep, fit: EstimatorFit) -> Evaluation:
     log_lr, log_b, ok = fit.estimator.holdout(sweep, fit)
     evaluation = Evaluation(fit.name)
     for c, (cell, landscape) in enumerate(zip(sweep.cells, landscapes(sweep))):
-        entry: dict[str, Any] = {"cell_id": cell.cell_id, "n_params": cell.n_params,
-                                 "tokens": cell.tokens, "best_loss": cell.best_loss}
+        entry: dict[str, Any] = {
+            "cell_id": cell.cell_id,
+            "n_params": cell.n_params,
+            "tokens": cell.tokens,
+            "best_loss": cell.best_loss,
+        }
         if not ok[c]:
             entry.update(regret=None, note="the other cells cannot determine the laws")
         else:
             raw, clipped = landscape.raw_regret(log_lr[c], log_b[c])
-            entry.update(predicted_lr=float(np.exp(log_lr[c])),
-                         predicted_batch_size_tokens=float(np.exp(log_b[c])),
-                         regret=max(0.0, raw), clipped=clipped,
-                         # Below the best measured run: reported as 0, and said to be clipped.
-                         regret_clipped_at_zero=raw < 0.0, raw_regret=raw)
+            entry.update(
+                predicted_lr=float(np.exp(log_lr[c])),
+                predicted_batch_size_tokens=float(np.exp(log_b[c])),
+                regret=max(0.0, raw),
+                clipped=clipped,
+                # Below the best measured run: reported as 0, and said to be clipped.
+                regret_clipped_at_zero=raw < 0.0,
+                raw_regret=raw,
+            )
         evaluation.per_cell.append(entry)
     return evaluation

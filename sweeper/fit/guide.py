@@ -21,8 +21,16 @@ from sweeper.fit.select import clean_trials
 from sweeper.results.schema import TRIALS_SCHEMA
 
 # What a guiding row must carry (batch in tokens; status complete/diverged/failed).
-GUIDE_COLUMNS = ("cell_id", "n_params", "tokens_budget", "seq_len", "lr", "batch_size_tokens",
-                 "loss", "status")
+GUIDE_COLUMNS = (
+    "cell_id",
+    "n_params",
+    "tokens_budget",
+    "seq_len",
+    "lr",
+    "batch_size_tokens",
+    "loss",
+    "status",
+)
 
 
 @dataclass(frozen=True)
@@ -41,15 +49,24 @@ def _law_value(law: PowerLawFit, coef: np.ndarray, log_n: float, log_d: float) -
     return coef @ x
 
 
-def predict_optima(rows: list[dict], targets: list[tuple[float, float]], *,
-                   estimator: str = DEFAULT_ESTIMATOR, n_bootstrap: int = 200,
-                   seed: int = 0) -> list[PredictedOptimum] | None:
+def predict_optima(
+    rows: list[dict],
+    targets: list[tuple[float, float]],
+    *,
+    estimator: str = DEFAULT_ESTIMATOR,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> list[PredictedOptimum] | None:
     """Fit ``estimator``'s laws on ``rows`` (dicts with GUIDE_COLUMNS) and predict the optimum
     at each target (N, D). None when the rows cannot determine the laws (too few cells, one
     N or one D, singular design): the caller then falls back to its own search."""
     columns = {name: [row.get(name) for row in rows] for name in GUIDE_COLUMNS}
-    table = pa.table({field.name: pa.array(columns.get(field.name, [None] * len(rows)), field.type)
-                      for field in TRIALS_SCHEMA})
+    table = pa.table(
+        {
+            field.name: pa.array(columns.get(field.name, [None] * len(rows)), field.type)
+            for field in TRIALS_SCHEMA
+        }
+    )
     try:
         sweep = clean_trials(table)
         fit = fit_sweep(sweep, estimator, n_bootstrap=n_bootstrap, seed=seed)

@@ -83,9 +83,14 @@ class PowerLawFit:
 
     @property
     def exponent_names(self) -> tuple[str, ...]:
-        names = {("lr", "N"): "alpha", ("lr", "D"): "beta", ("lr", "C"): "b",
-                 ("batch_size_tokens", "D"): "gamma", ("batch_size_tokens", "C"): "d",
-                 ("batch_size_tokens", "N"): "delta"}
+        names = {
+            ("lr", "N"): "alpha",
+            ("lr", "D"): "beta",
+            ("lr", "C"): "b",
+            ("batch_size_tokens", "D"): "gamma",
+            ("batch_size_tokens", "C"): "d",
+            ("batch_size_tokens", "N"): "delta",
+        }
         return tuple(names.get((self.target, v), f"exp_{v}") for v in self.variables)
 
     @property
@@ -161,12 +166,14 @@ def fit_power_law(
     by = y[None, :] if boot_y is None else boot_y
     bw = weight[None, :] if boot_weight is None else boot_weight
     boot, boot_ok = batched_wls(x, by, bw * cell_counts[:, cell_index])
-    return PowerLawFit(target, variables, coef, boot[boot_ok], r2, len(y), n_cells,
-                       n_degenerate=int((~boot_ok).sum()))
+    return PowerLawFit(
+        target, variables, coef, boot[boot_ok], r2, len(y), n_cells, n_degenerate=int((~boot_ok).sum())
+    )
 
 
-def batched_gls(design: np.ndarray, metric: np.ndarray, target: np.ndarray,
-                multiplicity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batched_gls(
+    design: np.ndarray, metric: np.ndarray, target: np.ndarray, multiplicity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Generalised least squares with a k x k weight matrix per cell, many weightings at once.
 
     Minimises sum_c m_rc (A_c b - z_rc)^T H_rc (A_c b - z_rc) for every replicate r.

@@ -37,23 +37,26 @@ def _predict_log(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.
 
 def _jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
     """d log L_pred / d theta for theta (R, 5) at points (n,): shape (R, n, 5)."""
-    e, log_a, log_b, a, b = (theta[:, k:k + 1] for k in range(5))
-    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n,
-                      log_b - b * log_d])
+    e, log_a, log_b, a, b = (theta[:, k : k + 1] for k in range(5))
+    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n, log_b - b * log_d])
     share = np.exp(terms - np.logaddexp.reduce(terms, axis=0))
     return np.stack([share[0], share[1], share[2], -share[1] * log_n, -share[2] * log_d], axis=-1)
 
 
 def _huber(residual: np.ndarray, weight: np.ndarray) -> np.ndarray:
     absolute = np.abs(residual)
-    rho = np.where(absolute <= HUBER_DELTA, 0.5 * residual**2,
-                   HUBER_DELTA * (absolute - 0.5 * HUBER_DELTA))
+    rho = np.where(absolute <= HUBER_DELTA, 0.5 * residual**2, HUBER_DELTA * (absolute - 0.5 * HUBER_DELTA))
     return np.sum(weight * rho, axis=-1)
 
 
-def batched_huber_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
-                     log_loss: np.ndarray, weight: np.ndarray, iterations: int = 200
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def batched_huber_lm(
+    theta0: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    weight: np.ndarray,
+    iterations: int = 200,
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimise sum_i w_ri * huber(log L_pred - log L_i) for every row r of ``weight`` (R, n),
     from ``theta0`` ((5,) for all rows, or (R, 5)). Returns (theta (R, 5), converged (R,))."""
     n_rows = weight.shape[0]
@@ -116,22 +119,28 @@ def _solve_rows(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _predict_log_batched(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
-    e, log_a, log_b, a, b = (theta[:, k:k + 1] for k in range(5))
-    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n,
-                      log_b - b * log_d])
+    e, log_a, log_b, a, b = (theta[:, k : k + 1] for k in range(5))
+    terms = np.stack([np.broadcast_to(e, (len(theta), log_n.size)), log_a - a * log_n, log_b - b * log_d])
     return np.logaddexp.reduce(terms, axis=0)
 
 
-def _fit(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
-         starts: list[np.ndarray]) -> np.ndarray | None:
+def _fit(
+    log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, starts: list[np.ndarray]
+) -> np.ndarray | None:
     best, best_cost = None, math.inf
     lower = [-np.inf, -np.inf, -np.inf, 0.0, 0.0]
     upper = [np.inf, np.inf, np.inf, 3.0, 3.0]
     for start in starts:
         try:
-            result = least_squares(lambda t: _predict_log(t, log_n, log_d) - log_loss, start,
-                                   loss="huber", f_scale=HUBER_DELTA, bounds=(lower, upper),
-                                   method="trf", max_nfev=400)
+            result = least_squares(
+                lambda t: _predict_log(t, log_n, log_d) - log_loss,
+                start,
+                loss="huber",
+                f_scale=HUBER_DELTA,
+                bounds=(lower, upper),
+                method="trf",
+                max_nfev=400,
+            )
         except (ValueError, np.linalg.LinAlgError):
             continue
         if result.cost < best_cost:
@@ -149,8 +158,13 @@ class LossLawFit:
 
     def coefficients(self, theta: np.ndarray | None = None) -> dict[str, float]:
         t = self.theta if theta is None else theta
-        return {"E": math.exp(t[0]), "A": math.exp(t[1]), "B": math.exp(t[2]),
-                "a": float(t[3]), "b": float(t[4])}
+        return {
+            "E": math.exp(t[0]),
+            "A": math.exp(t[1]),
+            "B": math.exp(t[2]),
+            "a": float(t[3]),
+            "b": float(t[4]),
+        }
 
     def predict(self, n_params: float, tokens: float) -> tuple[float, list[float] | None]:
         ln, ld = np.array([math.log(n_params)]), np.array([math.log(tokens)])
@@ -181,9 +195,11 @@ class LossLawFit:
 
     def summary_lines(self) -> list[str]:
         entry = self.to_dict()
-        lines = [f"loss law: {entry['formula']} (fitted on the {self.n_cells} cells' best losses,"
-                 f" rms log-residual {self.rmse_log:.2e}; {len(self.bootstrap)} bootstrap fits over"
-                 f" cells, {self.n_discarded} discarded)"]
+        lines = [
+            f"loss law: {entry['formula']} (fitted on the {self.n_cells} cells' best losses,"
+            f" rms log-residual {self.rmse_log:.2e}; {len(self.bootstrap)} bootstrap fits over"
+            f" cells, {self.n_discarded} discarded)"
+        ]
         for name, value in entry["coefficients"].items():
             interval = entry["intervals"].get(name)
             text = f"   95% interval [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
@@ -198,9 +214,11 @@ def loss_law_missing_reason(sweep: Sweep) -> str:
     """Why ``fit_loss_law`` returned None, in words for the summary."""
     n_values = len({c.n_params for c in sweep.cells})
     d_values = len({c.tokens for c in sweep.cells})
-    return (f"loss law not fitted: it needs at least 6 cells with {MIN_DISTINCT} distinct N and "
-            f"{MIN_DISTINCT} distinct D; this sweep has {len(sweep.cells)} cells, {n_values} N, "
-            f"{d_values} D")
+    return (
+        f"loss law not fitted: it needs at least 6 cells with {MIN_DISTINCT} distinct N and "
+        f"{MIN_DISTINCT} distinct D; this sweep has {len(sweep.cells)} cells, {n_values} N, "
+        f"{d_values} D"
+    )
 
 
 def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> LossLawFit | None:
@@ -213,10 +231,14 @@ def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> Los
     if len(log_n) < 6 or np.unique(log_n).size < MIN_DISTINCT or np.unique(log_d).size < MIN_DISTINCT:
         return None
     floor = float(np.min(log_loss))
-    starts = np.array([[floor + de, la, lb, a, b]
-                       for de, la, lb, a, b in itertools.product((-1.5, -0.5, -0.1), (2.0, 6.0, 12.0),
-                                                                  (2.0, 6.0, 12.0), (0.2, 0.5, 1.0),
-                                                                  (0.2, 0.5, 1.0))])
+    starts = np.array(
+        [
+            [floor + de, la, lb, a, b]
+            for de, la, lb, a, b in itertools.product(
+                (-1.5, -0.5, -0.1), (2.0, 6.0, 12.0), (2.0, 6.0, 12.0), (0.2, 0.5, 1.0), (0.2, 0.5, 1.0)
+            )
+        ]
+    )
     # All starts at once (vectorised), then the best one polished by scipy's least_squares.
     candidates, _ = batched_huber_lm(starts, log_n, log_d, log_loss, np.ones((len(starts), len(log_n))))
     costs = _huber(_predict_log_batched(candidates, log_n, log_d) - log_loss, np.ones(len(log_n)))
@@ -229,11 +251,15 @@ def fit_loss_law(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> Los
     counts = resample_counts(rng, n, n_bootstrap)
     # A replicate needs two distinct N and two distinct D among its drawn cells.
     drawn = counts > 0
-    valid = np.array([np.unique(log_n[d]).size >= 2 and np.unique(log_d[d]).size >= 2
-                      for d in drawn]) if n_bootstrap else np.zeros(0, bool)
+    valid = (
+        np.array([np.unique(log_n[d]).size >= 2 and np.unique(log_d[d]).size >= 2 for d in drawn])
+        if n_bootstrap
+        else np.zeros(0, bool)
+    )
     samples = np.zeros((0, 5))
     if valid.any():
         boot, converged = batched_huber_lm(theta, log_n, log_d, log_loss, counts[valid])
         samples = boot[converged]
-    return LossLawFit(theta, samples, n, float(np.sqrt(np.mean(residual**2))),
-                      n_discarded=n_bootstrap - len(samples))
+    return LossLawFit(
+        theta, samples, n, float(np.sqrt(np.mean(residual**2))), n_discarded=n_bootstrap - len(samples)
+    )

@@ -42,8 +42,9 @@ class NoiseFloor:
         return {"sd": self.sd, "relative": self.relative, "points": self.points, "dof": self.dof}
 
 
-def replicate_noise(lr: np.ndarray, batch: np.ndarray, loss: np.ndarray,
-                    near_band: float = NEAR_BAND) -> NoiseFloor | None:
+def replicate_noise(
+    lr: np.ndarray, batch: np.ndarray, loss: np.ndarray, near_band: float = NEAR_BAND
+) -> NoiseFloor | None:
     """The pooled noise floor of one cell's runs (one entry per run, replicates repeated),
     or None when no grid point near the optimum has two finite replicates."""
     points: dict[tuple[float, float], list[float]] = {}
@@ -54,8 +55,11 @@ def replicate_noise(lr: np.ndarray, batch: np.ndarray, loss: np.ndarray,
         return None
     means = {key: float(np.mean(values)) for key, values in points.items()}
     best = min(means.values())
-    near = [values for key, values in points.items()
-            if len(values) >= 2 and means[key] <= best * (1.0 + near_band)]
+    near = [
+        values
+        for key, values in points.items()
+        if len(values) >= 2 and means[key] <= best * (1.0 + near_band)
+    ]
     dof = sum(len(values) - 1 for values in near)
     if dof == 0:
         return None

@@ -45,8 +45,9 @@ def check_fittable(sweep: Sweep, estimator: Estimator) -> None:
                 )
 
 
-def fit_sweep(sweep: Sweep, estimator: Estimator | str, *, n_bootstrap: int = 1000,
-              seed: int = 0) -> EstimatorFit:
+def fit_sweep(
+    sweep: Sweep, estimator: Estimator | str, *, n_bootstrap: int = 1000, seed: int = 0
+) -> EstimatorFit:
     """Fit one estimator's two laws on a cleaned sweep (bootstrap: cells and runs)."""
     if isinstance(estimator, str):
         estimator = make_estimator(estimator)
@@ -71,9 +72,17 @@ def load_sweep(run_dir: str | Path, options: CleaningOptions = CleaningOptions()
     return clean_trials(result.table, options), list(result.problems)
 
 
-def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootstrap: int = 1000,
-            evaluate: bool = False, plots: bool = True, seed: int = 0,
-            options: CleaningOptions = CleaningOptions(), loss_law: bool = True) -> FitReport:
+def fit_run(
+    run_dir: str | Path,
+    *,
+    estimator: str = DEFAULT_ESTIMATOR,
+    n_bootstrap: int = 1000,
+    evaluate: bool = False,
+    plots: bool = True,
+    seed: int = 0,
+    options: CleaningOptions = CleaningOptions(),
+    loss_law: bool = True,
+) -> FitReport:
     """Fit a run folder and write ``fit.json`` (and PNG plots under ``plots/``).
 
     ``estimator`` picks the laws that predictions use. With ``evaluate`` every available
@@ -88,11 +97,18 @@ def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootst
     run_dir = Path(run_dir)
     sweep, problems = load_sweep(run_dir, options)
     if estimator == AUTO:
-        report = build_auto_report(sweep, n_bootstrap=n_bootstrap, seed=seed, evaluate=evaluate,
-                                   loss_law=loss_law)
+        report = build_auto_report(
+            sweep, n_bootstrap=n_bootstrap, seed=seed, evaluate=evaluate, loss_law=loss_law
+        )
     else:
-        report = build_report(sweep, estimator=estimator, n_bootstrap=n_bootstrap,
-                              evaluate=evaluate, seed=seed, loss_law=loss_law)
+        report = build_report(
+            sweep,
+            estimator=estimator,
+            n_bootstrap=n_bootstrap,
+            evaluate=evaluate,
+            seed=seed,
+            loss_law=loss_law,
+        )
     report.problems = problems
     if plots:
         from sweeper.fit.plots import write_plots  # matplotlib only when plotting
@@ -102,8 +118,9 @@ def fit_run(run_dir: str | Path, *, estimator: str = DEFAULT_ESTIMATOR, n_bootst
     return report
 
 
-def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bool, seed: int,
-                 loss_law: bool = True) -> FitReport:
+def build_report(
+    sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bool, seed: int, loss_law: bool = True
+) -> FitReport:
     """Fit the selected estimator (and, with ``evaluate``, every available one)."""
     selected = fit_sweep(sweep, estimator, n_bootstrap=n_bootstrap, seed=seed)
     fits = {estimator: selected}
@@ -134,8 +151,16 @@ def build_report(sweep: Sweep, *, estimator: str, n_bootstrap: int, evaluate: bo
         if loss_fit is None:
             loss_note = loss_law_missing_reason(sweep)
     power_fit = fit_power_scheduler(sweep, n_bootstrap=n_bootstrap, seed=seed)
-    return FitReport(sweep=sweep, selected=selected, fits=fits, n_bootstrap=n_bootstrap,
-                     seed=seed, evaluations=evaluations, skipped_estimators=skipped,
-                     loss_law=loss_fit, loss_law_note=loss_note, power_law=power_fit,
-                     power_law_note="" if power_fit is not None else power_scheduler_missing_reason(sweep))
-
+    return FitReport(
+        sweep=sweep,
+        selected=selected,
+        fits=fits,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        evaluations=evaluations,
+        skipped_estimators=skipped,
+        loss_law=loss_fit,
+        loss_law_note=loss_note,
+        power_law=power_fit,
+        power_law_note="" if power_fit is not None else power_scheduler_missing_reason(sweep),
+    )

@@ -43,7 +43,12 @@ def _log_axes(ax: Any, plt: ModuleType, y_log: bool = False) -> None:
 # Tick values per decade, coarse to fine. Chosen here rather than by matplotlib's log
 # formatter, which labels every minor tick of a grid spanning less than a decade (the usual
 # case) and so runs labels into each other.
-TICK_STEPS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+TICK_STEPS = (
+    (1.0,),
+    (1.0, 2.0, 5.0),
+    (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+    (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0),
+)
 MOST_TICKS = 6
 
 
@@ -64,7 +69,10 @@ def log_ticks(low: float, high: float) -> list[float]:
 def _readable_ticks(ax: Any) -> None:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    for axis, scale, limits in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()), (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+    for axis, scale, limits in (
+        (ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+        (ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+    ):
         if scale != "log":
             continue
         axis.set_major_locator(FixedLocator(log_ticks(*sorted(limits))))
@@ -76,12 +84,12 @@ def _empty(ax: Any, reason: str) -> None:
     """A panel with nothing to draw says why instead of staying blank."""
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True, fontsize=TITLE_PT,
-            transform=ax.transAxes)
+    ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True, fontsize=TITLE_PT, transform=ax.transAxes)
 
 
-def _finish(fig: Any, title: str, right_in: float = 0.25, row_gap_in: float = 0.95,
-            column_gap_in: float = 1.0) -> None:
+def _finish(
+    fig: Any, title: str, right_in: float = 0.25, row_gap_in: float = 0.95, column_gap_in: float = 1.0
+) -> None:
     """Margins and gaps in inches, not fractions, so titles, tick labels and axis labels keep
     their room whatever the number of panels (subplots_adjust, not tight_layout: the latter
     costs seconds on a 20-panel figure)."""
@@ -93,15 +101,22 @@ def _finish(fig: Any, title: str, right_in: float = 0.25, row_gap_in: float = 0.
     panel_h = (height - bottom - top - (rows - 1) * row_gap_in) / rows
     panel_w = (width - left - right - (cols - 1) * column_gap_in) / cols
     fig.suptitle(title, fontsize=TITLE_PT + 2, y=1 - 0.15 / height, va="top")
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
-                        top=1 - top / height, hspace=row_gap_in / panel_h, wspace=column_gap_in / panel_w)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        hspace=row_gap_in / panel_h,
+        wspace=column_gap_in / panel_w,
+    )
 
 
 def _law_log(law: PowerLawFit, log_features: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
     """log of the law at points (n,) for coefficient rows coef (p,) -> (n,) or (R, p) -> (R, n)."""
     coef = np.atleast_2d(coef)
-    value = coef[:, :1] + sum(coef[:, 1 + k:2 + k] * log_features[v][None, :]
-                              for k, v in enumerate(law.variables))
+    value = coef[:, :1] + sum(
+        coef[:, 1 + k : 2 + k] * log_features[v][None, :] for k, v in enumerate(law.variables)
+    )
     return value[0] if value.shape[0] == 1 else value
 
 
@@ -136,8 +151,11 @@ def render_figures(report: FitReport) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures = {"loss_vs_lr": _loss_vs_lr(report, plt), "heatmaps": _heatmaps(report, plt),
-               "laws": _laws(report, plt)}
+    figures = {
+        "loss_vs_lr": _loss_vs_lr(report, plt),
+        "heatmaps": _heatmaps(report, plt),
+        "laws": _laws(report, plt),
+    }
     if report.evaluations:
         figures["regret"] = _regret(report, plt)
     return figures
@@ -161,7 +179,7 @@ def _loss_vs_lr(report: FitReport, plt: ModuleType) -> Any:
         ax.set_title(cell.label, fontsize=TITLE_PT)
         ax.set_xlabel("peak lr", fontsize=TICK_PT)
         ax.set_ylabel("loss (nats/token)", fontsize=TICK_PT)
-    for ax in axes.flat[len(cells):]:
+    for ax in axes.flat[len(cells) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=LEGEND_PT)
     _finish(fig, "loss vs lr per cell (green: within 0.25% of the best)")
@@ -178,14 +196,34 @@ def _heatmaps(report: FitReport, plt: ModuleType) -> Any:
     for c, (ax, cell) in enumerate(zip(axes.flat, cells)):
         excess = 100.0 * (cell.loss / cell.best_loss - 1.0)
         # One colour scale for every panel (0 to 2% above the best), so cells compare.
-        sc = ax.scatter(cell.lr, cell.batch_tokens, c=np.minimum(excess, 2.0), vmin=0.0, vmax=2.0,
-                        cmap="viridis_r", s=60, marker="s")
+        sc = ax.scatter(
+            cell.lr,
+            cell.batch_tokens,
+            c=np.minimum(excess, 2.0),
+            vmin=0.0,
+            vmax=2.0,
+            cmap="viridis_r",
+            s=60,
+            marker="s",
+        )
         near = near_optimal_mask(cell.loss, 0.0025)
-        ax.scatter(cell.lr[near], cell.batch_tokens[near], s=110, facecolors="none",
-                   edgecolors="red", label="within 0.25%")
+        ax.scatter(
+            cell.lr[near],
+            cell.batch_tokens[near],
+            s=110,
+            facecolors="none",
+            edgecolors="red",
+            label="within 0.25%",
+        )
         optimum = report.selected.cell_optima[c]
-        ax.plot(optimum["lr"], optimum["batch_size_tokens"], "x", color="black", ms=9,
-                label=f"optimum ({report.estimator})")
+        ax.plot(
+            optimum["lr"],
+            optimum["batch_size_tokens"],
+            "x",
+            color="black",
+            ms=9,
+            label=f"optimum ({report.estimator})",
+        )
         cell_log = {v: np.array([features[v][c]]) for v in features}
         lr_hat = np.exp(_law_log(report.lr_law, cell_log, report.lr_law.coef))[0]
         b_hat = np.exp(_law_log(report.batch_law, cell_log, report.batch_law.coef))[0]
@@ -194,11 +232,14 @@ def _heatmaps(report: FitReport, plt: ModuleType) -> Any:
         ax.set_title(cell.label, fontsize=TITLE_PT)
         ax.set_xlabel("peak lr", fontsize=TICK_PT)
         ax.set_ylabel("B (tokens)", fontsize=TICK_PT)
-    for ax in axes.flat[len(cells):]:
+    for ax in axes.flat[len(cells) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=LEGEND_PT)
-    _finish(fig, "loss over the (lr, B tokens) grid per cell: near-optimal set, optimum and law prediction",
-            right_in=1.3)
+    _finish(
+        fig,
+        "loss over the (lr, B tokens) grid per cell: near-optimal set, optimum and law prediction",
+        right_in=1.3,
+    )
     width, height = fig.get_size_inches()
     bar = fig.add_axes([1 - 0.95 / width, 0.3, 0.15 / width, 0.4])
     fig.colorbar(sc, cax=bar).set_label("% above the cell's best loss", fontsize=TICK_PT)
@@ -248,8 +289,14 @@ def _laws(report: FitReport, plt: ModuleType) -> Any:
             # no tick at all, so the axis spans a factor 4 around them and says why.
             middle = math.exp(float(np.mean(np.log(finite))))
             ax.set_ylim(middle / 2, middle * 2)
-            ax.text(0.5, 0.04, f"every cell's optimum is {middle:.3g}: the law is flat here",
-                    ha="center", transform=ax.transAxes, fontsize=TICK_PT)
+            ax.text(
+                0.5,
+                0.04,
+                f"every cell's optimum is {middle:.3g}: the law is flat here",
+                ha="center",
+                transform=ax.transAxes,
+                fontsize=TICK_PT,
+            )
         ax.set_xlabel(x_var, fontsize=TICK_PT)
         ax.set_ylabel("optimal lr" if law.target == "lr" else "optimal B (tokens)", fontsize=TICK_PT)
         ax.set_title(law.formula(), fontsize=TITLE_PT)
@@ -274,8 +321,12 @@ def _regret(report: FitReport, plt: ModuleType) -> Any:
     width = 0.8 / max(1, len(evaluations))
     for k, (name, ev) in enumerate(evaluations.items()):
         values = [100 * (c["regret"] if c["regret"] is not None else np.nan) for c in ev.per_cell]
-        ax.bar(np.arange(len(cells)) + k * width, values, width,
-               label=f"{name} (mean {ev.mean:.3%}, worst {ev.worst:.3%})")
+        ax.bar(
+            np.arange(len(cells)) + k * width,
+            values,
+            width,
+            label=f"{name} (mean {ev.mean:.3%}, worst {ev.worst:.3%})",
+        )
     ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2)
     # Upright labels (rotated by 90 degrees): a slanted one's box runs into its neighbours'.
     ax.set_xticklabels([c.label for c in cells], rotation=90, ha="center", fontsize=TICK_PT)

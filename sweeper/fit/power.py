@@ -92,7 +92,12 @@ class PowerSchedulerFit:
             "n_bootstrap": len(self.bootstrap),
             "bootstrap_discarded_share": self.n_discarded / total if total else None,
             "points": [
-                {"cell_id": p.cell_id, "tokens": p.tokens, "batch_size_tokens": p.batch_tokens, "lr_opt": p.lr_opt}
+                {
+                    "cell_id": p.cell_id,
+                    "tokens": p.tokens,
+                    "batch_size_tokens": p.batch_tokens,
+                    "lr_opt": p.lr_opt,
+                }
                 for p in self.points
             ],
         }
@@ -103,8 +108,12 @@ class PowerSchedulerFit:
         def span(name: str, fmt: str) -> str:
             bounds = iv[name]
             return "UNDETERMINED" if bounds is None else f"[{bounds[0]:{fmt}}, {bounds[1]:{fmt}}]"
-        free = ("" if self.free_batch_exponent is None
-                else f"; batch exponent fitted freely: {self.free_batch_exponent:.2f} (the law assumes 1)")
+
+        free = (
+            ""
+            if self.free_batch_exponent is None
+            else f"; batch exponent fitted freely: {self.free_batch_exponent:.2f} (the law assumes 1)"
+        )
         return [
             f"Power scheduler law: lr_opt = B * a * D^b  ({SOURCE})",
             f"  a = {self.a:.4g}  95% interval {span('a', '.4g')}",
@@ -129,8 +138,14 @@ def batch_optima(sweep: Sweep) -> tuple[list[PowerPoint], int]:
             if best in (0, log_lr.size - 1):
                 edges += 1
                 continue
-            points.append(PowerPoint(cell.cell_id, cell.tokens, float(batch),
-                                     math.exp(_parabola_vertex(log_lr[best - 1:best + 2], loss[best - 1:best + 2]))))
+            points.append(
+                PowerPoint(
+                    cell.cell_id,
+                    cell.tokens,
+                    float(batch),
+                    math.exp(_parabola_vertex(log_lr[best - 1 : best + 2], loss[best - 1 : best + 2])),
+                )
+            )
     return points, edges
 
 
@@ -172,10 +187,14 @@ def _free_batch_exponent(points: list[PowerPoint]) -> float | None:
 def power_scheduler_missing_reason(sweep: Sweep) -> str:
     kind = (sweep.schedule or {}).get("kind")
     if kind != "wsd":
-        return (f"no Power scheduler law: it is fitted on WSD sweeps (this sweep's schedule is"
-                f" {kind or 'unknown'})")
-    return ("no Power scheduler law: it needs optima (bracketed in lr, >= 3 learning rates per"
-            " batch size) at 2 or more token budgets")
+        return (
+            f"no Power scheduler law: it is fitted on WSD sweeps (this sweep's schedule is"
+            f" {kind or 'unknown'})"
+        )
+    return (
+        "no Power scheduler law: it needs optima (bracketed in lr, >= 3 learning rates per"
+        " batch size) at 2 or more token budgets"
+    )
 
 
 def fit_power_scheduler(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0) -> PowerSchedulerFit | None:
@@ -201,8 +220,16 @@ def fit_power_scheduler(sweep: Sweep, *, n_bootstrap: int = 1000, seed: int = 0)
             discarded += 1
         else:
             replicates.append(fit[:2])
-    return PowerSchedulerFit(log_a=log_a, b=b, bootstrap=np.array(replicates).reshape(-1, 2), n_discarded=discarded,
-                       points=points, edge_points=edges, free_batch_exponent=_free_batch_exponent(points), r2=r2)
+    return PowerSchedulerFit(
+        log_a=log_a,
+        b=b,
+        bootstrap=np.array(replicates).reshape(-1, 2),
+        n_discarded=discarded,
+        points=points,
+        edge_points=edges,
+        free_batch_exponent=_free_batch_exponent(points),
+        r2=r2,
+    )
 
 
 __all__ = ["PowerSchedulerFit", "batch_optima", "fit_power_scheduler", "power_scheduler_missing_reason"]

@@ -74,24 +74,35 @@ class FitReport:
             k1, k0 = np.polyfit(log_n, log_m, 1)
         else:
             k1, k0 = 1.0, float(np.mean(log_m - log_n))
-        return {"log_k": float(k0), "exponent": float(k1),
-                "formula": "flops_per_token ~= exp(log_k) * N^exponent (fitted on the cells)"}
+        return {
+            "log_k": float(k0),
+            "exponent": float(k1),
+            "formula": "flops_per_token ~= exp(log_k) * N^exponent (fitted on the cells)",
+        }
 
     def cells_document(self) -> list[dict[str, Any]]:
         rows = []
         for cell, optimum in zip(self.sweep.cells, self.selected.cell_optima):
             best = cell.best_index
-            rows.append({
-                "cell_id": cell.cell_id, "n_params": cell.n_params, "tokens": cell.tokens,
-                "seq_len": cell.seq_len, "flops_per_token": cell.flops_per_token,
-                "runs": int(cell.loss.size), "best_loss": cell.best_loss,
-                "best_lr": float(cell.lr[best]), "best_batch_size_tokens": float(cell.batch_tokens[best]),
-                "optimum_lr": optimum["lr"], "optimum_batch_size_tokens": optimum["batch_size_tokens"],
-                "near_optimal_runs": optimum["near_optimal_runs"],
-                "diverged_excluded": cell.excluded_diverged,
-                "noise": cell.noise.to_dict() if cell.noise is not None else None,
-                "flags": list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []),
-            })
+            rows.append(
+                {
+                    "cell_id": cell.cell_id,
+                    "n_params": cell.n_params,
+                    "tokens": cell.tokens,
+                    "seq_len": cell.seq_len,
+                    "flops_per_token": cell.flops_per_token,
+                    "runs": int(cell.loss.size),
+                    "best_loss": cell.best_loss,
+                    "best_lr": float(cell.lr[best]),
+                    "best_batch_size_tokens": float(cell.batch_tokens[best]),
+                    "optimum_lr": optimum["lr"],
+                    "optimum_batch_size_tokens": optimum["batch_size_tokens"],
+                    "near_optimal_runs": optimum["near_optimal_runs"],
+                    "diverged_excluded": cell.excluded_diverged,
+                    "noise": cell.noise.to_dict() if cell.noise is not None else None,
+                    "flags": list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []),
+                }
+            )
         return rows
 
     def document(self) -> dict[str, Any]:
@@ -125,10 +136,17 @@ class FitReport:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "estimator": self.estimator,
             "estimator_source": self.selected.estimator.source,
-            "estimator_choice": (self.choice.to_dict() if self.choice is not None
-                                 else {"requested": self.estimator, "chosen": self.estimator}),
-            "bootstrap": {"n_requested": self.n_bootstrap, "scheme": BOOTSTRAP_SCHEME,
-                          "seed": self.seed, "interval": "percentile, 95%"},
+            "estimator_choice": (
+                self.choice.to_dict()
+                if self.choice is not None
+                else {"requested": self.estimator, "chosen": self.estimator}
+            ),
+            "bootstrap": {
+                "n_requested": self.n_bootstrap,
+                "scheme": BOOTSTRAP_SCHEME,
+                "seed": self.seed,
+                "interval": "percentile, 95%",
+            },
             "lr_law": law_to_dict(self.lr_law, with_samples=True),
             "batch_law": law_to_dict(self.batch_law, with_samples=True),
             "loss_law": self.loss_law.to_dict() if self.loss_law is not None else None,
@@ -142,8 +160,7 @@ class FitReport:
             "warnings": sweep.warnings + self.problems,
             "estimators": estimators,
             "evaluation": (
-                {name: ev.to_dict() for name, ev in self.evaluations.items()}
-                if self.evaluations else None
+                {name: ev.to_dict() for name, ev in self.evaluations.items()} if self.evaluations else None
             ),
         }
 
@@ -168,8 +185,11 @@ class FitReport:
         if self.n_bootstrap:
             lines.append(f"  bootstrap: {self.n_bootstrap} resamples of cells and of runs within cells")
         total_runs = sweep.n_runs
-        lines += ["", f"near-optimal runs (within 0.25% of the cell's best loss):"
-                  f" {self.near_optimal_runs} of {total_runs}"]
+        lines += [
+            "",
+            f"near-optimal runs (within 0.25% of the cell's best loss):"
+            f" {self.near_optimal_runs} of {total_runs}",
+        ]
         for cell, optimum in zip(sweep.cells, self.selected.cell_optima):
             best = cell.best_index
             lines.append(
@@ -188,21 +208,31 @@ class FitReport:
         elif (sweep.schedule or {}).get("kind") == "wsd" and self.power_law_note:
             lines += ["", self.power_law_note]
         if self.evaluations:
-            lines += ["", "held-out evaluation (leave one cell out; regret = loss at the predicted"
-                      " point / cell's best - 1):"]
+            lines += [
+                "",
+                "held-out evaluation (leave one cell out; regret = loss at the predicted"
+                " point / cell's best - 1):",
+            ]
             lines += evaluation_lines(self.evaluations, self.estimator, chosen=self.choice is not None)
             for name, fit in self.fits.items():
                 if name == self.estimator:
                     continue
                 lines += [f"  [{name}] {fit.estimator.source}"]
-                lines += ["  " + line for line in format_law("lr", fit.lr_law) + format_law("B", fit.batch_law)]
+                lines += [
+                    "  " + line for line in format_law("lr", fit.lr_law) + format_law("B", fit.batch_law)
+                ]
             for name, reason in self.skipped_estimators.items():
                 lines.append(f"  {name}: skipped ({reason})")
         loud = [f"  !! {c.cell_id} ({c.label}): {flag}" for c in sweep.cells for flag in c.flags]
-        loud += [f"  !! {o_cell.cell_id}: {o['note']}" for o_cell, o in
-                 zip(sweep.cells, self.selected.cell_optima) if o.get("note")]
-        loud += [f"  !! cell {e['cell_id']} ({e['runs']} runs) excluded: {e['reason']}"
-                 for e in sweep.excluded_cells]
+        loud += [
+            f"  !! {o_cell.cell_id}: {o['note']}"
+            for o_cell, o in zip(sweep.cells, self.selected.cell_optima)
+            if o.get("note")
+        ]
+        loud += [
+            f"  !! cell {e['cell_id']} ({e['runs']} runs) excluded: {e['reason']}"
+            for e in sweep.excluded_cells
+        ]
         loud += [f"  !! {w}" for w in sweep.warnings + self.problems]
         if loud:
             lines += ["", "WARNINGS:"] + loud

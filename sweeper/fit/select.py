@@ -108,8 +108,13 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
     n_params = _float_column(sub, "n_params")
     tokens = _float_column(sub, "tokens_budget")
     flops = _float_column(sub, "flops_per_token")
-    for name, column in (("lr", lr), ("batch_size_tokens", batch_tokens), ("n_params", n_params),
-                         ("tokens_budget", tokens), ("seq_len", seq_len)):
+    for name, column in (
+        ("lr", lr),
+        ("batch_size_tokens", batch_tokens),
+        ("n_params", n_params),
+        ("tokens_budget", tokens),
+        ("seq_len", seq_len),
+    ):
         bad = ~(np.isfinite(column) & (column > 0))
         if bad.any():
             raise FitError(f"{int(bad.sum())} complete trials have no positive '{name}'")
@@ -141,15 +146,26 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
         rows_arr = np.array(rows)
         cell = _make_cell(
             cell_id=cell_ids[rows[0]] or f"N{n:.3g}-D{d:.3g}",
-            n=n, d=d, s=int(s),
+            n=n,
+            d=d,
+            s=int(s),
             m=_first_finite(flops[rows_arr]),
-            lr=lr[rows_arr], batch=batch_tokens[rows_arr], loss=loss[rows_arr],
+            lr=lr[rows_arr],
+            batch=batch_tokens[rows_arr],
+            loss=loss[rows_arr],
             options=options,
         )
         reason = _exclusion_reason(cell, options)
         if reason:
-            excluded.append({"cell_id": cell.cell_id, "n_params": n, "tokens": d,
-                             "runs": int(cell.loss.size), "reason": reason})
+            excluded.append(
+                {
+                    "cell_id": cell.cell_id,
+                    "n_params": n,
+                    "tokens": d,
+                    "runs": int(cell.loss.size),
+                    "reason": reason,
+                }
+            )
             continue
         sides = cell.edge()
         if sides:
@@ -168,12 +184,23 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
     if not cells:
         reasons = "; ".join(f"{e['cell_id']}: {e['reason']}" for e in excluded[:4])
         raise FitError(f"no cell has enough runs to locate an optimum ({reasons})")
-    return Sweep(name=name, cells=cells, status_counts=status_counts, excluded_cells=excluded,
-                 warnings=warnings, snapped_values=snapped_lr + snapped_b, schedule=schedule)
+    return Sweep(
+        name=name,
+        cells=cells,
+        status_counts=status_counts,
+        excluded_cells=excluded,
+        warnings=warnings,
+        snapped_values=snapped_lr + snapped_b,
+        schedule=schedule,
+    )
 
 
-SCHEDULE_COLUMNS = {"schedule": "kind", "warmup_fraction": "warmup_fraction",
-                    "min_lr_ratio": "min_lr_ratio", "decay_fraction": "decay_fraction"}
+SCHEDULE_COLUMNS = {
+    "schedule": "kind",
+    "warmup_fraction": "warmup_fraction",
+    "min_lr_ratio": "min_lr_ratio",
+    "decay_fraction": "decay_fraction",
+}
 
 
 def _common_schedule(table: pa.Table) -> dict | None:
@@ -181,8 +208,9 @@ def _common_schedule(table: pa.Table) -> dict | None:
     so a target run can reuse it; None when they differ or nothing is recorded. A warmup
     given in steps is recorded as its count: the largest ``warmup_steps`` of the runs (a run
     shorter than the count warmed up over all its steps)."""
-    settings = {tuple(row[c] for c in SCHEDULE_COLUMNS)
-                for row in table.select(list(SCHEDULE_COLUMNS)).to_pylist()}
+    settings = {
+        tuple(row[c] for c in SCHEDULE_COLUMNS) for row in table.select(list(SCHEDULE_COLUMNS)).to_pylist()
+    }
     if len(settings) != 1:
         return None
     values = dict(zip(SCHEDULE_COLUMNS.values(), settings.pop()))
@@ -199,8 +227,18 @@ def _first_finite(values: np.ndarray) -> float | None:
     return float(finite[0]) if finite.size else None
 
 
-def _make_cell(*, cell_id: str, n: float, d: float, s: int, m: float | None, lr: np.ndarray,
-               batch: np.ndarray, loss: np.ndarray, options: CleaningOptions) -> Cell:
+def _make_cell(
+    *,
+    cell_id: str,
+    n: float,
+    d: float,
+    s: int,
+    m: float | None,
+    lr: np.ndarray,
+    batch: np.ndarray,
+    loss: np.ndarray,
+    options: CleaningOptions,
+) -> Cell:
     # Average replicates of one grid point (seeds, reruns) into one point of the landscape.
     points: dict[tuple[float, float], list[float]] = {}
     for x, b, value in zip(lr.tolist(), batch.tolist(), loss.tolist()):
@@ -212,9 +250,16 @@ def _make_cell(*, cell_id: str, n: float, d: float, s: int, m: float | None, lr:
     replicates = np.array([len(points[g]) for g in grid])
     keep = point_loss <= point_loss.min() * (1.0 + options.divergence_ratio)
     return Cell(
-        cell_id=cell_id, n_params=n, tokens=d, seq_len=s, flops_per_token=m,
-        lr=point_lr[keep], batch_tokens=point_b[keep], loss=point_loss[keep],
-        replicates=replicates[keep], excluded_diverged=int(replicates[~keep].sum()),
+        cell_id=cell_id,
+        n_params=n,
+        tokens=d,
+        seq_len=s,
+        flops_per_token=m,
+        lr=point_lr[keep],
+        batch_tokens=point_b[keep],
+        loss=point_loss[keep],
+        replicates=replicates[keep],
+        excluded_diverged=int(replicates[~keep].sum()),
         noise=replicate_noise(lr, batch, loss),
     )
 

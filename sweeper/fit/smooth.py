@@ -27,9 +27,9 @@ from sweeper.fit.select import near_optimal_mask
 EIGEN_FLOOR = 1e-3
 
 
-def quadratic_optima(log_lr: np.ndarray, log_b: np.ndarray, loss: np.ndarray,
-                     counts: np.ndarray, width: float, min_points: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def quadratic_optima(
+    log_lr: np.ndarray, log_b: np.ndarray, loss: np.ndarray, counts: np.ndarray, width: float, min_points: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Argmin and curvature of the weighted quadratic for each row of ``counts`` (R, m)
     (run multiplicities; a row of ones is the data itself).
 
@@ -67,8 +67,10 @@ def quadratic_optima(log_lr: np.ndarray, log_b: np.ndarray, loss: np.ndarray,
 
 class Smooth(Estimator):
     name = "smooth"
-    source = ("per-cell quadratic of log loss over (log lr, log B) around the minimum; laws"
-              " fitted jointly by GLS weighted with each cell's curvature (inverse uncertainty)")
+    source = (
+        "per-cell quadratic of log loss over (log lr, log B) around the minimum; laws"
+        " fitted jointly by GLS weighted with each cell's curvature (inverse uncertainty)"
+    )
 
     def __init__(self, width: float = 0.0025, min_points: int = 8):
         self.width = width  # relative loss excess at which a run's weight falls to e^-1/2
@@ -97,47 +99,72 @@ class Smooth(Estimator):
                 law[:, 0] -= law[:, 1 + k] * centre[v]
         return lr, b
 
-    def fit(self, sweep: Sweep, rng: np.random.Generator, n_boot: int,
-            cell_counts: np.ndarray | None) -> EstimatorFit:
+    def fit(
+        self, sweep: Sweep, rng: np.random.Generator, n_boot: int, cell_counts: np.ndarray | None
+    ) -> EstimatorFit:
         n_cells = len(sweep.cells)
         z = np.zeros((1 + n_boot, n_cells, 2))
         h = np.zeros((1 + n_boot, n_cells, 2, 2))
         optima = []
         for c, cell in enumerate(sweep.cells):
             m = cell.loss.size
-            counts = np.vstack([np.ones((1, m)),
-                                resample_counts(rng, m, n_boot)])
+            counts = np.vstack([np.ones((1, m)), resample_counts(rng, m, n_boot)])
             # Loss differences below one run's seed noise are not evidence: weigh them alike.
             width = noise_width(self.width, cell.noise)
-            zc, hc, convex, clipped = quadratic_optima(cell.log_lr, cell.log_batch, cell.loss,
-                                                       counts, width, self.min_points)
+            zc, hc, convex, clipped = quadratic_optima(
+                cell.log_lr, cell.log_batch, cell.loss, counts, width, self.min_points
+            )
             z[:, c], h[:, c] = zc, hc
-            note = ("no convex quadratic fits near the minimum (too few distinct grid values,"
-                    " or a saddle): best run used" if not convex[0] else
-                    "argmin beyond the grid: clipped to its edge" if clipped[0] else "")
-            optima.append({"lr": float(np.exp(zc[0, 0])), "batch_size_tokens": float(np.exp(zc[0, 1])),
-                           "near_optimal_runs": int(near_optimal_mask(cell.loss, 0.0025).sum()),
-                           "note": note})
+            note = (
+                "no convex quadratic fits near the minimum (too few distinct grid values,"
+                " or a saddle): best run used"
+                if not convex[0]
+                else "argmin beyond the grid: clipped to its edge"
+                if clipped[0]
+                else ""
+            )
+            optima.append(
+                {
+                    "lr": float(np.exp(zc[0, 0])),
+                    "batch_size_tokens": float(np.exp(zc[0, 1])),
+                    "near_optimal_runs": int(near_optimal_mask(cell.loss, 0.0025).sum()),
+                    "note": note,
+                }
+            )
         design, centre = self._design(sweep)
         multiplicity = np.ones((1, n_cells))
         if cell_counts is not None and n_boot:
             multiplicity = np.vstack([multiplicity, cell_counts.astype(float)])
         coef, ok = batched_gls(design, h[: len(multiplicity)], z[: len(multiplicity)], multiplicity)
         if not ok[0]:
-            raise FitError("the cells' quadratic optima do not determine the laws (singular"
-                           " design; too few distinct lr or batch values per cell?)")
+            raise FitError(
+                "the cells' quadratic optima do not determine the laws (singular"
+                " design; too few distinct lr or batch values per cell?)"
+            )
         lr, b = self._uncentre(coef, centre)
         features = cell_features(sweep)
         laws = []
-        for target, variables, law, axis in (("lr", self.lr_variables, lr, 0),
-                                             ("batch_size_tokens", self.batch_variables, b, 1)):
+        for target, variables, law, axis in (
+            ("lr", self.lr_variables, lr, 0),
+            ("batch_size_tokens", self.batch_variables, b, 1),
+        ):
             x = np.column_stack([np.ones(n_cells)] + [features[v] for v in variables])
             y = z[0, :, axis]
             residual = y - x @ law[0]
             total = np.sum((y - y.mean()) ** 2)
             r2 = float(1.0 - np.sum(residual**2) / total) if total > 0 else float("nan")
-            laws.append(PowerLawFit(target, variables, law[0], law[1:][ok[1:]], r2, n_cells,
-                                    n_cells, n_degenerate=int((~ok[1:]).sum())))
+            laws.append(
+                PowerLawFit(
+                    target,
+                    variables,
+                    law[0],
+                    law[1:][ok[1:]],
+                    r2,
+                    n_cells,
+                    n_cells,
+                    n_degenerate=int((~ok[1:]).sum()),
+                )
+            )
         return EstimatorFit(self, laws[0], laws[1], optima, state=(design, centre, z[0], h[0]))
 
     def holdout(self, sweep: Sweep, fit: EstimatorFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,8 +33,11 @@ def format_law(title: str, law: PowerLawFit) -> list[str]:
         f" ({entry['discarded_share']:.0%})"
     )
     if entry["undetermined"]:
-        lines.append("  !! interval UNDETERMINED: " + "; ".join(entry["undetermined"])
-                     + " -- predict and export refuse this law unless forced")
+        lines.append(
+            "  !! interval UNDETERMINED: "
+            + "; ".join(entry["undetermined"])
+            + " -- predict and export refuse this law unless forced"
+        )
     return lines
 
 
@@ -53,11 +56,15 @@ def evaluation_lines(evaluations: dict[str, Any], used: str, *, chosen: bool) ->
         else:
             marker = f"  <- used (--estimator; {lowest} has the lowest mean: try --estimator auto)"
         clipped = f", {ev.n_clipped_at_zero} clipped at 0" if ev.n_clipped_at_zero else ""
-        lines.append(f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
-                     f"  {ev.n_evaluated}{clipped}{marker}")
+        lines.append(
+            f"  {name:<10} {ev.mean:>8.3%} {ev.median:>8.3%} {ev.worst:>8.3%}"
+            f"  {ev.n_evaluated}{clipped}{marker}"
+        )
     if any(ev.n_clipped_at_zero for ev in evaluations.values()):
-        lines.append("  (clipped at 0: the interpolated loss at the prediction was below the cell's"
-                     " best run, which the measurement cannot tell apart; counted as 0)")
+        lines.append(
+            "  (clipped at 0: the interpolated loss at the prediction was below the cell's"
+            " best run, which the measurement cannot tell apart; counted as 0)"
+        )
     return lines
 
 
@@ -66,12 +73,17 @@ def format_noise(sweep: Sweep) -> list[str]:
     noisy = [cell for cell in sweep.cells if cell.noise is not None]
     if not noisy:
         return ["", "noise floor: not measured (no replicate seeds near any optimum)"]
-    lines = ["", "noise floor (seed-to-seed sd of one run's loss, pooled over replicated points"
-             f" near each optimum) against the near-optimal band ({NEAR_OPTIMAL_BAND:.2%}):"]
+    lines = [
+        "",
+        "noise floor (seed-to-seed sd of one run's loss, pooled over replicated points"
+        f" near each optimum) against the near-optimal band ({NEAR_OPTIMAL_BAND:.2%}):",
+    ]
     for cell in noisy:
         noise = cell.noise
         assert noise is not None
         verdict = "band inside the noise" if band_inside_noise(NEAR_OPTIMAL_BAND, noise) else "band resolved"
-        lines.append(f"  {cell.cell_id:<24} sd {noise.sd:.4f} nats ({noise.relative:.2%}) from"
-                     f" {noise.points} points, {noise.dof} dof: {verdict}")
+        lines.append(
+            f"  {cell.cell_id:<24} sd {noise.sd:.4f} nats ({noise.relative:.2%}) from"
+            f" {noise.points} points, {noise.dof} dof: {verdict}"
+        )
     return lines

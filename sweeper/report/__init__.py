@@ -40,8 +40,13 @@ class ReportInputs:
     warnings: list[str] = field(default_factory=list)
 
 
-def gather(run_dir: str | Path, *, targets: str | Path | None = None, n_bootstrap: int | None = None,
-           seed: int | None = None) -> ReportInputs:
+def gather(
+    run_dir: str | Path,
+    *,
+    targets: str | Path | None = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+) -> ReportInputs:
     """Fit and render everything the report shows. The estimator, bootstrap count and seed
     are fit.json's when the run folder has one (so the page shows the fit `predict` uses),
     else the fitter's defaults."""
@@ -72,17 +77,28 @@ def gather(run_dir: str | Path, *, targets: str | Path | None = None, n_bootstra
     hparams = Hparams(json.loads(json.dumps(fit.document(), default=_plain)))
     predictions = [(t.name, hparams.predict(t.params, t.tokens, t.seq_len)) for t in chosen]
     warnings = [f"{c.cell_id} ({c.label}): {flag}" for c in sweep.cells for flag in c.flags]
-    warnings += [f"{c.cell_id}: {o['note']}" for c, o in zip(sweep.cells, fit.selected.cell_optima)
-                 if o.get("note")]
-    warnings += [f"cell {e['cell_id']} ({e['runs']} runs) excluded: {e['reason']}" for e in sweep.excluded_cells]
+    warnings += [
+        f"{c.cell_id}: {o['note']}" for c, o in zip(sweep.cells, fit.selected.cell_optima) if o.get("note")
+    ]
+    warnings += [
+        f"cell {e['cell_id']} ({e['runs']} runs) excluded: {e['reason']}" for e in sweep.excluded_cells
+    ]
     warnings += sweep.warnings + problems
     if fit.loss_law is None and fit.loss_law_note:
         warnings.append(fit.loss_law_note)
     warnings += [f"target {name}: {w}" for name, p in predictions for w in p.warnings]
     columns = ["cell_id", "status", "lr", "batch_size", "loss", "steps", "wall_seconds", "error"]
     rows = read_trials(run_dir).table.select(columns).to_pylist()
-    return ReportInputs(run_dir, fit, figures, predictions, source,
-                        progress=_read_json(run_dir / "progress.json"), trial_rows=rows, warnings=warnings)
+    return ReportInputs(
+        run_dir,
+        fit,
+        figures,
+        predictions,
+        source,
+        progress=_read_json(run_dir / "progress.json"),
+        trial_rows=rows,
+        warnings=warnings,
+    )
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> Path:
@@ -108,8 +124,9 @@ def _targets(run_dir: Path, given: str | Path | None) -> tuple[list, str]:
         import yaml
 
         entries = (yaml.safe_load(recipe_path.read_text()) or {}).get("targets") or []
-        return [Target(str(e["name"]), float(e["params"]), float(e["tokens"]), int(e["seq_len"]))
-                for e in entries], f"the recipe's targets ({recipe_path})"
+        return [
+            Target(str(e["name"]), float(e["params"]), float(e["tokens"]), int(e["seq_len"])) for e in entries
+        ], f"the recipe's targets ({recipe_path})"
     return [], "none"
 
 

@@ -32,13 +32,22 @@ pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 12.5px; }
 """
 
 FIGURES = [
-    ("loss_vs_lr", "Each cell's landscape: loss against peak learning rate, one line per batch size; "
-                   "the green band holds the runs within 0.25% of the cell's best."),
-    ("heatmaps", "Each cell's loss over the (lr, batch) grid: near-optimal runs circled, the cell's "
-                 "optimum (x) and the fitted law's prediction for that cell (star)."),
+    (
+        "loss_vs_lr",
+        "Each cell's landscape: loss against peak learning rate, one line per batch size; "
+        "the green band holds the runs within 0.25% of the cell's best.",
+    ),
+    (
+        "heatmaps",
+        "Each cell's loss over the (lr, batch) grid: near-optimal runs circled, the cell's "
+        "optimum (x) and the fitted law's prediction for that cell (star).",
+    ),
     ("laws", "Cell optima and the fitted laws with their 95% bootstrap bands."),
-    ("regret", "Held-out evaluation: each cell left out in turn, predicted by the laws fitted on "
-               "the others; regret = loss at the predicted point over the cell's best, minus 1."),
+    (
+        "regret",
+        "Held-out evaluation: each cell left out in turn, predicted by the laws fitted on "
+        "the others; regret = loss at the predicted point over the cell's best, minus 1.",
+    ),
 ]
 
 
@@ -48,8 +57,10 @@ def render(inputs: ReportInputs) -> str:
         _summary(inputs),
         _section("Warnings", _warnings(inputs.warnings)),
         _section("Fitted laws", _laws(fit) + _figure(inputs, "laws")),
-        _section("Landscapes of the cells", _cells(fit) + _figure(inputs, "loss_vs_lr")
-                 + _figure(inputs, "heatmaps")),
+        _section(
+            "Landscapes of the cells",
+            _cells(fit) + _figure(inputs, "loss_vs_lr") + _figure(inputs, "heatmaps"),
+        ),
         _section("Held-out evaluation", _evaluation(fit) + _figure(inputs, "regret")),
         _section("Loss law", _loss_law(fit)),
         _section("Predictions", _predictions(inputs)),
@@ -58,11 +69,12 @@ def render(inputs: ReportInputs) -> str:
     ]
     title = f"sweep {fit.sweep.name}: report"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{escape(title)}</h1><p class=\"muted\">{escape(str(inputs.run_dir))}, written "
+        f'<h1>{escape(title)}</h1><p class="muted">{escape(str(inputs.run_dir))}, written '
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by sweeper report</p>"
-        + "".join(sections) + "</body></html>\n"
+        + "".join(sections)
+        + "</body></html>\n"
     )
 
 
@@ -74,13 +86,19 @@ def _section(title: str, body: str) -> str:
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], text_columns: int = 1, css: str = "") -> str:
-    head = "".join(f"<th class=\"{'text' if i < text_columns else ''}\">{escape(h)}</th>"
-                   for i, h in enumerate(header))
+    head = "".join(
+        f'<th class="{"text" if i < text_columns else ""}">{escape(h)}</th>' for i, h in enumerate(header)
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td class=\"{'text' if i < text_columns else ''}\">{escape(_fmt(v))}</td>"
-                         for i, v in enumerate(row)) + "</tr>"
-        for row in rows)
-    return f"<table class=\"{css}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        "<tr>"
+        + "".join(
+            f'<td class="{"text" if i < text_columns else ""}">{escape(_fmt(v))}</td>'
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _fmt(value: Any) -> str:
@@ -97,10 +115,12 @@ def _figure(inputs: ReportInputs, name: str) -> str:
     caption = dict(FIGURES)[name]
     png = inputs.figures.get(name)
     if png is None:
-        return f"<p class=\"muted\">No {escape(name)} figure: {escape(_missing_reason(name))}</p>"
+        return f'<p class="muted">No {escape(name)} figure: {escape(_missing_reason(name))}</p>'
     data = base64.b64encode(png).decode("ascii")
-    return (f"<figure><img alt=\"{escape(name)}\" src=\"data:image/png;base64,{data}\">"
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
 
 
 def _missing_reason(name: str) -> str:
@@ -112,20 +132,33 @@ def _summary(inputs: ReportInputs) -> str:
     counts = Counter(row["status"] for row in rows)
     compute = sum(row["wall_seconds"] or 0.0 for row in rows)
     planned = inputs.progress.get("planned")
-    state = ("finished" if inputs.progress.get("finished") else
-             "not finished (a driver runs, or stopped early)" if inputs.progress else "imported results")
-    kpis = [("trials recorded", len(rows)), ("planned", planned if planned is not None else "–"),
-            ("cells fitted", len(inputs.fit.sweep.cells)), ("estimator", inputs.fit.estimator),
-            ("trial time, summed", f"{compute / 60:.1f} min"), ("sweep", state)]
+    state = (
+        "finished"
+        if inputs.progress.get("finished")
+        else "not finished (a driver runs, or stopped early)"
+        if inputs.progress
+        else "imported results"
+    )
+    kpis = [
+        ("trials recorded", len(rows)),
+        ("planned", planned if planned is not None else "–"),
+        ("cells fitted", len(inputs.fit.sweep.cells)),
+        ("estimator", inputs.fit.estimator),
+        ("trial time, summed", f"{compute / 60:.1f} min"),
+        ("sweep", state),
+    ]
     kpis += [(status, n) for status, n in sorted(counts.items())]
-    return "<section>" + "".join(f"<span class=\"kpi\"><b>{escape(_fmt(v))}</b>{escape(k)}</span>"
-                                 for k, v in kpis) + "</section>"
+    return (
+        "<section>"
+        + "".join(f'<span class="kpi"><b>{escape(_fmt(v))}</b>{escape(k)}</span>' for k, v in kpis)
+        + "</section>"
+    )
 
 
 def _warnings(warnings: list[str]) -> str:
     if not warnings:
         return "<p>None: every cell's optimum lies inside its grid and the fit raised no flag.</p>"
-    return "<ul class=\"warnings\">" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
+    return '<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"
 
 
 def _laws(fit) -> str:  # noqa: ANN001 (fit.report.FitReport)
@@ -136,10 +169,15 @@ def _laws(fit) -> str:  # noqa: ANN001 (fit.report.FitReport)
             interval = entry["intervals"][name]  # None: undetermined (see sweeper.uncertainty)
             low, high = interval if interval is not None else ("UNDETERMINED", "UNDETERMINED")
             rows.append((title, entry["formula"], name, value, low, high, law.r2, law.n_cells))
-    return (f"<p>Estimator <b>{escape(fit.estimator)}</b>: {escape(fit.selected.estimator.source)}; "
-            f"{fit.n_bootstrap} bootstrap resamples (cells, and runs within cells).</p>"
-            + _table(["law", "formula", "coefficient", "value", "95% low", "95% high", "R²", "cells"],
-                     rows, text_columns=3))
+    return (
+        f"<p>Estimator <b>{escape(fit.estimator)}</b>: {escape(fit.selected.estimator.source)}; "
+        f"{fit.n_bootstrap} bootstrap resamples (cells, and runs within cells).</p>"
+        + _table(
+            ["law", "formula", "coefficient", "value", "95% low", "95% high", "R²", "cells"],
+            rows,
+            text_columns=3,
+        )
+    )
 
 
 def _cells(fit) -> str:  # noqa: ANN001
@@ -147,54 +185,143 @@ def _cells(fit) -> str:  # noqa: ANN001
     for cell, optimum in zip(fit.sweep.cells, fit.selected.cell_optima):
         best = cell.best_index
         # The flags' first words only ("EDGE OF GRID"): the warnings section has them whole.
-        flags = "; ".join(flag.split(":")[0].split(" (")[0] for flag in
-                          list(cell.flags) + ([optimum["note"]] if optimum.get("note") else []))
-        rows.append((cell.cell_id, float(cell.n_params), float(cell.tokens), int(cell.loss.size),
-                     cell.best_loss, float(cell.lr[best]), float(cell.batch_tokens[best]),
-                     optimum["lr"], optimum["batch_size_tokens"], optimum["near_optimal_runs"], flags or ""))
-    return _table(["cell", "N", "D", "runs", "best loss", "best lr", "best B (tok)",
-                   "optimum lr", "optimum B (tok)", "near-optimal", "flags"], rows, css="cells")
+        flags = "; ".join(
+            flag.split(":")[0].split(" (")[0]
+            for flag in list(cell.flags) + ([optimum["note"]] if optimum.get("note") else [])
+        )
+        rows.append(
+            (
+                cell.cell_id,
+                float(cell.n_params),
+                float(cell.tokens),
+                int(cell.loss.size),
+                cell.best_loss,
+                float(cell.lr[best]),
+                float(cell.batch_tokens[best]),
+                optimum["lr"],
+                optimum["batch_size_tokens"],
+                optimum["near_optimal_runs"],
+                flags or "",
+            )
+        )
+    return _table(
+        [
+            "cell",
+            "N",
+            "D",
+            "runs",
+            "best loss",
+            "best lr",
+            "best B (tok)",
+            "optimum lr",
+            "optimum B (tok)",
+            "near-optimal",
+            "flags",
+        ],
+        rows,
+        css="cells",
+    )
 
 
 def _evaluation(fit) -> str:  # noqa: ANN001
     if not fit.evaluations:
         return "<p>No estimator could be evaluated on this sweep.</p>"
-    rows = [(name + (" (selected)" if name == fit.estimator else ""), ev.mean, ev.median, ev.worst,
-             ev.n_evaluated) for name, ev in fit.evaluations.items()]
-    skipped = "".join(f"<li>{escape(name)}: skipped ({escape(reason)})</li>"
-                      for name, reason in fit.skipped_estimators.items())
-    return (_table(["estimator", "mean regret", "median regret", "worst regret", "cells"], rows)
-            + (f"<ul>{skipped}</ul>" if skipped else ""))
+    rows = [
+        (
+            name + (" (selected)" if name == fit.estimator else ""),
+            ev.mean,
+            ev.median,
+            ev.worst,
+            ev.n_evaluated,
+        )
+        for name, ev in fit.evaluations.items()
+    ]
+    skipped = "".join(
+        f"<li>{escape(name)}: skipped ({escape(reason)})</li>"
+        for name, reason in fit.skipped_estimators.items()
+    )
+    return _table(["estimator", "mean regret", "median regret", "worst regret", "cells"], rows) + (
+        f"<ul>{skipped}</ul>" if skipped else ""
+    )
 
 
 def _loss_law(fit) -> str:  # noqa: ANN001
     if fit.loss_law is None:
         return f"<p>{escape(fit.loss_law_note or 'Not fitted.')}</p>"
     entry = fit.loss_law.to_dict()
-    rows = [(name, value, *(entry["intervals"].get(name) or (None, None)))
-            for name, value in entry["coefficients"].items()]
-    return (f"<p>{escape(entry['formula'])} on the cells' best losses ({escape(entry['method'])}).</p>"
-            + _table(["coefficient", "value", "95% low", "95% high"], rows))
+    rows = [
+        (name, value, *(entry["intervals"].get(name) or (None, None)))
+        for name, value in entry["coefficients"].items()
+    ]
+    return (
+        f"<p>{escape(entry['formula'])} on the cells' best losses ({escape(entry['method'])}).</p>"
+        + _table(["coefficient", "value", "95% low", "95% high"], rows)
+    )
 
 
 def _predictions(inputs: ReportInputs) -> str:
     if not inputs.predictions:
-        return ("<p>No targets: add <code>targets:</code> to the recipe, or pass "
-                "<code>sweeper report RUN_DIR --targets TARGETS.yaml</code>.</p>")
+        return (
+            "<p>No targets: add <code>targets:</code> to the recipe, or pass "
+            "<code>sweeper report RUN_DIR --targets TARGETS.yaml</code>.</p>"
+        )
     rows = []
     for name, p in inputs.predictions:
-        rows.append((name, p.n_params, p.tokens, p.seq_len, p.lr, p.lr_interval[0], p.lr_interval[1],
-                     p.batch_size_tokens, p.batch_size_sequences,
-                     p.loss, f"N x{p.extrapolation_n_params:.3g}, D x{p.extrapolation_tokens:.3g}"))
-    return (f"<p class=\"muted\">Targets: {escape(inputs.targets_source)}.</p>"
-            + _table(["target", "N", "D", "seq len", "lr", "lr 95% low", "lr 95% high", "B (tokens)",
-                      "B (sequences)", "expected loss", "beyond the fitted range"], rows))
+        rows.append(
+            (
+                name,
+                p.n_params,
+                p.tokens,
+                p.seq_len,
+                p.lr,
+                p.lr_interval[0],
+                p.lr_interval[1],
+                p.batch_size_tokens,
+                p.batch_size_sequences,
+                p.loss,
+                f"N x{p.extrapolation_n_params:.3g}, D x{p.extrapolation_tokens:.3g}",
+            )
+        )
+    return f'<p class="muted">Targets: {escape(inputs.targets_source)}.</p>' + _table(
+        [
+            "target",
+            "N",
+            "D",
+            "seq len",
+            "lr",
+            "lr 95% low",
+            "lr 95% high",
+            "B (tokens)",
+            "B (sequences)",
+            "expected loss",
+            "beyond the fitted range",
+        ],
+        rows,
+    )
 
 
 def _trials(rows: list[dict[str, Any]]) -> str:
     ordered = sorted(rows, key=lambda r: (r["cell_id"] or "", r["lr"] or 0.0, r["batch_size"] or 0))
-    return ("<details><summary>every trial (" + str(len(rows)) + ")</summary>"
-            + _table(["cell", "status", "lr", "B (seq)", "loss", "steps", "seconds", "error"],
-                     [(r["cell_id"], r["status"], r["lr"], r["batch_size"], r["loss"], r["steps"],
-                       r["wall_seconds"], (r["error"] or "")[:120]) for r in ordered], text_columns=2)
-            + "</details>")
+    return (
+        "<details><summary>every trial ("
+        + str(len(rows))
+        + ")</summary>"
+        + _table(
+            ["cell", "status", "lr", "B (seq)", "loss", "steps", "seconds", "error"],
+            [
+                (
+                    r["cell_id"],
+                    r["status"],
+                    r["lr"],
+                    r["batch_size"],
+                    r["loss"],
+                    r["steps"],
+                    r["wall_seconds"],
+                    (r["error"] or "")[:120],
+                )
+                for r in ordered
+            ],
+            text_columns=2,
+        )
+        + "</details>"
+    )

@@ -51,7 +51,9 @@ def compact_dataset(dataset_dir: Path, schema: pa.Schema, latest: str) -> list[s
         try:
             table = pq.read_table(path, schema=schema)
         except UNREADABLE_ERRORS as error:
-            problems.append(f"{path}: unreadable part file moved to {DAMAGED_DIR}/ ({unreadable_reason(error)})")
+            problems.append(
+                f"{path}: unreadable part file moved to {DAMAGED_DIR}/ ({unreadable_reason(error)})"
+            )
             (dataset_dir / DAMAGED_DIR).mkdir(exist_ok=True)
             path.replace(dataset_dir / DAMAGED_DIR / path.name)
             continue

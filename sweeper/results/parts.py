@@ -33,7 +33,9 @@ def part_files(dataset_dir: Path) -> list[Path]:
     """The visible part files of a dataset folder, oldest first."""
     if not dataset_dir.is_dir():
         return []
-    return sorted((p for p in dataset_dir.glob("*.parquet") if not p.name.startswith((".", "_"))), key=part_order)
+    return sorted(
+        (p for p in dataset_dir.glob("*.parquet") if not p.name.startswith((".", "_"))), key=part_order
+    )
 
 
 def next_sequence(*dataset_dirs: Path) -> int:

@@ -66,8 +66,9 @@ def _columns(schema: pa.Schema, columns: Sequence[str] | None) -> list[str]:
     return ["trial_id", *[c for c in columns if c != "trial_id"]]
 
 
-def read_dataset(dataset_dir: Path, schema: pa.Schema, columns: Sequence[str] | None = None,
-                 latest: str = "row") -> ReadResult:
+def read_dataset(
+    dataset_dir: Path, schema: pa.Schema, columns: Sequence[str] | None = None, latest: str = "row"
+) -> ReadResult:
     """``columns`` of every readable part; per trial id, only its latest ``row`` (trials) or
     the rows of its latest ``part`` (curves: one row per step)."""
     files = part_files(Path(dataset_dir))
@@ -82,7 +83,9 @@ def read_dataset(dataset_dir: Path, schema: pa.Schema, columns: Sequence[str] | 
         batches, file_index = [], []
         for tagged in dataset.scanner(columns=wanted).scan_batches():
             batches.append(tagged.record_batch)
-            file_index.append(np.full(tagged.record_batch.num_rows, order[tagged.fragment.path], dtype=np.int64))
+            file_index.append(
+                np.full(tagged.record_batch.num_rows, order[tagged.fragment.path], dtype=np.int64)
+            )
         table = pa.Table.from_batches(batches, schema=schema.empty_table().select(wanted).schema)
     except UNREADABLE_ERRORS:
         # Slow path, only when some part is damaged (or written by an older version): read
@@ -105,7 +108,9 @@ def read_dataset(dataset_dir: Path, schema: pa.Schema, columns: Sequence[str] | 
 def keep_latest(table: pa.Table, file_index: np.ndarray, latest: str) -> pa.Table:
     """Rows kept per trial id: its last row (``row``), or all its rows from the last file
     that holds it (``part``). Vectorised: curves have a row per logged step."""
-    codes = pc.dictionary_encode(table.column("trial_id")).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    codes = (
+        pc.dictionary_encode(table.column("trial_id")).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    )
     rows = np.arange(table.num_rows)
     if latest == "row":
         last_row = np.full(codes.max() + 1, -1, dtype=np.int64)

@@ -93,11 +93,28 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome, attempt: int = 1) -> dict[
 
 
 # What a replayed row takes from its table rather than from the spec (see TrialOutcome.recorded).
-REPLAYED_COLUMNS = frozenset({
-    "shape", "d_model", "n_layers", "n_heads", "vocab_size", "n_params", "n_params_total",
-    "flops_per_token", "schedule", "warmup_fraction", "min_lr_ratio", "decay_fraction",
-    "weight_decay", "data_identity", "smoothed_train_loss", "initial_loss", "steps", "tokens",
-})
+REPLAYED_COLUMNS = frozenset(
+    {
+        "shape",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "vocab_size",
+        "n_params",
+        "n_params_total",
+        "flops_per_token",
+        "schedule",
+        "warmup_fraction",
+        "min_lr_ratio",
+        "decay_fraction",
+        "weight_decay",
+        "data_identity",
+        "smoothed_train_loss",
+        "initial_loss",
+        "steps",
+        "tokens",
+    }
+)
 
 
 def curve_columns(outcome: TrialOutcome) -> dict[str, list]:

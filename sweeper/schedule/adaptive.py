@@ -106,9 +106,15 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
     ``predictor`` defaults to ``sweeper.fit.guide.predict_optima``.
     """
 
-    def __init__(self, cells: Sequence[SearchCell], settings: AdaptiveSettings = AdaptiveSettings(),
-                 seeds: Sequence[int] = (0,), predictor: Predictor | None = None, fit_seed: int = 0,
-                 grid_runs: int | None = None):
+    def __init__(
+        self,
+        cells: Sequence[SearchCell],
+        settings: AdaptiveSettings = AdaptiveSettings(),
+        seeds: Sequence[int] = (0,),
+        predictor: Predictor | None = None,
+        fit_seed: int = 0,
+        grid_runs: int | None = None,
+    ):
         if not cells:
             raise ValueError("LawGuidedSampler needs at least one cell")
         # Up the ladder: cheapest cells first; the name breaks ties so the order is total.
@@ -139,14 +145,17 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:  # noqa: ANN001
         return {}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         # One joint choice per trial, handed out one parameter at a time.
         if trial.number not in self._proposal_of_trial:
             proposals = self.proposals(study)
             if not proposals:
-                raise RuntimeError("LawGuidedSampler has nothing to propose until running trials "
-                                   "finish; ask only while has_proposal(study)")
+                raise RuntimeError(
+                    "LawGuidedSampler has nothing to propose until running trials "
+                    "finish; ask only while has_proposal(study)"
+                )
             self._proposal_of_trial[trial.number] = proposals[0]
         cell_index, (i, j), seed = self._proposal_of_trial[trial.number]
         cell = self.cells[cell_index]
@@ -168,8 +177,12 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         """(cell index, point, seed) that may run now, in the order they should."""
         trials = study.get_trials(deepcopy=False)
         # Proposals change only when a trial is added, gets its parameters or finishes.
-        version = (id(study), len(trials), sum(t.state != TrialState.RUNNING for t in trials),
-                   sum(bool(t.params) for t in trials))
+        version = (
+            id(study),
+            len(trials),
+            sum(t.state != TrialState.RUNNING for t in trials),
+            sum(bool(t.params) for t in trials),
+        )
         if self._proposals_cache is not None and self._proposals_cache[0] == version:
             return list(self._proposals_cache[1])
         proposals = self._propose(self._read(trials))
@@ -204,8 +217,12 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
                 first, cap = self._guided_stage(cell, prediction), guided_cap
             finished, wanted = self._walk(cell, states[k], first, cap)
             done.append(finished)
-            out.extend((k, point, seed) for point in wanted
-                       for seed in self.seeds if seed not in states[k].asked.get(point, set()))
+            out.extend(
+                (k, point, seed)
+                for point in wanted
+                for seed in self.seeds
+                if seed not in states[k].asked.get(point, set())
+            )
             if bootstrap_end is None and not finished:
                 break  # bootstrap cells run one after another
         return out[:room]
@@ -224,13 +241,18 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
                 continue
             if trial.state == TrialState.WAITING:
                 continue
-            value = trial.value if trial.state == TrialState.COMPLETE and trial.value is not None else math.inf
+            value = (
+                trial.value if trial.state == TrialState.COMPLETE and trial.value is not None else math.inf
+            )
             asked[k].setdefault(point, set()).add(seed)
             losses[k].setdefault(point, {})[seed] = value if math.isfinite(value) else math.inf
         states = []
         for k in range(len(self.cells)):
-            results = {point: float(np.mean(list(by_seed.values())))
-                       for point, by_seed in losses[k].items() if len(by_seed) >= len(self.seeds)}
+            results = {
+                point: float(np.mean(list(by_seed.values())))
+                for point, by_seed in losses[k].items()
+                if len(by_seed) >= len(self.seeds)
+            }
             states.append(_CellState(results, asked[k]))
         return states
 
@@ -253,22 +275,32 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
         if key not in self._law_cache:
             rows = [row for c in range(prior) for row in self._rows(c, states[c])]
             targets = [(cell.n_params, cell.tokens) for cell in self.cells]
-            self._law_cache[key] = self.predictor(rows, targets, estimator=self.settings.estimator,
-                                                  seed=self.fit_seed)
+            self._law_cache[key] = self.predictor(
+                rows, targets, estimator=self.settings.estimator, seed=self.fit_seed
+            )
         predictions = self._law_cache[key]
         return None if predictions is None else predictions[k]
 
     def _rows(self, k: int, state: _CellState) -> list[dict]:
         cell = self.cells[k]
-        return [{"cell_id": cell.name, "n_params": cell.n_params, "tokens_budget": cell.tokens,
-                 "seq_len": cell.seq_len, "lr": cell.lrs[i], "batch_size_tokens": cell.batch_sizes[j] * cell.seq_len,
-                 "loss": loss if math.isfinite(loss) else None,
-                 "status": "complete" if math.isfinite(loss) else "diverged"}
-                for (i, j), loss in state.results.items()]
+        return [
+            {
+                "cell_id": cell.name,
+                "n_params": cell.n_params,
+                "tokens_budget": cell.tokens,
+                "seq_len": cell.seq_len,
+                "lr": cell.lrs[i],
+                "batch_size_tokens": cell.batch_sizes[j] * cell.seq_len,
+                "loss": loss if math.isfinite(loss) else None,
+                "status": "complete" if math.isfinite(loss) else "diverged",
+            }
+            for (i, j), loss in state.results.items()
+        ]
 
     # -- a cell's stages -----------------------------------------------------------------
-    def _walk(self, cell: SearchCell, state: _CellState, first: list[Point], cap: int
-              ) -> tuple[bool, list[Point]]:
+    def _walk(
+        self, cell: SearchCell, state: _CellState, first: list[Point], cap: int
+    ) -> tuple[bool, list[Point]]:
         """Replay the cell's stages on its finished results: (finished, points to run now)."""
         included: list[Point] = []
         stage = _unique(first)[:cap]
@@ -292,9 +324,13 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
             return bracket
         # Bracketed: the best's corners (the fitter's quadratic needs the lr x B cross term,
         # which a cross of runs cannot measure), then the near-optimal runs' neighbours.
-        near = [p for p, loss in zip(included, losses) if loss <= best_loss * (1 + self.settings.near_optimal)]
-        return _unique([q for q in _neighbours(cell, best, CORNERS) if q not in included]
-                       + [q for p in near for q in _neighbours(cell, p) if q not in included])
+        near = [
+            p for p, loss in zip(included, losses) if loss <= best_loss * (1 + self.settings.near_optimal)
+        ]
+        return _unique(
+            [q for q in _neighbours(cell, best, CORNERS) if q not in included]
+            + [q for p in near for q in _neighbours(cell, p) if q not in included]
+        )
 
     def _bootstrap_stage(self, states: list[_CellState], k: int) -> list[Point]:
         cell = self.cells[k]
@@ -306,21 +342,32 @@ class LawGuidedSampler(optuna.samplers.BaseSampler):
             return [(i, j) for i in rows for j in cols]
         # The nearest finished cell's best point, in (log N, log D), as this cell's centre.
         here = np.log([cell.n_params, cell.tokens])
-        nearest = min(finished, key=lambda c: (float(np.sum((np.log([self.cells[c].n_params,
-                                                                       self.cells[c].tokens]) - here) ** 2)), c))
+        nearest = min(
+            finished,
+            key=lambda c: (
+                float(np.sum((np.log([self.cells[c].n_params, self.cells[c].tokens]) - here) ** 2)),
+                c,
+            ),
+        )
         other, results = self.cells[nearest], states[nearest].results
         i, j = min(results, key=lambda p: (results[p], p))
-        centre = (_nearest(cell.lrs, other.lrs[i]),
-                  _nearest(cell.batch_sizes, other.batch_sizes[j] * other.seq_len / cell.seq_len))
+        centre = (
+            _nearest(cell.lrs, other.lrs[i]),
+            _nearest(cell.batch_sizes, other.batch_sizes[j] * other.seq_len / cell.seq_len),
+        )
         return _cross(cell, centre, self.settings.window, self.settings.window)
 
     def _guided_stage(self, cell: SearchCell, prediction: Any) -> list[Point]:
-        centre = (_nearest(cell.lrs, math.exp(prediction.log_lr)),
-                  _nearest(cell.batch_sizes, math.exp(prediction.log_batch_tokens) / cell.seq_len))
+        centre = (
+            _nearest(cell.lrs, math.exp(prediction.log_lr)),
+            _nearest(cell.batch_sizes, math.exp(prediction.log_batch_tokens) / cell.seq_len),
+        )
         w = self.settings.window
         reach = []
-        for values, half in ((cell.lrs, prediction.log_lr_halfwidth),
-                             (cell.batch_sizes, prediction.log_batch_halfwidth)):
+        for values, half in (
+            (cell.lrs, prediction.log_lr_halfwidth),
+            (cell.batch_sizes, prediction.log_batch_halfwidth),
+        ):
             step = float(np.median(np.diff(np.log(values)))) if len(values) > 1 else 1.0
             # A wide interval widens the arm, up to twice the recipe's window.
             reach.append(w if not math.isfinite(half) else int(min(2 * w, max(w, round(half / step)))))
@@ -377,8 +424,10 @@ def _cross(cell: SearchCell, centre: Point, reach_lr: int, reach_b: int) -> list
     side, so the window keeps its size."""
     arms: list[tuple[int, int, Point]] = []
     for axis, reach, size in ((0, reach_lr, len(cell.lrs)), (1, reach_b, len(cell.batch_sizes))):
-        offsets = sorted((o for o in range(-2 * reach, 2 * reach + 1) if o and 0 <= centre[axis] + o < size),
-                         key=lambda o: (abs(o), o))[: 2 * reach]
+        offsets = sorted(
+            (o for o in range(-2 * reach, 2 * reach + 1) if o and 0 <= centre[axis] + o < size),
+            key=lambda o: (abs(o), o),
+        )[: 2 * reach]
         for offset in offsets:
             point = list(centre)
             point[axis] += offset
@@ -426,7 +475,9 @@ class AdaptiveStudy:
         self.sampler: LawGuidedSampler = study.sampler
         self.repairs = repairs or []
         self.specs_by_id = {spec.trial_id: spec for spec in specs}
-        self.specs_by_key = {_grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed): spec for spec in specs}
+        self.specs_by_key = {
+            _grid_key(spec.cell_id, spec.lr, spec.batch_size, spec.seed): spec for spec in specs
+        }
         # Lists of choices, not ranges: the sampler answers grid values, and a law-guided
         # sweep's trials are few.
         self.distributions: dict[str, BaseDistribution] = {
@@ -438,9 +489,19 @@ class AdaptiveStudy:
         self._unsent: list[tuple[AskedTrial, TrialOutcome]] = []
 
     @classmethod
-    def open(cls, name: str, specs: list[TrialSpec], run_dir: Path, storage_url: str | None = None, *,
-             search: Search, predictor: Predictor | None = None, sampler_seed: int = 0,
-             grid_runs: int | None = None, cell_sizes: dict[str, float] | None = None) -> AdaptiveStudy:
+    def open(
+        cls,
+        name: str,
+        specs: list[TrialSpec],
+        run_dir: Path,
+        storage_url: str | None = None,
+        *,
+        search: Search,
+        predictor: Predictor | None = None,
+        sampler_seed: int = 0,
+        grid_runs: int | None = None,
+        cell_sizes: dict[str, float] | None = None,
+    ) -> AdaptiveStudy:
         sampler = law_guided_sampler(specs, search, predictor, sampler_seed, grid_runs, cell_sizes)
         study, repairs = open_study(name, Path(run_dir), storage_url, sampler=sampler)
         return cls(study, specs, repairs)
@@ -466,10 +527,13 @@ class AdaptiveStudy:
                     self.study.tell(trial.number, state=TrialState.FAIL)
             elif trial_id is not None and not trial.user_attrs.get(ABANDONED):
                 known.add(trial_id)
-        missing = [trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id]
+        missing = [
+            trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id
+        ]
         if missing:
-            self.study.add_trials([frozen_trial(self.specs_by_id[t], self.distributions, *recorded[t])
-                                   for t in missing])
+            self.study.add_trials(
+                [frozen_trial(self.specs_by_id[t], self.distributions, *recorded[t]) for t in missing]
+            )
         return told + len(missing)
 
     def has_proposal(self) -> bool:
@@ -480,8 +544,12 @@ class AdaptiveStudy:
         """Nothing left to propose and nothing running or waiting to be told."""
         return not self._unsent and self.sampler.is_finished(self.study)
 
-    def next_group(self, runnable: Container[str], max_members: Callable[[TrialSpec], int],
-                   key: Callable[[TrialSpec], Hashable]) -> list[AskedTrial]:
+    def next_group(
+        self,
+        runnable: Container[str],
+        max_members: Callable[[TrialSpec], int],
+        key: Callable[[TrialSpec], Hashable],
+    ) -> list[AskedTrial]:
         """The sampler's next proposal that is runnable, plus up to ``max_members(it) - 1``
         other current proposals with the same ``key`` (trials that can train fused)."""
         first = self._next(runnable)
@@ -565,9 +633,14 @@ def _grid_key(cell: str, lr: float, batch_size: int, seed: int) -> tuple:
     return (cell, float(lr), int(batch_size), int(seed))
 
 
-def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predictor | None = None,
-                       seed: int = 0, grid_runs: int | None = None,
-                       cell_sizes: dict[str, float] | None = None) -> LawGuidedSampler:
+def law_guided_sampler(
+    specs: list[TrialSpec],
+    search: Search,
+    predictor: Predictor | None = None,
+    seed: int = 0,
+    grid_runs: int | None = None,
+    cell_sizes: dict[str, float] | None = None,
+) -> LawGuidedSampler:
     """The recipe's adaptive search over the cells and grid values of ``specs``. ``cell_sizes``:
     the law's N per cell where it is not the shape's (a replayed table's, e.g. MoE active N)."""
     cell_sizes = cell_sizes or {}
@@ -585,8 +658,18 @@ def law_guided_sampler(specs: list[TrialSpec], search: Search, predictor: Predic
         )
         for cell_id, members in by_cell.items()
     ]
-    settings = AdaptiveSettings(budget=search.budget, max_runs_per_cell=search.max_runs_per_cell,
-                                window=search.window, lookahead=search.lookahead,
-                                estimator=search.estimator)
-    return LawGuidedSampler(cells, settings, seeds=sorted({s.seed for s in specs}), predictor=predictor,
-                            fit_seed=seed, grid_runs=grid_runs)
+    settings = AdaptiveSettings(
+        budget=search.budget,
+        max_runs_per_cell=search.max_runs_per_cell,
+        window=search.window,
+        lookahead=search.lookahead,
+        estimator=search.estimator,
+    )
+    return LawGuidedSampler(
+        cells,
+        settings,
+        seeds=sorted({s.seed for s in specs}),
+        predictor=predictor,
+        fit_seed=seed,
+        grid_runs=grid_runs,
+    )

@@ -91,7 +91,9 @@ def set_aside_journal(path: Path) -> str:
     the driver re-derives what is done from the Parquet record."""
     aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
     os.replace(path, aside)
-    return f"{path}: unreadable study journal moved to {aside.name}; the study restarts from the recorded trials"
+    return (
+        f"{path}: unreadable study journal moved to {aside.name}; the study restarts from the recorded trials"
+    )
 
 
 def storage_for(run_dir: Path, storage_url: str | None) -> optuna.storages.BaseStorage | str:
@@ -122,8 +124,12 @@ def _database_storage(url: str) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
-def open_study(name: str, run_dir: Path, storage_url: str | None = None,
-               sampler: optuna.samplers.BaseSampler | None = None) -> tuple[optuna.Study, list[str]]:
+def open_study(
+    name: str,
+    run_dir: Path,
+    storage_url: str | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> tuple[optuna.Study, list[str]]:
     """The sweep's Optuna study (created, or loaded if it exists) and what was done to its
     stored journal to open it (a torn tail cut, an unreadable file set aside)."""
     # Optuna logs every tell (INFO); the driver prints its own progress. Set when a
@@ -134,8 +140,13 @@ def open_study(name: str, run_dir: Path, storage_url: str | None = None,
     repairs = [] if storage_url else [r for r in [repair_journal(journal)] if r]
 
     def create() -> optuna.Study:
-        return optuna.create_study(study_name=name, storage=storage_for(Path(run_dir), storage_url),
-                                   sampler=sampler, direction="minimize", load_if_exists=True)
+        return optuna.create_study(
+            study_name=name,
+            storage=storage_for(Path(run_dir), storage_url),
+            sampler=sampler,
+            direction="minimize",
+            load_if_exists=True,
+        )
 
     try:
         study = create()
@@ -161,8 +172,14 @@ class SweepStudy:
     shrinks while it runs (a trial leaves it when it starts or is recorded).
     """
 
-    def __init__(self, study: optuna.Study, specs: list[TrialSpec], sampler_seed: int = 0,
-                 line: Callable[[TrialSpec], Hashable] | None = None, repairs: list[str] | None = None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        specs: list[TrialSpec],
+        sampler_seed: int = 0,
+        line: Callable[[TrialSpec], Hashable] | None = None,
+        repairs: list[str] | None = None,
+    ):
         self.study = study
         # Trials of one ``line`` value are handed out together or not at all (next_group).
         self.line = line
@@ -216,7 +233,9 @@ class SweepStudy:
                 self.study.tell(trial.number, state=TrialState.FAIL)
             elif trial_id is not None:
                 known.add(trial_id)
-        missing = [trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id]
+        missing = [
+            trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id
+        ]
         for trial_id in missing:
             self._unsent.append(self._frozen(self.specs_by_id[trial_id], *recorded[trial_id]))
         self.flush()
@@ -294,8 +313,11 @@ class SweepStudy:
         With it go the trial's validation curve (Optuna's intermediate values, step = tokens
         trained, so batch sizes compare on one axis), what optuna-dashboard draws as learning
         curves: one record per trial, never a write per step."""
-        curve = {point.tokens: point.val_loss for point in outcome.curve
-                 if point.val_loss is not None and math.isfinite(point.val_loss)}
+        curve = {
+            point.tokens: point.val_loss
+            for point in outcome.curve
+            if point.val_loss is not None and math.isfinite(point.val_loss)
+        }
         self._unsent.append(self._frozen(asked.spec, outcome.status, outcome.final_val_loss, curve))
 
     @property
@@ -309,8 +331,9 @@ class SweepStudy:
             self.study.add_trials(sent)
         return len(sent)
 
-    def _frozen(self, spec: TrialSpec, status: str, loss: float,
-                curve: dict[int, float] | None = None) -> FrozenTrial:
+    def _frozen(
+        self, spec: TrialSpec, status: str, loss: float, curve: dict[int, float] | None = None
+    ) -> FrozenTrial:
         return frozen_trial(spec, self.distributions, status, loss, curve)
 
 
@@ -322,18 +345,39 @@ def trial_params(spec: TrialSpec) -> dict[str, Any]:
 def trial_attrs(spec: TrialSpec, status: str) -> dict[str, Any]:
     """A trial's Optuna user attributes: N, D and B in tokens (the ``cell`` parameter alone
     hides them), its id and status."""
-    return {"trial_id": spec.trial_id, "status": str(status), "n_params": spec.shape.n_params_nonembedding,
-            "tokens_budget": spec.tokens_budget, "batch_size_tokens": spec.batch_size_tokens,
-            "lr": spec.lr, "shape": spec.shape.name}
+    return {
+        "trial_id": spec.trial_id,
+        "status": str(status),
+        "n_params": spec.shape.n_params_nonembedding,
+        "tokens_budget": spec.tokens_budget,
+        "batch_size_tokens": spec.batch_size_tokens,
+        "lr": spec.lr,
+        "shape": spec.shape.name,
+    }
 
 
-def frozen_trial(spec: TrialSpec, distributions: dict[str, BaseDistribution], status: str, loss: float,
-                 curve: dict[int, float] | None = None) -> FrozenTrial:
+def frozen_trial(
+    spec: TrialSpec,
+    distributions: dict[str, BaseDistribution],
+    status: str,
+    loss: float,
+    curve: dict[int, float] | None = None,
+) -> FrozenTrial:
     """One finished trial as a complete Optuna trial (one storage record)."""
     params, attrs = trial_params(spec), trial_attrs(spec, status)
     if status == TrialStatus.COMPLETE and math.isfinite(loss):
-        return create_trial(params=params, distributions=distributions, value=loss, user_attrs=attrs,
-                            intermediate_values=curve)
+        return create_trial(
+            params=params,
+            distributions=distributions,
+            value=loss,
+            user_attrs=attrs,
+            intermediate_values=curve,
+        )
     # Diverged and failed runs have no loss to compare; FAIL keeps them out of best_trial.
-    return create_trial(params=params, distributions=distributions, state=TrialState.FAIL,
-                        user_attrs=attrs, intermediate_values=curve)
+    return create_trial(
+        params=params,
+        distributions=distributions,
+        state=TrialState.FAIL,
+        user_attrs=attrs,
+        intermediate_values=curve,
+    )

@@ -154,7 +154,9 @@ def plan_branching(specs: Sequence[Spec]) -> BranchingPlan:
         )
         note = f"wsd branching off: {why}; {tokens}"
     else:
-        unbranched = f", {stay} whose runs differ from it before their decay train on their own" if stay else ""
+        unbranched = (
+            f", {stay} whose runs differ from it before their decay train on their own" if stay else ""
+        )
         note = (
             f"wsd branching: {len(forks)} trials fork from their run's longest budget at their decay "
             f"start{unbranched}; {tokens} instead of {planned:.3g} ({1 - to_train / planned:.0%} saved)"
@@ -162,8 +164,13 @@ def plan_branching(specs: Sequence[Spec]) -> BranchingPlan:
     return BranchingPlan(budgets, len(specs), len(forks), planned, to_train, note)
 
 
-def run_branched(specs: list[TrainSpec] | list[Any], *, threads: int | None = None,
-                 device: str | None = None, report: ProgressReport | None = None) -> list[TrialOutcome]:
+def run_branched(
+    specs: list[TrainSpec] | list[Any],
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    report: ProgressReport | None = None,
+) -> list[TrialOutcome]:
     """``fused.run_fused(specs)`` with every member that can branch forked from its trunk;
     outcome ``i`` belongs to ``specs[i]``, as if it had run alone. ``report`` hears each
     member's progress while it runs."""

@@ -37,6 +37,7 @@ from sweeper.trainspec import DataSettings, as_data_settings
 class DataError(SweeperError):
     """A data source that cannot feed the recipe's trials; found before any trial runs."""
 
+
 VAL_BATCH_SEQUENCES = 16  # sequences per validation batch, fixed so every trial sees the same
 BYTE_VOCAB = 256
 
@@ -87,8 +88,11 @@ def _load(key: tuple) -> Corpus:
     if kind in ("builtin", "text"):
         raw = builtin_corpus_bytes(key[2]) if kind == "builtin" else Path(key[1]).read_bytes()
         if not raw:
-            raise DataError(f"data.path {key[1]}: the text file is empty" if kind == "text"
-                            else "data (builtin): no standard-library sources found to read")
+            raise DataError(
+                f"data.path {key[1]}: the text file is empty"
+                if kind == "text"
+                else "data (builtin): no standard-library sources found to read"
+            )
         stream = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         description = f"bytes:vocab{BYTE_VOCAB}:".encode()
         stream_bytes = raw
@@ -97,8 +101,10 @@ def _load(key: tuple) -> Corpus:
         dtype = np.dtype(key[4])
         size = Path(key[1]).stat().st_size
         if size % dtype.itemsize:
-            raise DataError(f"data.path {key[1]}: {size} bytes is not a whole number of {dtype.name} "
-                            f"token ids ({dtype.itemsize} bytes each); is data.dtype right?")
+            raise DataError(
+                f"data.path {key[1]}: {size} bytes is not a whole number of {dtype.name} "
+                f"token ids ({dtype.itemsize} bytes each); is data.dtype right?"
+            )
         if size == 0:
             raise DataError(f"data.path {key[1]}: the token file is empty")
         array = np.memmap(key[1], dtype=dtype, mode="r")
@@ -113,8 +119,9 @@ def _load(key: tuple) -> Corpus:
     n_val = int(len(stream) * val_fraction)
     if len(stream) < 2 or n_val < 2 or len(stream) - n_val < 2:
         where = f"data.path {key[1]}" if kind != "builtin" else "data (builtin)"
-        raise DataError(f"{where}: {len(stream)} tokens are too few to split off a validation share "
-                        f"of {val_fraction:g}")
+        raise DataError(
+            f"{where}: {len(stream)} tokens are too few to split off a validation share of {val_fraction:g}"
+        )
     digest = hashlib.sha256(description + stream_bytes).hexdigest()[:16]
     return Corpus(
         train=stream[: len(stream) - n_val],
@@ -173,9 +180,7 @@ def validation_batches(
     count = n_batches * VAL_BATCH_SEQUENCES
     starts = torch.linspace(0, len(corpus.val) - seq_len - 1, count).long()
     windows = corpus.val[starts[:, None] + torch.arange(seq_len + 1)].long().to(device)
-    return [
-        (chunk[:, :-1], chunk[:, 1:]) for chunk in windows.split(VAL_BATCH_SEQUENCES)
-    ]
+    return [(chunk[:, :-1], chunk[:, 1:]) for chunk in windows.split(VAL_BATCH_SEQUENCES)]
 
 
 def check_data(source: DataSettings | Any, shapes: list[Any]) -> Corpus:
@@ -186,21 +191,23 @@ def check_data(source: DataSettings | Any, shapes: list[Any]) -> Corpus:
     where = f"data.path {source.path}" if source.path else "data (builtin)"
     for index, shape in enumerate(shapes):
         if len(corpus.train) < shape.seq_len + 2 or len(corpus.val) < shape.seq_len + 1:
-            raise DataError(f"models[{index}].seq_len: {shape.seq_len} is longer than {where} allows "
-                            f"(training split {len(corpus.train)} tokens, validation split "
-                            f"{len(corpus.val)}); use shorter sequences or more data")
+            raise DataError(
+                f"models[{index}].seq_len: {shape.seq_len} is longer than {where} allows "
+                f"(training split {len(corpus.train)} tokens, validation split "
+                f"{len(corpus.val)}); use shorter sequences or more data"
+            )
         if corpus.max_token >= shape.vocab_size:
-            raise DataError(f"models[{index}].vocab_size: {where} holds token id {corpus.max_token}, "
-                            f"beyond vocab_size {shape.vocab_size}")
+            raise DataError(
+                f"models[{index}].vocab_size: {where} holds token id {corpus.max_token}, "
+                f"beyond vocab_size {shape.vocab_size}"
+            )
     return corpus
 
 
 def check_vocab(corpus: Corpus, vocab_size: int) -> None:
     """Raise ValueError when the data holds ids the model cannot embed."""
     if corpus.max_token >= vocab_size:
-        raise ValueError(
-            f"data holds token id {corpus.max_token} but the model's vocab_size is {vocab_size}"
-        )
+        raise ValueError(f"data holds token id {corpus.max_token} but the model's vocab_size is {vocab_size}")
 
 
 __all__ = [

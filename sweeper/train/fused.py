@@ -95,7 +95,10 @@ class StackedAdamW:
         if self.hidden_lr_mult == 1.0:
             ranges = [(0, flat.shape[1], 1.0)]
         else:
-            ranges = [(0, self.params.n_hidden, self.hidden_lr_mult), (self.params.n_hidden, flat.shape[1], 1.0)]
+            ranges = [
+                (0, self.params.n_hidden, self.hidden_lr_mult),
+                (self.params.n_hidden, flat.shape[1], 1.0),
+            ]
         if opt.weight_decay:
             member_lrs = torch.tensor(lrs, dtype=flat.dtype, device=flat.device)
             decayed = self.params.n_decayed
@@ -103,14 +106,23 @@ class StackedAdamW:
                 if start < decayed:
                     # As torch's AdamW: decay by the parameter's own lr (lr * mult * wd).
                     keep_fraction = 1.0 - member_lrs * mult * opt.weight_decay
-                    flat[:, start:min(end, decayed)].mul_(keep_fraction.unsqueeze(1))
+                    flat[:, start : min(end, decayed)].mul_(keep_fraction.unsqueeze(1))
         self.step_counts += 1
         for row, lr in enumerate(lrs):
             for start, end, mult in ranges:
                 torch._fused_adamw_(
-                    [flat[row, start:end]], [grad[row, start:end]], [self.exp_avg[row, start:end]],
-                    [self.exp_avg_sq[row, start:end]], [], [self.step_counts[row]],
-                    lr=lr * mult, beta1=opt.beta1, beta2=opt.beta2, weight_decay=0.0, eps=opt.eps, amsgrad=False,
+                    [flat[row, start:end]],
+                    [grad[row, start:end]],
+                    [self.exp_avg[row, start:end]],
+                    [self.exp_avg_sq[row, start:end]],
+                    [],
+                    [self.step_counts[row]],
+                    lr=lr * mult,
+                    beta1=opt.beta1,
+                    beta2=opt.beta2,
+                    weight_decay=0.0,
+                    eps=opt.eps,
+                    amsgrad=False,
                     maximize=False,
                 )
 
@@ -152,7 +164,9 @@ def run_fused(
     outcomes: list[TrialOutcome | None] = [None] * len(specs)
     clock = time.perf_counter()
     try:
-        _train_fused(specs, dict(forks or {}), monitors, outcomes, clock, threads or 1, resolve_device(device))
+        _train_fused(
+            specs, dict(forks or {}), monitors, outcomes, clock, threads or 1, resolve_device(device)
+        )
     except Exception as error:  # noqa: BLE001 - the contract: every failure becomes a row
         message = error_text(error)
         for member, monitor in enumerate(monitors):
@@ -186,8 +200,11 @@ def _train_fused(
     config = model_config(first)
     model = StackedGPT(config)
     active = [member for member in range(len(specs)) if member not in forks]  # member of each stack row
-    optimizer = StackedAdamW(_build_params([specs[m] for m in active], device), first.optimizer,
-                             hidden_lr_mult=1.0 / config.width_mult)
+    optimizer = StackedAdamW(
+        _build_params([specs[m] for m in active], device),
+        first.optimizer,
+        hidden_lr_mult=1.0 / config.width_mult,
+    )
     sampler = BatchSampler(corpus, first.batch_size, first.shape.seq_len, first.seed, str(device))
     val_batches = validation_batches(corpus, first.shape.seq_len, first.evaluation.val_batches, str(device))
     # Python floats, as run_trial's
@@ -202,7 +219,9 @@ def _train_fused(
             if len(rows) < len(active):
                 index = torch.tensor(rows, device=device)
                 params = {name: tensor[index] for name, tensor in params.items()}
-            total = functools.reduce(operator.add, [model.member_losses(params, x, y) for x, y in val_batches])
+            total = functools.reduce(
+                operator.add, [model.member_losses(params, x, y) for x, y in val_batches]
+            )
         return (total / len(val_batches)).tolist()
 
     def restack(rows: list[int], members: list[int]) -> None:
@@ -233,7 +252,8 @@ def _train_fused(
             losses = model.member_losses(optimizer.params.views(), inputs, targets)
         step_lrs = [lr_tables[member][step - 1] for member in active]
         died = [
-            row for row, (member, loss) in enumerate(zip(active, losses.tolist()))
+            row
+            for row, (member, loss) in enumerate(zip(active, losses.tolist()))
             if monitors[member].observe(step, step_lrs[row], loss)
         ]
         if died:
@@ -263,7 +283,9 @@ def _train_fused(
                 member = active[row]
                 monitors[member].record_val(step, val_loss)
                 if row in ending:
-                    outcomes[member] = monitors[member].outcome(time.perf_counter() - clock, final_val_loss=val_loss)
+                    outcomes[member] = monitors[member].outcome(
+                        time.perf_counter() - clock, final_val_loss=val_loss
+                    )
         # Forks after the step's validation, so a child's history holds the parent's
         # measurement of that step, as the child's own run would.
         born = [child for child, (_, at) in forks.items() if at == step and outcomes[child] is None]

@@ -83,7 +83,9 @@ def make_optimizer(model: GPT, spec: TrainSpec) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+def evaluate(
+    model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> float:
     """Mean validation loss (nats/token) over fixed batches."""
     was_training = model.training
     model.eval()
@@ -96,8 +98,13 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def run_trial(spec: TrainSpec | Any, *, threads: int | None = None, device: str | None = None,
-              report: ProgressReport | None = None) -> TrialOutcome:
+def run_trial(
+    spec: TrainSpec | Any,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    report: ProgressReport | None = None,
+) -> TrialOutcome:
     """Train one proxy model as ``spec`` says and report how it ended (never raises for a
     training problem). ``spec``: a TrainSpec, or a planned TrialSpec (read into one);
     ``threads``: torch intra-op threads (default 1, one per Ray CPU); ``device``: torch device
@@ -156,4 +163,12 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
     return final_val_loss
 
 
-__all__ = ["autocast_for", "build_model", "evaluate", "make_optimizer", "model_config", "resolve_device", "run_trial"]
+__all__ = [
+    "autocast_for",
+    "build_model",
+    "evaluate",
+    "make_optimizer",
+    "model_config",
+    "resolve_device",
+    "run_trial",
+]

@@ -93,7 +93,10 @@ def hidden_parameter_names(config: GPTConfig) -> set[str]:
     names: set[str] = set()
     for layer in range(config.n_layers):
         prefix = f"blocks.{layer}."
-        names.update(prefix + name for name in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"))
+        names.update(
+            prefix + name
+            for name in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
+        )
     return names
 
 

@@ -91,10 +91,16 @@ class TrialMonitor:
         self.steps_done = step
         if self.report is not None and time.monotonic() >= self._next_report:
             self._next_report = time.monotonic() + REPORT_EVERY_SECONDS
-            self.report(self.spec.trial_id, {
-                "step": step, "steps": self.spec.steps, "train_loss": self.smoothed,
-                "val_loss": self.last_val_loss, "elapsed_s": time.time() - self.started_at,
-            })
+            self.report(
+                self.spec.trial_id,
+                {
+                    "step": step,
+                    "steps": self.spec.steps,
+                    "train_loss": self.smoothed,
+                    "val_loss": self.last_val_loss,
+                    "elapsed_s": time.time() - self.started_at,
+                },
+            )
 
     def adopt(self, parent: TrialMonitor) -> None:
         """Take over ``parent``'s history so far: this trial's run was ``parent``'s up to now
@@ -108,7 +114,9 @@ class TrialMonitor:
         self.curve[step - 1].val_loss = val_loss
         self.last_val_loss = val_loss
 
-    def outcome(self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None) -> TrialOutcome:
+    def outcome(
+        self, wall_seconds: float, *, final_val_loss: float = math.nan, error: str | None = None
+    ) -> TrialOutcome:
         """The trial's outcome: failed when ``error`` is given, diverged when a loss blew up
         (including a non-finite final validation loss), else complete."""
         status = TrialStatus.COMPLETE

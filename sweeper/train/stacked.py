@@ -61,7 +61,9 @@ class StackedParameters:
         self.n_decayed = sum(size for name, size in zip(self.layout, self.sizes) if len(shapes[name]) >= 2)
         self.n_hidden = sum(size for name, size in zip(self.layout, self.sizes) if name in hidden)
         per_model = [dict(m.named_parameters()) for m in models]
-        rows = [torch.cat([params[name].detach().reshape(-1) for name in self.layout]) for params in per_model]
+        rows = [
+            torch.cat([params[name].detach().reshape(-1) for name in self.layout]) for params in per_model
+        ]
         self.flat = torch.stack(rows).to(device).requires_grad_(True)
 
     @property
@@ -71,7 +73,9 @@ class StackedParameters:
     def views(self) -> dict[str, torch.Tensor]:
         """``{name: (K, *shape)}`` views of ``flat`` in ``GPT.named_parameters`` order."""
         pieces = torch.split(self.flat, self.sizes, dim=1)
-        by_name = {name: piece.unflatten(1, shape) for name, piece, shape in zip(self.layout, pieces, self.shapes)}
+        by_name = {
+            name: piece.unflatten(1, shape) for name, piece, shape in zip(self.layout, pieces, self.shapes)
+        }
         return {name: by_name[name] for name in self.names}
 
     def keep(self, index: torch.Tensor) -> None:
@@ -111,12 +115,15 @@ class StackedGPT:
         logits = _normed_matmul(x, params["norm_f.weight"], wte)  # tied head
         return logits if cfg.mup_base_width is None else logits * cfg.output_mult
 
-    def member_losses(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def member_losses(
+        self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
         """(K,) mean cross-entropy of each member on the shared batch (nats/token)."""
         logits = self.logits(params, idx)
         members, rows, vocab = logits.shape
         losses = F.cross_entropy(
-            logits.float().reshape(members * rows, vocab), targets.reshape(1, -1).expand(members, -1).reshape(-1),
+            logits.float().reshape(members * rows, vocab),
+            targets.reshape(1, -1).expand(members, -1).reshape(-1),
             reduction="none",
         )
         return losses.view(members, rows).mean(dim=1)

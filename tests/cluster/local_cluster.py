@@ -41,8 +41,8 @@ def _proc_table() -> dict[int, tuple[int, str]]:
         except OSError:
             continue
         # The name sits in parentheses and may hold spaces; fields after it are fixed.
-        name = stat[stat.index("(") + 1: stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z":  # zombies are dead already
             table[int(entry.name)] = (int(fields[1]), name)
     return table
@@ -97,22 +97,26 @@ class LocalCluster:
     _pids: set[int] = field(default_factory=set)
 
     @classmethod
-    def start(cls, root: Path | None, worker_resources: dict[str, float], timeout: float = 90) -> LocalCluster:
+    def start(
+        cls, root: Path | None, worker_resources: dict[str, float], timeout: float = 90
+    ) -> LocalCluster:
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
-        env.update({
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
-            "RAY_USAGE_STATS_ENABLED": "0",
-            # The job's entrypoint says `python`: make it this venv's.
-            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            # Notice a dead node in seconds, not the default tens of seconds.
-            "RAY_health_check_period_ms": "1000",
-            "RAY_health_check_timeout_ms": "1000",
-            "RAY_health_check_failure_threshold": "3",
-            # Export metrics every second, so a 20-second sweep shows up in them.
-            "RAY_metrics_report_interval_ms": "1000",
-        })
+        env.update(
+            {
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
+                "RAY_USAGE_STATS_ENABLED": "0",
+                # The job's entrypoint says `python`: make it this venv's.
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+                # Notice a dead node in seconds, not the default tens of seconds.
+                "RAY_health_check_period_ms": "1000",
+                "RAY_health_check_timeout_ms": "1000",
+                "RAY_health_check_failure_threshold": "3",
+                # Export metrics every second, so a 20-second sweep shows up in them.
+                "RAY_metrics_report_interval_ms": "1000",
+            }
+        )
         for attempt in range(3):
             # A port probed free can be taken by another process before Ray binds it (other
             # Ray clusters start here too): then ray start exits, and a fresh set of ports
@@ -123,11 +127,20 @@ class LocalCluster:
             cluster = cls(root=short, env=env)
             try:
                 port, dashboard_port = free_port(), free_port()
-                cluster._start_node("head", [
-                    "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                    f"--ray-client-server-port={free_port()}", '--resources={"head_node": 1}',
-                ])
+                cluster._start_node(
+                    "head",
+                    [
+                        "--head",
+                        f"--port={port}",
+                        "--node-ip-address=127.0.0.1",
+                        "--num-cpus=1",
+                        "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={dashboard_port}",
+                        f"--ray-client-server-port={free_port()}",
+                        '--resources={"head_node": 1}',
+                    ],
+                )
                 cluster.gcs_address = f"127.0.0.1:{port}"
                 cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
                 cluster.wait_for_nodes(1, timeout)
@@ -143,10 +156,15 @@ class LocalCluster:
         raise AssertionError("unreachable")
 
     def add_worker(self, resources: dict[str, float], timeout: float = 90) -> Node:
-        node = self._start_node(f"worker{len(self.nodes)}", [
-            f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            f"--resources={json.dumps(resources)}",
-        ])
+        node = self._start_node(
+            f"worker{len(self.nodes)}",
+            [
+                f"--address={self.gcs_address}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                f"--resources={json.dumps(resources)}",
+            ],
+        )
         self.wait_for_nodes(len(self.nodes), timeout)
         return node
 
@@ -155,16 +173,30 @@ class LocalCluster:
         temp_dir.mkdir(parents=True, exist_ok=True)
         worker_base = random.randrange(20000, 59000, 100)
         ports = [
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 99}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--min-worker-port={worker_base}",
+            f"--max-worker-port={worker_base + 99}",
         ]
         log = self.root / f"{name}.log"
         process = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", f"--temp-dir={temp_dir}",
-             "--object-store-memory=100000000", "--disable-usage-stats", *arguments, *ports],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=self.env,
+            [
+                str(BIN / "ray"),
+                "start",
+                "--block",
+                f"--temp-dir={temp_dir}",
+                "--object-store-memory=100000000",
+                "--disable-usage-stats",
+                *arguments,
+                *ports,
+            ],
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
             start_new_session=True,  # its own process group: killable as one, apart from pytest
         )
         node = Node(name, process, log, metrics_port=int(ports[5].split("=")[1]))
@@ -178,7 +210,10 @@ class LocalCluster:
     def _list_nodes(self) -> list[dict]:
         result = subprocess.run(
             [str(BIN / "ray"), "list", "nodes", "--format=json", f"--address={self.dashboard_url}"],
-            capture_output=True, text=True, env=self.env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
         )
         if result.returncode != 0:
             return []

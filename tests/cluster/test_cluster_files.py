@@ -80,8 +80,11 @@ def test_kuberay_rayjob_runs_a_sweep_from_a_recipe() -> None:
     assert words[:4] == ["python", "-m", "sweeper", "submit"]
     arguments = submit.make_context("submit", words[4:]).params
     assert arguments["results_uri"] and not arguments["job"]
-    mounts = {m["mountPath"]: m["name"] for c in _containers(spec["rayClusterSpec"]["headGroupSpec"]["template"])
-              for m in c.get("volumeMounts", [])}
+    mounts = {
+        m["mountPath"]: m["name"]
+        for c in _containers(spec["rayClusterSpec"]["headGroupSpec"]["template"])
+        for m in c.get("volumeMounts", [])
+    }
     recipe = Path(arguments["recipe_path"])
     mount_path = str(recipe.parent)
     volumes = {v["name"]: v for v in spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]}
@@ -90,8 +93,25 @@ def test_kuberay_rayjob_runs_a_sweep_from_a_recipe() -> None:
     Recipe.model_validate(yaml.safe_load(by_kind["ConfigMap"]["data"][recipe.name]))
 
 
-DOCKER_INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
-                       "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+DOCKER_INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
@@ -126,6 +146,17 @@ def test_dockerfile_parses_and_installs_the_package() -> None:
 
 def test_readme_walks_from_nothing_to_results() -> None:
     readme = (CLUSTER / "README.md").read_text().lower()
-    for topic in ("ray up", "ray dashboard", "--job", "sweeper logs", "sweeper fetch", "ray down",
-                  "ray_auth_mode=token", "run code on the cluster", "prometheus", "grafana", "sweeper_trials"):
+    for topic in (
+        "ray up",
+        "ray dashboard",
+        "--job",
+        "sweeper logs",
+        "sweeper fetch",
+        "ray down",
+        "ray_auth_mode=token",
+        "run code on the cluster",
+        "prometheus",
+        "grafana",
+        "sweeper_trials",
+    ):
         assert topic in readme, topic

@@ -70,7 +70,10 @@ def test_mirror_follows_parts_and_compaction(tmp_path: Path) -> None:
     for spec in plan_trials(parse_recipe(MINIMAL_RECIPE), "data0"):
         sink.record(spec, TrialOutcome(spec.trial_id, "complete", 3.0, 3.0, 1, 1, 1.0, 0.0, 1.0))
         mirror.put_parts()
-    assert sorted(p.name for p in (bucket / "trials").iterdir()) == ["000000000-part.parquet", "000000001-part.parquet"]
+    assert sorted(p.name for p in (bucket / "trials").iterdir()) == [
+        "000000000-part.parquet",
+        "000000001-part.parquet",
+    ]
     compact_run(run_dir)
     mirror.put_parts()
     for dataset in ("trials", "curves"):

@@ -43,8 +43,13 @@ def cluster(tmp_path_factory) -> LocalCluster:
 
 
 def sweeper(cluster: LocalCluster, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True, text=True,
-                          timeout=timeout, env=cluster.env)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cluster.env,
+    )
 
 
 def assert_complete_sweep(run_dir: Path) -> pd.DataFrame:
@@ -60,11 +65,25 @@ def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_pat
     # API takes to answer the driver's (background) question of where tasks run.
     smoke = yaml.safe_load(SMOKE.read_text())
     longer = tmp_path / "smoke-longer.yaml"
-    longer.write_text(yaml.safe_dump(smoke | {"tokens": {"absolute": [3 * d for d in smoke["tokens"]["absolute"]]}}))
+    longer.write_text(
+        yaml.safe_dump(smoke | {"tokens": {"absolute": [3 * d for d in smoke["tokens"]["absolute"]]}})
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(longer), "--out", str(run_dir),
-         "--address", cluster.gcs_address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "submit",
+            str(longer),
+            "--out",
+            str(run_dir),
+            "--address",
+            cluster.gcs_address,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cluster.env,
     )
     # While it runs, the driver's progress.json (what `sweeper status` prints) names the node
     # of each running trial. Read directly and often: the smoke trials last a second or two.
@@ -98,8 +117,9 @@ def test_submit_address_runs_trials_on_both_nodes(cluster: LocalCluster, tmp_pat
     trials = assert_complete_sweep(run_dir)
     assert set(trials["node_id"]) == set(cluster.alive_node_ids()), "trials must run on both nodes"
     status_lines = sweeper(cluster, "status", str(snapshot)).stdout.splitlines() if snapshot.is_dir() else []
-    OBSERVED.update(placed=placed, exported=exported, node_ids=set(trials["node_id"]),
-                    status_lines=status_lines)
+    OBSERVED.update(
+        placed=placed, exported=exported, node_ids=set(trials["node_id"]), status_lines=status_lines
+    )
 
 
 OBSERVED: dict = {}
@@ -116,18 +136,28 @@ def test_status_showed_nodes_and_metrics_were_exported() -> None:
 
 def head_metrics(cluster: LocalCluster) -> list[str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes[0].metrics_port}/metrics", timeout=5) as page:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{cluster.nodes[0].metrics_port}/metrics", timeout=5
+        ) as page:
             return page.read().decode().splitlines()
     except OSError:
         return []
 
 
-def test_submit_job_runs_on_both_nodes_and_results_come_home(
-    cluster: LocalCluster, tmp_path: Path
-) -> None:
+def test_submit_job_runs_on_both_nodes_and_results_come_home(cluster: LocalCluster, tmp_path: Path) -> None:
     mirror = tmp_path / "bucket"
-    submitted = sweeper(cluster, "submit", str(SMOKE), "--job", "--address", cluster.dashboard_url,
-                        "--out", str(tmp_path / "on-head"), "--results", f"file://{mirror}")
+    submitted = sweeper(
+        cluster,
+        "submit",
+        str(SMOKE),
+        "--job",
+        "--address",
+        cluster.dashboard_url,
+        "--out",
+        str(tmp_path / "on-head"),
+        "--results",
+        f"file://{mirror}",
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = re.search(r"^job (\S+) submitted", submitted.stdout, re.M).group(1)
     assert f"{cluster.dashboard_url}/#/jobs/{job_id}" in submitted.stdout
@@ -141,7 +171,9 @@ def test_submit_job_runs_on_both_nodes_and_results_come_home(
     assert report["status"] == "SUCCEEDED" and report["results"] == f"file://{mirror}"
 
     home = tmp_path / "home"
-    fetched = sweeper(cluster, "fetch", "--job", job_id, "--out", str(home), "--address", cluster.dashboard_url)
+    fetched = sweeper(
+        cluster, "fetch", "--job", job_id, "--out", str(home), "--address", cluster.dashboard_url
+    )
     assert fetched.returncode == 0, fetched.stderr
     trials = assert_complete_sweep(home)
     assert set(trials["node_id"]) == set(cluster.alive_node_ids()), "job trials must run on both nodes"
@@ -150,8 +182,17 @@ def test_submit_job_runs_on_both_nodes_and_results_come_home(
 
     # Without the URI, fetch reads the run folder on the head's disk through a helper job.
     packed = tmp_path / "packed"
-    fetched = sweeper(cluster, "fetch", "--job", job_id, "--out", str(packed), "--from-head",
-                      "--address", cluster.dashboard_url)
+    fetched = sweeper(
+        cluster,
+        "fetch",
+        "--job",
+        job_id,
+        "--out",
+        str(packed),
+        "--from-head",
+        "--address",
+        cluster.dashboard_url,
+    )
     assert fetched.returncode == 0, fetched.stderr
     assert "on the head node" in fetched.stdout
     assert_complete_sweep(packed)
@@ -163,8 +204,16 @@ def test_trial_that_can_never_fit_is_refused_at_once(cluster: LocalCluster, tmp_
         recipe_file = tmp_path / "too-big.yaml"
         recipe_file.write_text(yaml.safe_dump(recipe))
         started = time.time()
-        result = sweeper(cluster, "submit", str(recipe_file), "--out", str(tmp_path / "never"),
-                         "--address", cluster.gcs_address, timeout=90)
+        result = sweeper(
+            cluster,
+            "submit",
+            str(recipe_file),
+            "--out",
+            str(tmp_path / "never"),
+            "--address",
+            cluster.gcs_address,
+            timeout=90,
+        )
         assert result.returncode == 2, result.stdout + result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "no node can ever run a trial" in errors[0], result.stderr
@@ -181,9 +230,21 @@ def test_killing_the_worker_node_mid_sweep_still_completes(cluster: LocalCluster
     recipe_file = tmp_path / "smoke-unfused.yaml"
     recipe_file.write_text(yaml.safe_dump(yaml.safe_load(SMOKE.read_text()) | {"fuse": "off"}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "submit", str(recipe_file), "--out", str(run_dir),
-         "--address", cluster.gcs_address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "submit",
+            str(recipe_file),
+            "--out",
+            str(run_dir),
+            "--address",
+            cluster.gcs_address,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cluster.env,
     )
     killed_at = None
     deadline = time.time() + 200

@@ -41,15 +41,28 @@ def add_loss_law(fit_json: Path) -> None:
     """Give a fit a loss law L = E + A/N^a + B/D^b (what `sweeper fit` writes when it fits one)."""
     document = json.loads(fit_json.read_text())
     point = [0.5, 3.0, 4.0, 0.3, 0.35]  # log E, log A, log B, alpha, beta
-    document["loss_law"] = {"parameters": point,
-                            "bootstrap_parameters": [[p * (1 + 0.01 * k) for p in point] for k in range(-5, 6)]}
+    document["loss_law"] = {
+        "parameters": point,
+        "bootstrap_parameters": [[p * (1 + 0.01 * k) for p in point] for k in range(-5, 6)],
+    }
     fit_json.write_text(json.dumps(document))
 
 
 def predict_printed(fit_json: Path, params: float, tokens: float, seq_len: int) -> dict:
     """What `sweeper predict` prints, parsed: the reference every export must match."""
-    result = CliRunner().invoke(main, ["predict", str(fit_json), "--params", repr(params),
-                                       "--tokens", repr(tokens), "--seq-len", str(seq_len)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(fit_json),
+            "--params",
+            repr(params),
+            "--tokens",
+            repr(tokens),
+            "--seq-len",
+            str(seq_len),
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = result.stdout
     number = r"([-+0-9.e]+)"

@@ -18,8 +18,18 @@ OUT = Path(__file__).parent / "data" / "fit.json"
 
 def main() -> None:
     truth = Truth(a=0.18, alpha=-0.45, beta=0.12, c=2.5, gamma=0.45)
-    rows = synthetic_rows(truth, sizes=(3e3, 6e3, 1.2e4), budgets=(1.6e4, 3.2e4, 6.4e4), n_lr=7,
-                          n_b=5, lr_step=2 ** 0.5, b_step=2 ** 0.5, seq_len=32, seed=3, noise=5e-4)
+    rows = synthetic_rows(
+        truth,
+        sizes=(3e3, 6e3, 1.2e4),
+        budgets=(1.6e4, 3.2e4, 6.4e4),
+        n_lr=7,
+        n_b=5,
+        lr_step=2**0.5,
+        b_step=2**0.5,
+        seq_len=32,
+        seed=3,
+        noise=5e-4,
+    )
     for row in rows:
         row.update(sweep="smoke-shaped", schedule=None)
     run = Path(tempfile.mkdtemp()) / "run"

@@ -22,8 +22,9 @@ from .conftest import predict_printed, same_4g
 
 
 def run_export(fit_json: Path, targets: Path, fmt: str, out: Path, *extra: str) -> str:
-    result = CliRunner().invoke(main, ["export", str(fit_json), "--targets", str(targets),
-                                       "--format", fmt, "--out", str(out), *extra])
+    result = CliRunner().invoke(
+        main, ["export", str(fit_json), "--targets", str(targets), "--format", fmt, "--out", str(out), *extra]
+    )
     assert result.exit_code == 0, result.output
     return out.read_text()
 
@@ -48,20 +49,25 @@ def test_releases_are_named_in_outputs_and_tests() -> None:
 
 
 @pytest.mark.parametrize("world_size, micro_batch", [(1, None), (2, 1)])
-def test_hf_training_arguments(fit_dir: Path, targets_file: Path, tmp_path: Path, world_size: int,
-                               micro_batch: int | None) -> None:
+def test_hf_training_arguments(
+    fit_dir: Path, targets_file: Path, tmp_path: Path, world_size: int, micro_batch: int | None
+) -> None:
     extra = ["--world-size", str(world_size)] + (["--micro-batch", str(micro_batch)] if micro_batch else [])
     document = json.loads(run_export(fit_dir / "fit.json", targets_file, "hf", tmp_path / "hf.json", *extra))
     assert names.HF_RELEASE in document["trainer_release"]
     for target in load_targets(targets_file):
         arguments = document["targets"][target.name]
-        assert set(arguments) <= set(names.HF_TRAINING_ARGUMENTS), set(arguments) - set(names.HF_TRAINING_ARGUMENTS)
+        assert set(arguments) <= set(names.HF_TRAINING_ARGUMENTS), set(arguments) - set(
+            names.HF_TRAINING_ARGUMENTS
+        )
         kind = arguments["lr_scheduler_type"]
         assert kind in names.HF_SCHEDULER_TYPES
         assert set(arguments.get("lr_scheduler_kwargs") or {}) <= set(names.HF_SCHEDULER_KWARGS[kind])
         printed = predict_printed(fit_dir / "fit.json", target.params, target.tokens, target.seq_len)
         assert same_4g(arguments["learning_rate"], printed["lr"][0])
-        batch = arguments["per_device_train_batch_size"] * arguments["gradient_accumulation_steps"] * world_size
+        batch = (
+            arguments["per_device_train_batch_size"] * arguments["gradient_accumulation_steps"] * world_size
+        )
         # --round-to defaults to world size x micro-batch: the predicted batch, rounded to it.
         multiple = world_size * (micro_batch or 1)
         assert batch == max(multiple, multiple * round(printed["batch_size_sequences"][0] / multiple))
@@ -69,8 +75,9 @@ def test_hf_training_arguments(fit_dir: Path, targets_file: Path, tmp_path: Path
 
 
 def test_torchtitan_overrides(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
-    text = run_export(fit_dir / "fit.json", targets_file, "torchtitan", tmp_path / "tt.txt",
-                      "--world-size", "2")
+    text = run_export(
+        fit_dir / "fit.json", targets_file, "torchtitan", tmp_path / "tt.txt", "--world-size", "2"
+    )
     assert names.TORCHTITAN_RELEASE in text
     flags = []
     for section, fields in names.TORCHTITAN_FIELDS.items():
@@ -78,7 +85,10 @@ def test_torchtitan_overrides(fit_dir: Path, targets_file: Path, tmp_path: Path)
         flags += [f"--{section.replace('_', '-')}.{field.replace('_', '-')}" for field in fields]
     # param_groups is a list of ParamGroupConfig; tyro indexes its entries (.0.) and expands
     # optimizer_kwargs' keys, here AdamW's as in default_adamw().
-    flags += [f"--optimizer.param-groups.0.{field.replace('_', '-')}" for field in names.TORCHTITAN_PARAM_GROUP_FIELDS]
+    flags += [
+        f"--optimizer.param-groups.0.{field.replace('_', '-')}"
+        for field in names.TORCHTITAN_PARAM_GROUP_FIELDS
+    ]
     flags += [f"--optimizer.param-groups.0.optimizer-kwargs.{key}" for key in names.TORCHTITAN_ADAMW_KWARGS]
     parser = strict_parser(flags)
     lines = command_lines(text)
@@ -111,8 +121,18 @@ def test_megatron_arguments(fit_dir: Path, targets_file: Path, tmp_path: Path) -
 
 
 def test_nanogpt_config(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
-    text = run_export(fit_dir / "fit.json", targets_file, "nanogpt", tmp_path / "cfg.py",
-                      "--only", "big", "--world-size", "2", "--micro-batch", "1")
+    text = run_export(
+        fit_dir / "fit.json",
+        targets_file,
+        "nanogpt",
+        tmp_path / "cfg.py",
+        "--only",
+        "big",
+        "--world-size",
+        "2",
+        "--micro-batch",
+        "1",
+    )
     assert names.NANOGPT_RELEASE.split()[-1] in text
     assigned = {}
     for node in ast.parse(text).body:
@@ -124,13 +144,28 @@ def test_nanogpt_config(fit_dir: Path, targets_file: Path, tmp_path: Path) -> No
     assert same_4g(assigned["learning_rate"], printed["lr"][0])
     # nanoGPT's gradient_accumulation_steps counts all ranks (train.py divides by world size).
     assert assigned["gradient_accumulation_steps"] % 2 == 0
-    assert assigned["batch_size"] * assigned["gradient_accumulation_steps"] == printed["batch_size_sequences"][0]
-    assert assigned["block_size"] == 32 and assigned["min_lr"] == pytest.approx(0.1 * assigned["learning_rate"])
+    assert (
+        assigned["batch_size"] * assigned["gradient_accumulation_steps"] == printed["batch_size_sequences"][0]
+    )
+    assert assigned["block_size"] == 32 and assigned["min_lr"] == pytest.approx(
+        0.1 * assigned["learning_rate"]
+    )
 
 
 def test_nanogpt_needs_one_target(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
-                                       "--format", "nanogpt", "--out", str(tmp_path / "c.py")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(fit_dir / "fit.json"),
+            "--targets",
+            str(targets_file),
+            "--format",
+            "nanogpt",
+            "--out",
+            str(tmp_path / "c.py"),
+        ],
+    )
     assert result.exit_code == 2 and "--only" in result.stderr
 
 
@@ -152,13 +187,40 @@ def test_wsd_schedule(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None
         assert int(args.lr_wsd_decay_iters) == round(0.2 * int(args.train_iters))
         assert int(args.lr_decay_iters) == int(args.train_iters) and float(args.min_lr) == 0.0
     # nanoGPT's get_lr is warmup + cosine only: refused, not approximated.
-    result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
-                                       "--format", "nanogpt", "--only", "small", "--out", str(tmp_path / "n.py")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(fit_dir / "fit.json"),
+            "--targets",
+            str(targets_file),
+            "--format",
+            "nanogpt",
+            "--only",
+            "small",
+            "--out",
+            str(tmp_path / "n.py"),
+        ],
+    )
     assert result.exit_code == 2 and "WSD" in result.stderr
 
 
 def test_uneven_split_is_refused(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["export", str(fit_dir / "fit.json"), "--targets", str(targets_file),
-                                       "--format", "hf", "--out", str(tmp_path / "h.json"),
-                                       "--round-to", "1", "--world-size", "5"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(fit_dir / "fit.json"),
+            "--targets",
+            str(targets_file),
+            "--format",
+            "hf",
+            "--out",
+            str(tmp_path / "h.json"),
+            "--round-to",
+            "1",
+            "--world-size",
+            "5",
+        ],
+    )
     assert result.exit_code == 2 and "--round-to 5" in result.stderr

@@ -34,8 +34,9 @@ def imported_fit(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def export(fit: Path, targets: Path, fmt: str, out: Path, *extra: str):
-    return CliRunner().invoke(main, ["export", str(fit), "--targets", str(targets), "--format", fmt,
-                                     "--out", str(out), *extra])
+    return CliRunner().invoke(
+        main, ["export", str(fit), "--targets", str(targets), "--format", fmt, "--out", str(out), *extra]
+    )
 
 
 def test_without_a_schedule_the_export_says_what_to_give(imported_fit, tmp_path) -> None:
@@ -59,11 +60,16 @@ def test_hf_torchtitan_megatron_nanogpt_carry_the_given_schedule(imported_fit, t
     assert export(fit, targets, "hf", tmp_path / "hf.json", *SCHEDULE).exit_code == 0
     hf = json.loads((tmp_path / "hf.json").read_text())["targets"]["big"]
     assert hf["warmup_steps"] == 2000 and hf["max_steps"] == steps
-    assert hf["lr_scheduler_type"] == "cosine_with_min_lr" and hf["lr_scheduler_kwargs"] == {"min_lr_rate": 0.01}
+    assert hf["lr_scheduler_type"] == "cosine_with_min_lr" and hf["lr_scheduler_kwargs"] == {
+        "min_lr_rate": 0.01
+    }
 
     assert export(fit, targets, "torchtitan", tmp_path / "tt.txt", *SCHEDULE).exit_code == 0
-    flags = [f"--{section.replace('_', '-')}.{field.replace('_', '-')}"
-             for section, fields in names.TORCHTITAN_FIELDS.items() for field in fields]
+    flags = [
+        f"--{section.replace('_', '-')}.{field.replace('_', '-')}"
+        for section, fields in names.TORCHTITAN_FIELDS.items()
+        for field in fields
+    ]
     flags += [f"--optimizer.param-groups.0.optimizer-kwargs.{key}" for key in names.TORCHTITAN_ADAMW_KWARGS]
     (line,) = command_lines((tmp_path / "tt.txt").read_text())
     tt = vars(strict_parser(flags).parse_args(line))
@@ -78,8 +84,10 @@ def test_hf_torchtitan_megatron_nanogpt_carry_the_given_schedule(imported_fit, t
     assert float(mg.min_lr) == pytest.approx(0.01 * lr) and int(mg.train_iters) == steps
 
     assert export(fit, targets, "nanogpt", tmp_path / "cfg.py", *SCHEDULE).exit_code == 0
-    assigned = {node.targets[0].id: ast.literal_eval(node.value)
-                for node in ast.parse((tmp_path / "cfg.py").read_text()).body}
+    assigned = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse((tmp_path / "cfg.py").read_text()).body
+    }
     assert set(assigned) <= set(names.NANOGPT_GLOBALS)
     assert assigned["warmup_iters"] == 2000 and assigned["max_iters"] == steps
     assert assigned["min_lr"] == pytest.approx(0.01 * assigned["learning_rate"])

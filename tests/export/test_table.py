@@ -21,8 +21,9 @@ TABLES = ["json", "yaml", "csv", "parquet"]
 
 
 def run_export(fit_json: Path, targets: Path, fmt: str, out: Path, *extra: str):
-    return CliRunner().invoke(main, ["export", str(fit_json), "--targets", str(targets),
-                                     "--format", fmt, "--out", str(out), *extra])
+    return CliRunner().invoke(
+        main, ["export", str(fit_json), "--targets", str(targets), "--format", fmt, "--out", str(out), *extra]
+    )
 
 
 def test_cli_lists_every_format() -> None:
@@ -43,7 +44,11 @@ def test_table_matches_predict(fit_dir: Path, targets_file: Path, tmp_path: Path
         assert int(record["schema_version"]) == SCHEMA_VERSION
         for key, index in (("lr", 0), ("lr_low", 1), ("lr_high", 2)):
             assert same_4g(record[key], printed["lr"][index]), (key, record[key], printed)
-        for key, index in (("batch_size_tokens", 0), ("batch_size_tokens_low", 1), ("batch_size_tokens_high", 2)):
+        for key, index in (
+            ("batch_size_tokens", 0),
+            ("batch_size_tokens_low", 1),
+            ("batch_size_tokens_high", 2),
+        ):
             assert f"{float(record[key]):.0f}" == printed["batch_size_tokens"][index]
         assert int(record["batch_size_sequences"]) == printed["batch_size_sequences"][0]
         assert int(record["batch_size_sequences_low"]) == printed["batch_size_sequences"][1]
@@ -52,7 +57,10 @@ def test_table_matches_predict(fit_dir: Path, targets_file: Path, tmp_path: Path
         assert record["schedule"] == "cosine" and float(record["warmup_fraction"]) == 0.1
         assert int(record["warmup_steps"]) == round(0.1 * int(record["steps"]))
         # Provenance.
-        assert record["fit_sha256"] == __import__("hashlib").sha256((fit_dir / "fit.json").read_bytes()).hexdigest()
+        assert (
+            record["fit_sha256"]
+            == __import__("hashlib").sha256((fit_dir / "fit.json").read_bytes()).hexdigest()
+        )
         fitted = json.loads((fit_dir / "fit.json").read_text())
         assert record["sweep"] == fitted["sweep"] and record["estimator"] == fitted["estimator"]
         assert float(record["fitted_params_max"]) == fitted["data_range"]["n_params_max"]
@@ -68,10 +76,13 @@ def test_round_to_shows_the_rounding(fit_dir: Path, targets_file: Path, tmp_path
         assert record["batch_size_sequences_exact"] == pytest.approx(exact)
         assert record["batch_size_tokens_used"] == record["batch_size_sequences"] * record["seq_len"]
         assert record["batch_rounding_change"] == pytest.approx(
-            record["batch_size_tokens_used"] / record["batch_size_tokens"] - 1)
+            record["batch_size_tokens_used"] / record["batch_size_tokens"] - 1
+        )
 
 
-def test_no_loss_law_gives_null_loss_and_typed_parquet(fit_dir: Path, targets_file: Path, tmp_path: Path) -> None:
+def test_no_loss_law_gives_null_loss_and_typed_parquet(
+    fit_dir: Path, targets_file: Path, tmp_path: Path
+) -> None:
     import pyarrow.parquet as pq
 
     out = tmp_path / "t.parquet"
@@ -90,12 +101,15 @@ def test_schedule_unknown_without_recipe(fit_dir: Path, targets_file: Path, tmp_
     assert record["schedule"] == "unknown" and record["warmup_steps"] is None
 
 
-@pytest.mark.parametrize("content, message", [
-    ("- {name: a, params: 1e6}\n", "missing"),
-    ("- {name: a, params: 1e6, tokens: 1e7, seq_len: 32, lr: 1}\n", "unknown"),
-    ("{name: a}\n", "list"),
-    ("- {name: a, params: -1, tokens: 1e7, seq_len: 32}\n", "positive"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("- {name: a, params: 1e6}\n", "missing"),
+        ("- {name: a, params: 1e6, tokens: 1e7, seq_len: 32, lr: 1}\n", "unknown"),
+        ("{name: a}\n", "list"),
+        ("- {name: a, params: -1, tokens: 1e7, seq_len: 32}\n", "positive"),
+    ],
+)
 def test_bad_targets_one_line_exit_2(fit_dir: Path, tmp_path: Path, content: str, message: str) -> None:
     targets = tmp_path / "bad.yaml"
     targets.write_text(content)

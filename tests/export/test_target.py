@@ -29,14 +29,19 @@ def test_family_shape_is_nearest_multiple_of_heads(n_params: float) -> None:
     shape = family_shape(recipe, n_params)
     template = recipe.models[-1]
     assert (shape.n_layers, shape.n_heads, shape.seq_len, shape.vocab_size) == (
-        template.n_layers, template.n_heads, template.seq_len, template.vocab_size)
+        template.n_layers,
+        template.n_heads,
+        template.seq_len,
+        template.vocab_size,
+    )
     assert shape.d_model % shape.n_heads == 0
     step = shape.n_heads
     for other in (shape.d_model - step, shape.d_model + step):
         if other > 0:
             neighbour = template.model_copy(update={"d_model": other})
             assert abs(math.log(shape.n_params_nonembedding / n_params)) <= abs(
-                math.log(neighbour.n_params_nonembedding / n_params))
+                math.log(neighbour.n_params_nonembedding / n_params)
+            )
 
 
 def test_bracket_points_and_ids() -> None:
@@ -45,7 +50,9 @@ def test_bracket_points_and_ids() -> None:
     prediction = load_hparams(DATA / "fit.json").predict(shape.n_params_nonembedding, 8000, 32)
     points = plan_points(recipe, shape, 8000, prediction, "data", bracket=True)
     assert [p.label for p in points] == ["predicted", "lr x1/2", "lr x2", "B x1/2", "B x2"]
-    assert points[1].lr == pytest.approx(prediction.lr / 2) and points[4].batch_size == 2 * points[0].batch_size
+    assert (
+        points[1].lr == pytest.approx(prediction.lr / 2) and points[4].batch_size == 2 * points[0].batch_size
+    )
     assert len({p.spec.trial_id for p in points}) == 5
     # A target id never equals the proxy trial id of the same settings.
     cell = Cell(points[0].spec.cell_id, shape, 8000)
@@ -96,8 +103,13 @@ def test_bracket_seeds_average_and_spread() -> None:
     # seed 0's ids are those of a one-seed bracket: a rerun with --seeds 2 re-uses them.
     single = plan_points(recipe, shape, 8000, prediction, "data", bracket=True)
     assert {p.spec.trial_id for p in single} <= {p.spec.trial_id for p in points}
-    losses = {"predicted": (2.0, 2.1), "lr x1/2": (2.2, 2.2), "lr x2": (1.9, 2.1),
-              "B x1/2": (2.3, 2.4), "B x2": (2.5, 2.5)}
+    losses = {
+        "predicted": (2.0, 2.1),
+        "lr x1/2": (2.2, 2.2),
+        "lr x2": (1.9, 2.1),
+        "B x1/2": (2.3, 2.4),
+        "B x2": (2.5, 2.5),
+    }
     for point in points:
         loss = losses[point.label][point.seed - seeds[0]]
         point.outcome = TrialOutcome(point.spec.trial_id, "target", loss, loss, 1, 1, 1.0, 0.0, 1.0)

@@ -29,12 +29,25 @@ class Truth:
     delta: float = 0.0  # batch exponent of N (Step Law's batch law has none)
 
 
-def synthetic_rows(truth: Truth = Truth(), *, sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
-                   budgets=(3e8, 1e9, 3e9, 1e10), n_lr: int = 13, n_b: int = 9,
-                   lr_step: float = 2 ** 0.25, b_step: float = 2 ** (1 / 3), k_lr: float = 0.02,
-                   k_b: float = 0.01, k_xy: float = 0.0, asymmetry: float = 1.0,
-                   noise: float = 2e-4, seq_len: int = 256, seed: int = 0,
-                   offset: float = 0.5, lr_shift: float = 0.0) -> list[dict]:
+def synthetic_rows(
+    truth: Truth = Truth(),
+    *,
+    sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
+    budgets=(3e8, 1e9, 3e9, 1e10),
+    n_lr: int = 13,
+    n_b: int = 9,
+    lr_step: float = 2**0.25,
+    b_step: float = 2 ** (1 / 3),
+    k_lr: float = 0.02,
+    k_b: float = 0.01,
+    k_xy: float = 0.0,
+    asymmetry: float = 1.0,
+    noise: float = 2e-4,
+    seq_len: int = 256,
+    seed: int = 0,
+    offset: float = 0.5,
+    lr_shift: float = 0.0,
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
@@ -59,14 +72,32 @@ def synthetic_rows(truth: Truth = Truth(), *, sizes=(1e6, 3e6, 1e7, 3e7, 1e8),
     return rows
 
 
-def _row(n: float, d: float, seq_len: int, lr: float, batch_seq: int, loss: float, index: int,
-         status: str = "complete") -> dict:
+def _row(
+    n: float,
+    d: float,
+    seq_len: int,
+    lr: float,
+    batch_seq: int,
+    loss: float,
+    index: int,
+    status: str = "complete",
+) -> dict:
     row = {name: None for name in TRIALS_SCHEMA.names}
     row.update(
-        trial_id=f"t{index:06d}", sweep="synthetic", cell_id=f"N{n:.3g}-D{d:.3g}",
-        seq_len=seq_len, n_params=int(n), flops_per_token=6.0 * n + 12 * 4 * 128 * seq_len,
-        tokens_budget=int(d), lr=lr, batch_size=batch_seq, batch_size_tokens=batch_seq * seq_len,
-        schedule="cosine", status=status, loss=loss, attempt=1,
+        trial_id=f"t{index:06d}",
+        sweep="synthetic",
+        cell_id=f"N{n:.3g}-D{d:.3g}",
+        seq_len=seq_len,
+        n_params=int(n),
+        flops_per_token=6.0 * n + 12 * 4 * 128 * seq_len,
+        tokens_budget=int(d),
+        lr=lr,
+        batch_size=batch_seq,
+        batch_size_tokens=batch_seq * seq_len,
+        schedule="cosine",
+        status=status,
+        loss=loss,
+        attempt=1,
     )
     return row
 

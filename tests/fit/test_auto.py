@@ -21,8 +21,7 @@ def test_auto_picks_compute_where_the_optima_follow_compute(tmp_path, cli) -> No
     optimum moves with N: the N-D laws' batch law (B = c D^gamma) cannot follow it, and
     compute's can. compute's held-out regret is ~0 and the others' is not: auto must pick it."""
     truth = Truth(a=30.0, alpha=-0.25, beta=-0.25, c=3.0, gamma=0.25, delta=0.25)
-    rows = synthetic_rows(truth, sizes=(1e7, 3e7, 1e8, 3e8, 1e9), noise=0.0, k_lr=0.05, k_b=0.03,
-                          seed=4)
+    rows = synthetic_rows(truth, sizes=(1e7, 3e7, 1e8, 3e8, 1e9), noise=0.0, k_lr=0.05, k_b=0.03, seed=4)
     run = write_run(tmp_path / "run", rows)
     result = CliRunner().invoke(cli, ["fit", str(run), "--bootstrap", "50", "--no-plots"])
     assert result.exit_code == 0, result.output

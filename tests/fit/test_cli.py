@@ -19,20 +19,37 @@ def test_fit_then_predict(cli, synthetic_run):
     assert "learning rate: lr = a * N^alpha * D^beta" in result.output
     assert "near-optimal runs" in result.output
     fit_json = synthetic_run / "fit.json"
-    result = _run(cli, ["predict", str(fit_json), "--params", "3e7", "--tokens", "3e9",
-                        "--seq-len", "256", "--json"])
+    result = _run(
+        cli, ["predict", str(fit_json), "--params", "3e7", "--tokens", "3e9", "--seq-len", "256", "--json"]
+    )
     assert result.exit_code == 0
     payload = json.loads(result.stdout)
-    for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval",
-                "batch_size_tokens_interval"):
+    for key in (
+        "lr",
+        "batch_size_tokens",
+        "batch_size_sequences",
+        "lr_interval",
+        "batch_size_tokens_interval",
+    ):
         assert key in payload
     assert payload["lr_interval"][0] < payload["lr"] < payload["lr_interval"][1]
 
 
 def test_predict_beyond_range_warns_on_stderr(cli, synthetic_run):
     _run(cli, ["fit", str(synthetic_run), "--bootstrap", "50", "--no-plots"])
-    result = CliRunner().invoke(cli, ["predict", str(synthetic_run / "fit.json"), "--params", "1e9",
-                                      "--tokens", "1e11", "--seq-len", "256"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(synthetic_run / "fit.json"),
+            "--params",
+            "1e9",
+            "--tokens",
+            "1e11",
+            "--seq-len",
+            "256",
+        ],
+    )
     assert result.exit_code == 0
     assert "10x beyond the fitted range" in result.stderr
     assert "learning rate" in result.stdout and "beyond" not in result.stdout
@@ -66,7 +83,8 @@ def test_fit_with_too_few_cells(cli, tmp_path):
 
 
 def test_predict_missing_fit_json(cli, tmp_path):
-    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "fit.json"), "--params", "1e6",
-                                      "--tokens", "1e8", "--seq-len", "64"])
+    result = CliRunner().invoke(
+        cli, ["predict", str(tmp_path / "fit.json"), "--params", "1e6", "--tokens", "1e8", "--seq-len", "64"]
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: fit file not found")

@@ -49,12 +49,16 @@ class TestEstimatorContract:
         log_lr, log_b, ok = estimator.holdout(sweep, fit)
         assert ok.all()
         for held in (0, 7, len(sweep.cells) - 1):
-            rest = dataclasses.replace(sweep, cells=[c for i, c in enumerate(sweep.cells) if i != held],
-                                       cache={})
+            rest = dataclasses.replace(
+                sweep, cells=[c for i, c in enumerate(sweep.cells) if i != held], cache={}
+            )
             refit = fit_sweep(rest, make_estimator(name), n_bootstrap=0)
             cell = sweep.cells[held]
-            logs = {"N": np.log(cell.n_params), "D": np.log(cell.tokens),
-                    "C": np.log(cell.compute) if cell.compute else np.nan}
+            logs = {
+                "N": np.log(cell.n_params),
+                "D": np.log(cell.tokens),
+                "C": np.log(cell.compute) if cell.compute else np.nan,
+            }
             for law, predicted in ((refit.lr_law, log_lr[held]), (refit.batch_law, log_b[held])):
                 expected = law.coef[0] + sum(c * logs[v] for c, v in zip(law.coef[1:], law.variables))
                 assert predicted == pytest.approx(expected, abs=1e-9)

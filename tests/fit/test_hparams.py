@@ -35,8 +35,13 @@ def test_predict_matches_the_law_formula(fitted):
     assert p.warnings == []
     assert p.loss is not None and p.loss_interval[0] <= p.loss <= p.loss_interval[1]
     as_dict = p.to_dict()
-    for key in ("lr", "batch_size_tokens", "batch_size_sequences", "lr_interval",
-                "batch_size_tokens_interval"):
+    for key in (
+        "lr",
+        "batch_size_tokens",
+        "batch_size_sequences",
+        "lr_interval",
+        "batch_size_tokens_interval",
+    ):
         assert key in as_dict
     json.dumps(as_dict)
 
@@ -84,15 +89,19 @@ def test_bad_files_raise_hparams_error(tmp_path):
 
 
 def test_fitter_and_hparams_import_neither_ray_nor_torch():
-    code = ("import sweeper.fit, sweeper.hparams, sweeper.fit.plots, sweeper.fit.evaluate,"
-            " sweeper.fit.losslaw, sweeper.importers; import sys;"
-            " assert 'ray' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    code = (
+        "import sweeper.fit, sweeper.hparams, sweeper.fit.plots, sweeper.fit.evaluate,"
+        " sweeper.fit.losslaw, sweeper.importers; import sys;"
+        " assert 'ray' not in sys.modules and 'torch' not in sys.modules, 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_hparams_alone_imports_only_numpy_and_json():
-    code = ("import sweeper.hparams, sys; bad = [m for m in ('scipy', 'matplotlib', 'pyarrow',"
-            " 'ray', 'torch', 'pandas') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sweeper.hparams, sys; bad = [m for m in ('scipy', 'matplotlib', 'pyarrow',"
+        " 'ray', 'torch', 'pandas') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -122,24 +131,35 @@ def test_undetermined_law_is_stored_printed_and_refused(tmp_path, cli):
     from tests.fit.synthetic import _row, write_run
 
     # Loss rises with lr and B in every cell: each best run is the grid's lowest corner.
-    grid = [(n, d, i, lr, j, batch) for n in (1e6, 1e7) for d in (1e8, 1e9, 1e10)
-            for i, lr in enumerate((1e-3, 2e-3, 4e-3)) for j, batch in enumerate((4, 8, 16))]
-    rows = [_row(n, d, 256, lr, batch, 3.0 * (1 + 0.01 * i + 0.01 * j), index)
-            for index, (n, d, i, lr, j, batch) in enumerate(grid)]
+    grid = [
+        (n, d, i, lr, j, batch)
+        for n in (1e6, 1e7)
+        for d in (1e8, 1e9, 1e10)
+        for i, lr in enumerate((1e-3, 2e-3, 4e-3))
+        for j, batch in enumerate((4, 8, 16))
+    ]
+    rows = [
+        _row(n, d, 256, lr, batch, 3.0 * (1 + 0.01 * i + 0.01 * j), index)
+        for index, (n, d, i, lr, j, batch) in enumerate(grid)
+    ]
     run = write_run(tmp_path / "pinned", rows)
-    fitted = CliRunner().invoke(cli, ["fit", str(run), "--estimator", "plateau", "--bootstrap", "100",
-                                      "--no-plots"])
+    fitted = CliRunner().invoke(
+        cli, ["fit", str(run), "--estimator", "plateau", "--bootstrap", "100", "--no-plots"]
+    )
     assert fitted.exit_code == 0, fitted.output
     assert "UNDETERMINED" in fitted.output
     document = json.loads((run / "fit.json").read_text())
     law = document["batch_law"]
     assert law["determined"] is False and law["undetermined"]
     assert all(interval is None for interval in law["intervals"].values())
-    predicted = CliRunner().invoke(cli, ["predict", str(run), "--params", "3e6", "--tokens", "1e9",
-                                         "--seq-len", "256"])
+    predicted = CliRunner().invoke(
+        cli, ["predict", str(run), "--params", "3e6", "--tokens", "1e9", "--seq-len", "256"]
+    )
     assert predicted.exit_code == 2 and "undetermined" in predicted.output and "--force" in predicted.output
-    forced = CliRunner().invoke(cli, ["predict", str(run), "--params", "3e6", "--tokens", "1e9",
-                                      "--seq-len", "256", "--force", "--json"])
+    forced = CliRunner().invoke(
+        cli,
+        ["predict", str(run), "--params", "3e6", "--tokens", "1e9", "--seq-len", "256", "--force", "--json"],
+    )
     assert forced.exit_code == 0, forced.output
     prediction = json.loads(forced.stdout)
     assert prediction["batch_size_tokens_interval"] is None and prediction["forced"]

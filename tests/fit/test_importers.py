@@ -14,12 +14,18 @@ from tests.fit.synthetic import synthetic_rows
 
 def _steplaw_frame() -> pd.DataFrame:
     rows = synthetic_rows(sizes=(1e6, 1e7, 1e8), budgets=(1e8, 1e9), n_lr=7, n_b=4, seq_len=2048)
-    frame = pd.DataFrame({
-        "lr": [r["lr"] for r in rows], "bs": [r["batch_size"] for r in rows],
-        "seq_len": 2048, "N": [r["n_params"] * 3 for r in rows], "Na": [r["n_params"] for r in rows],
-        "D": [r["tokens_budget"] for r in rows], "loss": [r["loss"] * 1.01 for r in rows],
-        "smooth loss": [r["loss"] for r in rows],
-    })
+    frame = pd.DataFrame(
+        {
+            "lr": [r["lr"] for r in rows],
+            "bs": [r["batch_size"] for r in rows],
+            "seq_len": 2048,
+            "N": [r["n_params"] * 3 for r in rows],
+            "Na": [r["n_params"] for r in rows],
+            "D": [r["tokens_budget"] for r in rows],
+            "loss": [r["loss"] * 1.01 for r in rows],
+            "smooth loss": [r["loss"] for r in rows],
+        }
+    )
     # Step Law's quirk: one grid value spelled with two roundings.
     frame["lr"] = [float(f"{v:.4g}") if i % 2 else float(f"{v:.5g}") for i, v in enumerate(frame["lr"])]
     return frame
@@ -52,14 +58,24 @@ def test_reimport_is_idempotent(tmp_path):
 
 
 def test_generic_table_with_mapping(tmp_path):
-    frame = _steplaw_frame().rename(columns={"lr": "peak_lr", "smooth loss": "val", "Na": "params",
-                                             "D": "tokens"})
+    frame = _steplaw_frame().rename(
+        columns={"lr": "peak_lr", "smooth loss": "val", "Na": "params", "D": "tokens"}
+    )
     frame["bt"] = frame["bs"] * 2048
     path = tmp_path / "table.parquet"
     frame.to_parquet(path)
-    rows = import_table(path, tmp_path / "run", {"lr": "peak_lr", "loss": "val", "n_params": "params",
-                                                 "tokens_budget": "tokens", "batch_size_tokens": "bt"},
-                        constants={"seq_len": 2048, "schedule": "cosine"})
+    rows = import_table(
+        path,
+        tmp_path / "run",
+        {
+            "lr": "peak_lr",
+            "loss": "val",
+            "n_params": "params",
+            "tokens_budget": "tokens",
+            "batch_size_tokens": "bt",
+        },
+        constants={"seq_len": 2048, "schedule": "cosine"},
+    )
     assert rows == 168
     table = read_trials(tmp_path / "run").to_pandas()
     assert (table["batch_size"] * 2048 == table["batch_size_tokens"]).all()
@@ -70,8 +86,11 @@ def test_generic_table_names_what_is_missing(tmp_path):
     path = tmp_path / "t.csv"
     _steplaw_frame().to_csv(path, index=False)
     with pytest.raises(ImportError_, match="seq_len"):
-        import_table(path, tmp_path / "run", {"lr": "lr", "loss": "loss", "n_params": "Na",
-                                              "tokens_budget": "D", "batch_size": "bs"})
+        import_table(
+            path,
+            tmp_path / "run",
+            {"lr": "lr", "loss": "loss", "n_params": "Na", "tokens_budget": "D", "batch_size": "bs"},
+        )
     with pytest.raises(ImportError_, match="columns not in"):
         import_table(path, tmp_path / "run", {"lr": "learning_rate"})
     with pytest.raises(ImportError_, match="not trial columns"):
@@ -82,19 +101,38 @@ def test_generic_table_names_what_is_missing(tmp_path):
 def test_cli_import_table_and_errors(cli, tmp_path):
     path = tmp_path / "t.csv"
     _steplaw_frame().to_csv(path, index=False)
-    args = ["import", "table", str(path), "--out", str(tmp_path / "run"), "--map", "lr=lr",
-            "--map", "loss=smooth loss", "--map", "n_params=Na", "--map", "tokens_budget=D",
-            "--map", "batch_size=bs", "--set", "seq_len=2048"]
+    args = [
+        "import",
+        "table",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+        "--map",
+        "lr=lr",
+        "--map",
+        "loss=smooth loss",
+        "--map",
+        "n_params=Na",
+        "--map",
+        "tokens_budget=D",
+        "--map",
+        "batch_size=bs",
+        "--set",
+        "seq_len=2048",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "imported 168 runs" in result.output
-    result = CliRunner().invoke(cli, ["import", "table", str(path), "--out", str(tmp_path / "x"),
-                                      "--map", "lr"])
+    result = CliRunner().invoke(
+        cli, ["import", "table", str(path), "--out", str(tmp_path / "x"), "--map", "lr"]
+    )
     assert result.exit_code == 2 and "COLUMN=VALUE" in result.stderr
-    result = CliRunner().invoke(cli, ["import", "steplaw", str(tmp_path / "none.csv"), "--out",
-                                      str(tmp_path / "y")])
+    result = CliRunner().invoke(
+        cli, ["import", "steplaw", str(tmp_path / "none.csv"), "--out", str(tmp_path / "y")]
+    )
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: file not found: {tmp_path / 'none.csv'}"
-    result = CliRunner().invoke(cli, ["import", "steplaw", str(path), "--size-column", "Nx",
-                                      "--out", str(tmp_path / "z")])
+    result = CliRunner().invoke(
+        cli, ["import", "steplaw", str(path), "--size-column", "Nx", "--out", str(tmp_path / "z")]
+    )
     assert result.exit_code == 2 and "lacks Step Law columns: Nx" in result.stderr

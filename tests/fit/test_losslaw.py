@@ -21,9 +21,19 @@ def _sweep(noise=0.0, seed=0):
     for n in np.geomspace(1e6, 3e8, 5):
         for d in np.geomspace(1e8, 3e10, 5):
             loss = _loss(n, d) * (1 + noise * rng.standard_normal())
-            cells.append(Cell(f"{n:.3g}-{d:.3g}", float(n), float(d), 256, None,
-                              lr=np.array([1e-3]), batch_tokens=np.array([1e5]),
-                              loss=np.array([loss]), replicates=np.array([1])))
+            cells.append(
+                Cell(
+                    f"{n:.3g}-{d:.3g}",
+                    float(n),
+                    float(d),
+                    256,
+                    None,
+                    lr=np.array([1e-3]),
+                    batch_tokens=np.array([1e5]),
+                    loss=np.array([loss]),
+                    replicates=np.array([1]),
+                )
+            )
     return Sweep("loss", cells, {"complete": len(cells)})
 
 

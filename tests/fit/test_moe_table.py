@@ -17,8 +17,7 @@ from sweeper.importers import import_steplaw
 from sweeper.results.reader import read_trials
 from tests.fit.conftest import MOE_CSV
 
-pytestmark = pytest.mark.skipif(not MOE_CSV.is_file(),
-                                reason=f"Step Law MoE table not found at {MOE_CSV}")
+pytestmark = pytest.mark.skipif(not MOE_CSV.is_file(), reason=f"Step Law MoE table not found at {MOE_CSV}")
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +70,11 @@ def test_every_estimator_reports_its_regret_in_fit_json(moe_report):
 
 def test_cli_import_then_fit_evaluate(cli, tmp_path):
     out = tmp_path / "moe"
-    result = CliRunner().invoke(cli, ["import", "steplaw", str(MOE_CSV), "--size-column", "Na",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["import", "steplaw", str(MOE_CSV), "--size-column", "Na", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, ["fit", str(out), "--evaluate", "--bootstrap", "100",
-                                      "--no-plots"])
+    result = CliRunner().invoke(cli, ["fit", str(out), "--evaluate", "--bootstrap", "100", "--no-plots"])
     assert result.exit_code == 0, result.output
     for name in ("plateau", "smooth", "compute"):
         assert f"  {name} " in result.output

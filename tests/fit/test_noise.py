@@ -27,7 +27,9 @@ def replicated_table(sd: float, seeds: int = 4, seed: int = 0) -> pa.Table:
                 for b in (2, 4, 8):
                     clean = 2.5 + 0.05 * math.log(lr / 1e-3) ** 2 + 0.03 * math.log(b / 4) ** 2
                     for _ in range(seeds):
-                        rows.append(_row(n, d, 64, float(lr), b, clean + sd * rng.standard_normal(), len(rows)))
+                        rows.append(
+                            _row(n, d, 64, float(lr), b, clean + sd * rng.standard_normal(), len(rows))
+                        )
     return pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
 
 

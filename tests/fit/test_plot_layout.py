@@ -33,12 +33,20 @@ def visible_texts(fig) -> list[tuple[str, object, object]]:  # noqa: ANN001
             found += [(owner, text) for text in legend.get_texts()]
         for axis in (ax.xaxis, ax.yaxis):
             low, high = sorted(axis.get_view_interval())
-            for locs, labels in ((axis.get_majorticklocs(), axis.get_majorticklabels()),
-                                 (axis.get_minorticklocs(), axis.get_minorticklabels())):
-                found += [(f"{owner} ticks", label) for loc, label in zip(locs, labels)
-                          if low * (1 - 1e-9) <= loc <= high * (1 + 1e-9)]
-    return [(owner, text, text.get_window_extent(renderer)) for owner, text in found
-            if text.get_visible() and text.get_text().strip()]
+            for locs, labels in (
+                (axis.get_majorticklocs(), axis.get_majorticklabels()),
+                (axis.get_minorticklocs(), axis.get_minorticklabels()),
+            ):
+                found += [
+                    (f"{owner} ticks", label)
+                    for loc, label in zip(locs, labels)
+                    if low * (1 - 1e-9) <= loc <= high * (1 + 1e-9)
+                ]
+    return [
+        (owner, text, text.get_window_extent(renderer))
+        for owner, text in found
+        if text.get_visible() and text.get_text().strip()
+    ]
 
 
 def overlaps(first, second) -> bool:  # noqa: ANN001
@@ -75,7 +83,9 @@ def figures_for(run_dir: Path) -> dict:
 @pytest.mark.parametrize("cells", [(2, 2), (5, 4)], ids=["4 cells", "20 cells"])
 def test_figures_are_legible(tmp_path, cells) -> None:
     sizes, budgets = np.geomspace(1e6, 1e8, cells[0]), np.geomspace(3e8, 1e10, cells[1])
-    run = write_run(tmp_path, synthetic_rows(Truth(), sizes=tuple(sizes), budgets=tuple(budgets), n_lr=5, n_b=3))
+    run = write_run(
+        tmp_path, synthetic_rows(Truth(), sizes=tuple(sizes), budgets=tuple(budgets), n_lr=5, n_b=3)
+    )
     import matplotlib.pyplot as plt
 
     figures = figures_for(run)
@@ -88,7 +98,9 @@ def test_figures_are_legible(tmp_path, cells) -> None:
 def test_a_flat_law_is_drawn_and_said(tmp_path) -> None:
     # Every cell's grid and optimum batch the same (gamma = 0, grids centred on the truth):
     # the batch panel must show its points on a readable axis and say that the law is flat.
-    rows = synthetic_rows(Truth(c=3000.0, gamma=0.0), sizes=(1e6, 1e7), budgets=(3e8, 3e9), n_lr=5, n_b=3, offset=0.0)
+    rows = synthetic_rows(
+        Truth(c=3000.0, gamma=0.0), sizes=(1e6, 1e7), budgets=(3e8, 3e9), n_lr=5, n_b=3, offset=0.0
+    )
     import matplotlib.pyplot as plt
 
     laws = figures_for(write_run(tmp_path, rows))["laws"]

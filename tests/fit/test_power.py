@@ -29,10 +29,25 @@ def synthetic_sweep(noise: float = 0.0, seed: int = 0, kind: str = "wsd") -> Swe
                     lrs.append(math.exp(log_lr))
                     batches.append(batch)
                     losses.append(3.0 + 0.05 * (log_lr - optimum) ** 2 + noise * rng.standard_normal())
-            cells.append(Cell(f"N{n:g}-D{d:g}", n, d, 64, None, np.array(lrs), np.array(batches),
-                              np.array(losses), np.ones(len(lrs), int)))
-    return Sweep("synthetic", cells, {"complete": sum(c.loss.size for c in cells)},
-                 schedule={"kind": kind, "warmup_fraction": None, "min_lr_ratio": 0.1, "decay_fraction": 0.2})
+            cells.append(
+                Cell(
+                    f"N{n:g}-D{d:g}",
+                    n,
+                    d,
+                    64,
+                    None,
+                    np.array(lrs),
+                    np.array(batches),
+                    np.array(losses),
+                    np.ones(len(lrs), int),
+                )
+            )
+    return Sweep(
+        "synthetic",
+        cells,
+        {"complete": sum(c.loss.size for c in cells)},
+        schedule={"kind": kind, "warmup_fraction": None, "min_lr_ratio": 0.1, "decay_fraction": 0.2},
+    )
 
 
 def test_noise_free_landscape_gives_back_the_true_law():
@@ -58,14 +73,25 @@ def test_noisy_landscape_keeps_the_truth_inside_its_intervals():
 def test_only_wsd_sweeps_are_fitted_and_the_reason_is_said():
     cosine = synthetic_sweep(kind="cosine")
     assert fit_power_scheduler(cosine) is None
-    assert "WSD" in power_scheduler_missing_reason(cosine) and "cosine" in power_scheduler_missing_reason(cosine)
+    assert "WSD" in power_scheduler_missing_reason(cosine) and "cosine" in power_scheduler_missing_reason(
+        cosine
+    )
 
 
 def test_optima_on_the_lr_grid_edge_are_left_out():
     sweep = synthetic_sweep()
     cell = sweep.cells[0]
     keep = cell.lr < np.exp(np.log(cell.lr).mean())  # drop the upper half: the minimum moves to the edge
-    sweep.cells[0] = Cell(cell.cell_id, cell.n_params, cell.tokens, 64, None, cell.lr[keep],
-                          cell.batch_tokens[keep], cell.loss[keep], cell.replicates[keep])
+    sweep.cells[0] = Cell(
+        cell.cell_id,
+        cell.n_params,
+        cell.tokens,
+        64,
+        None,
+        cell.lr[keep],
+        cell.batch_tokens[keep],
+        cell.loss[keep],
+        cell.replicates[keep],
+    )
     points, edges = batch_optima(sweep)
     assert edges >= 1 and all(p.cell_id != cell.cell_id or p.lr_opt < cell.lr[keep].max() for p in points)

@@ -71,12 +71,10 @@ def test_thin_cells_are_excluded_with_a_reason():
 
 def test_edge_of_grid_optimum_is_flagged_loudly():
     # Grids shifted 3 steps up: every cell's best lr sits at the grid's low edge.
-    rows = synthetic_rows(sizes=(1e6, 1e7, 1e8), budgets=(1e8, 1e9), n_lr=5, n_b=5, offset=0.0,
-                          lr_shift=3.0)
+    rows = synthetic_rows(sizes=(1e6, 1e7, 1e8), budgets=(1e8, 1e9), n_lr=5, n_b=5, offset=0.0, lr_shift=3.0)
     sweep = clean_trials(_table(rows))
     assert all(any("EDGE OF GRID" in f and "lr low" in f for f in c.flags) for c in sweep.cells)
-    report = build_report(sweep, estimator="plateau", n_bootstrap=20, evaluate=False, seed=0,
-                          loss_law=False)
+    report = build_report(sweep, estimator="plateau", n_bootstrap=20, evaluate=False, seed=0, loss_law=False)
     text = report.summary()
     assert "WARNINGS:" in text and text.count("EDGE OF GRID") == len(sweep.cells)
     assert all(c["flags"] for c in report.document()["cells"])
@@ -99,6 +97,5 @@ def test_no_complete_trials_is_a_fit_error():
 def test_cells_are_keyed_by_n_d_and_seq_len():
     rows = synthetic_rows(sizes=(1e6, 1e7), budgets=(1e8, 1e9), n_lr=5, n_b=3)
     sweep = clean_trials(_table(rows))
-    assert [(c.n_params, c.tokens) for c in sweep.cells] == [
-        (1e6, 1e8), (1e6, 1e9), (1e7, 1e8), (1e7, 1e9)]
+    assert [(c.n_params, c.tokens) for c in sweep.cells] == [(1e6, 1e8), (1e6, 1e9), (1e7, 1e8), (1e7, 1e9)]
     assert all(math.isclose(c.flops_per_token, 6 * c.n_params + 12 * 4 * 128 * 256) for c in sweep.cells)

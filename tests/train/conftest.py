@@ -29,7 +29,13 @@ def build_specs(
         {
             "name": "train-test",
             "models": [
-                {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "seq_len": seq_len, "vocab_size": vocab_size}
+                {
+                    "d_model": d_model,
+                    "n_layers": n_layers,
+                    "n_heads": n_heads,
+                    "seq_len": seq_len,
+                    "vocab_size": vocab_size,
+                }
             ],
             "tokens": {"absolute": [steps * batch_size * seq_len]},
             "learning_rates": {"values": list(lrs)},

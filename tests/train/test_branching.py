@@ -39,7 +39,9 @@ def test_branched_budgets_equal_their_unbranched_runs_and_share_the_trunk_until_
         assert [p.step for p in mine.curve if p.val_loss is not None] == [
             p.step for p in alone.curve if p.val_loss is not None
         ]
-        np.testing.assert_allclose([p.train_loss for p in mine.curve], [p.train_loss for p in alone.curve], atol=1e-5)
+        np.testing.assert_allclose(
+            [p.train_loss for p in mine.curve], [p.train_loss for p in alone.curve], atol=1e-5
+        )
         if member in forks:  # up to its fork, the curve is the trunk's, point for point
             parent, at = forks[member]
             assert mine.curve[:at] == branched[parent].curve[:at]
@@ -51,8 +53,9 @@ def test_branched_budgets_equal_their_unbranched_runs_and_share_the_trunk_until_
         alone = run_trial(spec)
         assert [p.lr for p in mine.curve] == pytest.approx([p.lr for p in alone.curve], rel=1e-12)
         assert mine.final_val_loss == pytest.approx(alone.final_val_loss, rel=1e-2)
-        np.testing.assert_allclose([p.train_loss for p in mine.curve[:4]], [p.train_loss for p in alone.curve[:4]],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            [p.train_loss for p in mine.curve[:4]], [p.train_loss for p in alone.curve[:4]], rtol=1e-4
+        )
 
 
 def test_a_trunk_that_diverges_before_the_forks_ends_its_budgets_as_their_own_runs_would():
@@ -62,7 +65,11 @@ def test_a_trunk_that_diverges_before_the_forks_ends_its_budgets_as_their_own_ru
     branched, unbranched = run_branched(specs), run_fused(specs)
     assert [o.status for o in branched] == ["complete", "diverged", "complete", "diverged"]
     for mine, alone in zip(branched, unbranched):
-        assert (mine.status, mine.diverged_step, mine.steps_done) == (alone.status, alone.diverged_step, alone.steps_done)
+        assert (mine.status, mine.diverged_step, mine.steps_done) == (
+            alone.status,
+            alone.diverged_step,
+            alone.steps_done,
+        )
         assert [p.step for p in mine.curve] == [p.step for p in alone.curve]
 
 

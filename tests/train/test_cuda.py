@@ -13,7 +13,9 @@ from sweeper.train.fused import run_fused
 
 from .conftest import build_specs
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by benchmarks/gpu_check.sh)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (run by benchmarks/gpu_check.sh)"
+)
 
 
 def test_fused_members_on_cuda_follow_their_single_runs_within_bf16_rounding():

@@ -52,7 +52,9 @@ def test_members_train_exactly_as_they_would_alone_and_a_diverging_one_is_frozen
 
 def test_per_member_clipping_and_schedules_match_single_runs():
     cosine = build_specs(lrs=[1e-2, 4e-2], steps=10, optimizer={"grad_clip": 0.5})
-    wsd = build_specs(lrs=[2e-2], steps=10, optimizer={"grad_clip": 0.5}, schedule={"kind": "wsd", "warmup_fraction": 0.2})
+    wsd = build_specs(
+        lrs=[2e-2], steps=10, optimizer={"grad_clip": 0.5}, schedule={"kind": "wsd", "warmup_fraction": 0.2}
+    )
     specs = cosine + wsd
     assert all(can_fuse(specs[0], spec) for spec in specs)
     for spec, outcome in zip(specs, run_fused(specs)):
@@ -61,7 +63,9 @@ def test_per_member_clipping_and_schedules_match_single_runs():
 
 def test_members_with_smaller_token_budgets_end_at_their_own_step_as_they_would_alone():
     # 7 steps: ends between validations; 10: ends on a validation step; 15: the longest.
-    seven, ten, fifteen = (build_specs(lrs=[1e-2, 3e-3], steps=n, evaluation={"every_steps": 5}) for n in (7, 10, 15))
+    seven, ten, fifteen = (
+        build_specs(lrs=[1e-2, 3e-3], steps=n, evaluation={"every_steps": 5}) for n in (7, 10, 15)
+    )
     specs = [fifteen[0], seven[0], ten[1], fifteen[1], seven[1]]
     assert all(can_fuse(specs[0], spec) for spec in specs)
     fused = run_fused(specs)
@@ -103,7 +107,9 @@ def test_grouping_respects_what_must_be_shared():
 def test_a_training_error_fails_every_member_with_its_message(tmp_path):
     path = tmp_path / "tokens.bin"
     (np.arange(4000, dtype=np.uint16) % 300).tofile(path)
-    specs = build_specs(lrs=[1e-3, 1e-2], vocab_size=64, steps=3, data={"source": "tokens", "path": str(path)})
+    specs = build_specs(
+        lrs=[1e-3, 1e-2], vocab_size=64, steps=3, data={"source": "tokens", "path": str(path)}
+    )
     outcomes = run_fused(specs)
     assert [o.status for o in outcomes] == ["failed", "failed"]
     assert all(o.error.startswith("ValueError: ") for o in outcomes)

@@ -26,7 +26,9 @@ def test_loss_falls_on_the_builtin_corpus():
 def test_same_seed_gives_the_same_curve_exactly():
     spec = build_specs(steps=8)[0]
     a, b = run_trial(spec), run_trial(spec)
-    assert [(p.train_loss, p.val_loss, p.lr) for p in a.curve] == [(p.train_loss, p.val_loss, p.lr) for p in b.curve]
+    assert [(p.train_loss, p.val_loss, p.lr) for p in a.curve] == [
+        (p.train_loss, p.val_loss, p.lr) for p in b.curve
+    ]
     other = run_trial(build_specs(steps=8, seeds=[1])[0])
     assert other.curve[0].train_loss != a.curve[0].train_loss
 

@@ -25,12 +25,20 @@ WIDTHS = [32, 64, 128, 256]
 BASE_WIDTH = 32
 
 
-def activation_scales(width: int, mup: bool, seed: int, lr: float = 1e-2, steps: int = 5) -> tuple[float, float]:
+def activation_scales(
+    width: int, mup: bool, seed: int, lr: float = 1e-2, steps: int = 5
+) -> tuple[float, float]:
     """Mean |logit| and mean |last block output| after ``steps`` Adam steps at ``lr`` on
     random tokens, with the trainer's own model and optimizer (param groups and lr_mult)."""
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=256, seq_len=32, d_model=width, n_layers=2, n_heads=4,
-                       mup_base_width=BASE_WIDTH if mup else None)
+    config = GPTConfig(
+        vocab_size=256,
+        seq_len=32,
+        d_model=width,
+        n_layers=2,
+        n_heads=4,
+        mup_base_width=BASE_WIDTH if mup else None,
+    )
     model = GPT(config)
     optimizer = make_optimizer(model, SimpleNamespace(optimizer=Optimizer(weight_decay=0.0), lr=lr))
     for group in optimizer.param_groups:
@@ -43,7 +51,9 @@ def activation_scales(width: int, mup: bool, seed: int, lr: float = 1e-2, steps:
         optimizer.step()
         optimizer.zero_grad()
     captured = {}
-    hook = model.blocks[-1].register_forward_hook(lambda module, inputs, output: captured.update(block=output))
+    hook = model.blocks[-1].register_forward_hook(
+        lambda module, inputs, output: captured.update(block=output)
+    )
     with torch.no_grad():
         logits = model(tokens[steps][:, :-1])
     hook.remove()
@@ -88,22 +98,37 @@ def test_mup_at_its_base_width_is_the_standard_model():
 
 
 def test_mup_recipe_plans_its_own_trials_and_records_the_base_width():
-    fields = {"name": "m", "models": [{"d_model": 32, "n_layers": 1, "n_heads": 4}, {"d_model": 64, "n_layers": 1, "n_heads": 4}],
-              "tokens": {"absolute": [4096]}, "learning_rates": {"values": [1e-2]}, "batch_sizes": [4]}
+    fields = {
+        "name": "m",
+        "models": [
+            {"d_model": 32, "n_layers": 1, "n_heads": 4},
+            {"d_model": 64, "n_layers": 1, "n_heads": 4},
+        ],
+        "tokens": {"absolute": [4096]},
+        "learning_rates": {"values": [1e-2]},
+        "batch_sizes": [4],
+    }
     standard = plan_trials(parse_recipe(fields), "data")
     mup = plan_trials(parse_recipe({**fields, "parametrization": "mup"}), "data")
     assert [s.mup_base_width for s in mup] == [32, 32]  # default: the ladder's smallest width
     assert {s.parametrization for s in standard} == {"standard"}
     assert not {s.trial_id for s in standard} & {s.trial_id for s in mup}
-    wider = plan_trials(parse_recipe({**fields, "parametrization": {"kind": "mup", "base_width": 64}}), "data")
+    wider = plan_trials(
+        parse_recipe({**fields, "parametrization": {"kind": "mup", "base_width": 64}}), "data"
+    )
     assert [s.mup_base_width for s in wider] == [64, 64]
 
 
 def test_fused_mup_members_train_as_they_would_alone():
     # d_model 64 over base 32: m = 2, so the hidden matrices' lr and init differ from the
     # standard model's and the fused optimizer's two column ranges are both exercised.
-    specs = build_specs(lrs=[3e-3, 1e-2, 3e-2], d_model=64, steps=10, evaluation={"every_steps": 5},
-                        parametrization={"kind": "mup", "base_width": 32})
+    specs = build_specs(
+        lrs=[3e-3, 1e-2, 3e-2],
+        d_model=64,
+        steps=10,
+        evaluation={"every_steps": 5},
+        parametrization={"kind": "mup", "base_width": 32},
+    )
     assert {spec.mup_base_width for spec in specs} == {32}
     for spec, outcome in zip(specs, run_fused(specs)):
         assert_same_run(outcome, run_trial(spec))

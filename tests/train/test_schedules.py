@@ -73,7 +73,10 @@ def test_power_schedule_follows_its_law_capped_at_the_peak_then_decays():
 
 def test_power_schedule_before_its_decay_does_not_depend_on_the_run_length():
     schedule = Schedule(kind="power", a=1e-3, b=-0.5, warmup_steps=4, decay_fraction=0.2)
-    short, long = lr_table(50, PEAK, schedule, batch_tokens=64), lr_table(200, PEAK, schedule, batch_tokens=64)
+    short, long = (
+        lr_table(50, PEAK, schedule, batch_tokens=64),
+        lr_table(200, PEAK, schedule, batch_tokens=64),
+    )
     assert short[:40] == long[:40]
 
 

@@ -85,7 +85,12 @@ def test_a_planned_trial_reads_into_a_train_spec() -> None:
     spec = as_train_spec(planned)
     assert set(f.name for f in dataclasses.fields(TrainSpec)) <= set(TrialSpec.model_fields)
     assert (spec.trial_id, spec.lr, spec.batch_size, spec.steps, spec.seed) == (
-        planned.trial_id, planned.lr, planned.batch_size, planned.steps, planned.seed)
+        planned.trial_id,
+        planned.lr,
+        planned.batch_size,
+        planned.steps,
+        planned.seed,
+    )
     assert spec.shape.d_model == planned.shape.d_model and spec.evaluation.every_steps == 2
     assert spec.batch_size_tokens == planned.batch_size_tokens and spec.tokens == planned.tokens
     assert as_train_spec(spec) is spec
