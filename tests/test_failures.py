@@ -116,8 +116,15 @@ def test_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path: Path) ->
 
 
 def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path: Path) -> None:
-    # 6 trials, unfused so that they finish two at a time over several rounds.
-    recipe = {**SLOW_RECIPE, "learning_rates": {"values": [0.005, 0.01, 0.02]}, "fuse": "off"}
+    # 6 trials, unfused so that they finish two at a time over several rounds, each long
+    # enough (800k tokens) that the sweep is still running after two are recorded, the
+    # driver's results buffer (~2 s) has flushed and a second driver has been refused.
+    recipe = {
+        **SLOW_RECIPE,
+        "tokens": {"absolute": [800000]},
+        "learning_rates": {"values": [0.005, 0.01, 0.02]},
+        "fuse": "off",
+    }
     recipe_path = write_recipe(tmp_path, recipe)
     run_dir = tmp_path / "run"
     driver = start_driver("submit", str(recipe_path), "--out", str(run_dir))
