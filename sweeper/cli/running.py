@@ -446,16 +446,20 @@ def _job_status(job_id: str, address: str, as_json: bool) -> None:
     click.echo(f"  dashboard: {report['dashboard_url']}")
 
 
-@click.command()
-@click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
-@click.option("--follow", is_flag=True, help="Stream the log until the job ends; exit 0 if it succeeded.")
-@click.option(
+# The Job API address option shared by the commands that talk to a submitted Ray Job.
+JOB_ADDRESS = click.option(
     "--address",
     envvar=JOB_ADDRESS_ENV,
     default=DEFAULT_JOB_ADDRESS,
     show_default=True,
     help="The cluster's Job API (dashboard) address.",
 )
+
+
+@click.command()
+@click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
+@click.option("--follow", is_flag=True, help="Stream the log until the job ends; exit 0 if it succeeded.")
+@JOB_ADDRESS
 def logs(job_id: str, follow: bool, address: str) -> None:
     """Print the log of a sweep submitted as a Ray Job (its driver's output)."""
     from sweeper.execute import jobs
@@ -473,13 +477,7 @@ def logs(job_id: str, follow: bool, address: str) -> None:
 @click.command()
 @click.option("--job", "job_id", required=True, metavar="ID", help="The Ray Job (from `submit --job`).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Local folder to fill.")
-@click.option(
-    "--address",
-    envvar=JOB_ADDRESS_ENV,
-    default=DEFAULT_JOB_ADDRESS,
-    show_default=True,
-    help="The cluster's Job API (dashboard) address.",
-)
+@JOB_ADDRESS
 @click.option(
     "--from-head",
     is_flag=True,
