@@ -440,7 +440,7 @@ class Recipe(_Strict):
     fuse: Literal["auto", "off"] | int = Field(
         "auto",
         description="Train trials that differ only in learning rate or token budget as one fused "
-        "model of K members in one task: 'auto' (K up to 8 of one model size and batch, capped by "
+        "model of K members in one task: 'auto' (K up to 24 of one model size and batch, capped by "
         "memory), 'off', or K >= 1.",
     )
     search: Search = Field(default_factory=Search, description="How trials are chosen.")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sweeper.plan import CPU_AUTO_FUSE_MAX_BATCH_TOKENS, fused_group_size, plan_trials
+from sweeper.plan import CPU_AUTO_FUSE_MAX_BATCH_TOKENS, MAX_AUTO_MEMBERS, fused_group_size, plan_trials
 from sweeper.recipe import parse_recipe
 from tests.conftest import MINIMAL_RECIPE
 
 LRS = {"values": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256, 0.512]}
+FAMILY = min(MAX_AUTO_MEMBERS, len(LRS["values"]))  # one shape, batch and seed: the lrs
 
 
 def _sizes(**changes) -> dict[int, int]:
@@ -19,11 +20,11 @@ def test_auto_on_cpu_fuses_small_batches_only() -> None:
     sizes = _sizes()
     small, large = sorted(sizes)
     assert small <= CPU_AUTO_FUSE_MAX_BATCH_TOKENS < large
-    assert sizes[small] == 8 and sizes[large] == 1
+    assert sizes[small] == FAMILY and sizes[large] == 1
 
 
 def test_auto_on_gpu_fuses_every_batch() -> None:
-    assert set(_sizes(resources={"cpus": 1, "gpus": 0.5}).values()) == {8}
+    assert set(_sizes(resources={"cpus": 1, "gpus": 0.5}).values()) == {FAMILY}
 
 
 def test_auto_respects_the_memory_budget() -> None:
@@ -31,7 +32,7 @@ def test_auto_respects_the_memory_budget() -> None:
     # each, estimated) but for one large-batch member (~6.7 MiB) only.
     sizes = _sizes(resources={"cpus": 1, "gpus": 1, "memory_gb": 0.4})
     small, large = sorted(sizes)
-    assert sizes[small] == 8 and sizes[large] == 1
+    assert sizes[small] == FAMILY and sizes[large] == 1
 
 
 def test_auto_counts_the_token_budgets_of_a_model_size_as_siblings() -> None:
