@@ -25,9 +25,12 @@ run ahead of the law they will be placed by (it keeps the cluster full).
 
 Budget: ``budget`` x (grid points of all cells) runs in total. Bootstrap cells take what they
 need, up to 1.5x a cell's fair share (at least 9 runs, or ``max_runs_per_cell``); the rest is
-shared equally by the law-guided cells. When that share falls below MIN_GUIDED_RUNS, fewer
-cells get windows of that size, spread evenly up the ladder, and the others get no runs:
-their optimum is left to the laws.
+shared equally by the law-guided cells, each cell's share set when it starts from what the
+finished cells below it left. When that share falls below MIN_GUIDED_RUNS, fewer cells get
+windows of that size, spread evenly up the ladder, and the others get no runs: their
+optimum is left to the laws. A share bounds a cell's window and refinement, not the
+bracketing of its best run, which may go on to BRACKET_CEILING x the share: an unbracketed
+cell hands the fit its window's edge.
 
 The state is the study: the sampler keeps only caches, so a sampler built afresh over the
 same study proposes the same next points. A trial marked with the user attribute
