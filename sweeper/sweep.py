@@ -369,6 +369,13 @@ def run_trials(
         pending = {spec.trial_id for spec in specs if spec.trial_id not in recorded}
         planned = len(specs) if planned is None else planned
         already_recorded = len(specs) - len(pending)
+        schedule: Schedule | None = None
+        if pending and recorded:
+            # A law-guided search ends before its grid does: its study (rebuilt from the
+            # record where it was lost) says whether it is done, before any cluster starts.
+            schedule = open_schedule(recorded)
+            if schedule.finished():
+                pending, planned = set(), already_recorded
         to_run = min(len(pending), max(0, planned - already_recorded))
         summary = SweepSummary(
             run_dir,
@@ -397,7 +404,8 @@ def run_trials(
         if on_start is not None:
             on_start(planned, to_run, summary.dashboard_url)
         if pending:
-            schedule = open_schedule(recorded)
+            if schedule is None:
+                schedule = open_schedule(recorded)
             sink = ResultSink(
                 run_dir, max_buffered=RESULT_BUFFER_TRIALS, max_buffer_seconds=RESULT_BUFFER_SECONDS
             )
