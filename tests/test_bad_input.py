@@ -72,6 +72,30 @@ def refused_submit(tmp_path: Path, names: tuple[str, ...], **changes: object) ->
     return line
 
 
+# ----------------------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["submit", "recipe.yaml", "--bogus"], "'--bogus'"),
+        (["submit"], "'RECIPE'"),
+        (["frobnicate"], "'frobnicate'"),
+        (["--bogus"], "'--bogus'"),
+        (["predict", FIT_JSON, "--params", "abc", "--tokens", "1e5", "--seq-len", "32"], "'--params'"),
+        (["import", "table"], "'FILE'"),
+        (["import", "table", "t.csv", "--out", "o", "--nope"], "'--nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_what_is_wrong(args: list[object], named: str) -> None:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert "--help" in lines[0]  # where to read more, on the same line
+
+
 # ----------------------------------------------------------------------------- submit
 
 
