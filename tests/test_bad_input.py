@@ -161,6 +161,27 @@ def test_lr_grid_that_collapses_when_rounded_is_refused(tmp_path: Path) -> None:
     )
 
 
+SHAPE = MINIMAL_RECIPE["models"][0]
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"models": [SHAPE, SHAPE]}, ("models", "listed twice")),
+        ({"models": [SHAPE, {**SHAPE, "mlp_ratio": 3}]}, ("models", "mlp_ratio")),
+        ({"tokens": {"absolute": [4096, 4096]}}, ("tokens", "distinct")),
+        ({"learning_rates": {"values": [0.01, 0.01]}}, ("learning_rates", "distinct")),
+        ({"batch_sizes": [4, 4]}, ("batch_sizes", "distinct")),
+        ({"seeds": [0, 0]}, ("seeds", "distinct")),
+    ],
+)
+def test_a_plan_that_lists_one_run_twice_is_refused(
+    tmp_path: Path, change: dict, names: tuple[str, ...]
+) -> None:
+    # Merging the repeats would run fewer trials than the recipe lists, silently.
+    refused_submit(tmp_path, names, **change)
+
+
 def test_budget_smaller_than_one_batch_is_refused(tmp_path: Path) -> None:
     refused_submit(tmp_path, ("tokens", "budget 1 ", "one batch"), tokens={"absolute": [1]})
 

@@ -113,7 +113,8 @@ def execute_sweep(
     if not summary.ok:
         click.echo(
             f"error: {summary.sweep_counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
-            f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials",
+            f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials; "
+            f"`sweeper resume {run_dir}` runs them again",
             err=True,
         )
     return summary
