@@ -1,5 +1,6 @@
 """The watchdog of a local cluster (execute/watchdog.py), without Ray: a driver that dies by
-SIGKILL takes the process trees it watches with it, and nothing else."""
+SIGKILL, during its cluster's start-up or after, takes the cluster's process trees with it,
+and nothing else."""
 
 from __future__ import annotations
 
@@ -11,17 +12,29 @@ import sys
 import time
 
 import psutil
+import pytest
 
-# A stand-in driver: starts a tree (a shell and its two children) in a session of its own,
-# as Ray's processes would outlive it, puts the watchdog over it, then waits to be killed.
+# A stand-in driver. Its processes run in sessions of their own, as Ray's agents outlive
+# their driver: one it had before the cluster (not the cluster's), a tree started while the
+# "cluster starts" (a shell and its two children), and with "declared", one started after the
+# cluster's roots were declared (not the cluster's either). Prints the PIDs, then waits.
 DRIVER = """
 import subprocess, sys, time
-from sweeper.execute.watchdog import start_watchdog
-root = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
-time.sleep(0.5)  # the shell has started its children
-start_watchdog([root.pid])
+from sweeper.execute.watchdog import declare_roots, start_watchdog
+
+def start(command):
+    return subprocess.Popen(command, start_new_session=True)
+
+earlier = start(["sleep", "300"])
+watchdog = start_watchdog({earlier.pid})
+tree = start(["sh", "-c", "sleep 300 & sleep 300 & wait"])
 time.sleep(1.5)  # the watchdog has seen the whole tree
-print(root.pid, flush=True)
+others = [earlier.pid]
+if sys.argv[1] == "declared":
+    declare_roots(watchdog, [tree.pid])
+    others.append(start(["sleep", "300"]).pid)
+    time.sleep(1.0)
+print(tree.pid, *others, flush=True)
 time.sleep(300)
 """
 
@@ -33,27 +46,31 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_a_killed_driver_takes_the_watched_trees_with_it_and_nothing_else() -> None:
-    bystander = subprocess.Popen(["sleep", "300"])  # not watched: must survive
+@pytest.mark.parametrize("moment", ["starting", "declared"])
+def test_a_killed_driver_takes_its_cluster_with_it_and_nothing_else(moment: str) -> None:
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", DRIVER, moment], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
-    tree: list[psutil.Process] = []
+    cluster: list[psutil.Process] = []
+    others: list[psutil.Process] = []
     try:
-        root = psutil.Process(int(driver.stdout.readline()))
-        tree = [root, *root.children(recursive=True)]
-        assert len(tree) == 3 and all(alive(p) for p in tree)
+        assert driver.stdout is not None
+        root, *other_pids = (int(pid) for pid in driver.stdout.readline().split())
+        cluster = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+        others = [psutil.Process(pid) for pid in other_pids]
+        assert len(cluster) == 3 and len(others) == (2 if moment == "declared" else 1)
+        assert all(alive(p) for p in cluster + others)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=10)
         deadline = time.time() + 10
-        while any(alive(p) for p in tree) and time.time() < deadline:
+        while any(alive(p) for p in cluster) and time.time() < deadline:
             time.sleep(0.1)
-        assert not [p.pid for p in tree if alive(p)], "the watched tree outlived its driver"
-        assert bystander.poll() is None, "the watchdog killed a process it does not watch"
+        assert not [p.pid for p in cluster if alive(p)], "the cluster outlived its driver"
+        assert all(alive(p) for p in others), "the watchdog killed a process not of the cluster"
     finally:
-        for process in tree:  # on failure only; psutil refuses a PID that was reused
+        for process in cluster + others:  # psutil refuses a PID that was reused
             with contextlib.suppress(psutil.Error):
                 process.kill()
-        for started in (bystander, driver):
-            started.kill()
-            started.wait()
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()

@@ -24,7 +24,7 @@ from ray.exceptions import RayError, TaskCancelledError
 
 from sweeper.errors import SweeperError
 from sweeper.execute.live import LiveProgress, reporter
-from sweeper.execute.watchdog import start_watchdog, stop_watchdog
+from sweeper.execute.watchdog import declare_roots, start_watchdog, stop_watchdog
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
@@ -54,19 +54,24 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
+        # What ray.init starts (GCS, raylet, dashboard...) is stopped with all its children
+        # if this driver dies, during the start-up too (execute/watchdog.py).
         before = _children()
-        with _loopback_node():
-            context = ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
+        _watchdog = start_watchdog(before)
+        try:
+            with _loopback_node():
+                context = ray.init(
+                    num_cpus=num_cpus,
+                    include_dashboard=True,
+                    dashboard_host="127.0.0.1",
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+        except BaseException:
+            disconnect()
+            raise
+        declare_roots(_watchdog, sorted(_children() - before - {_watchdog.pid}))
         started_here = True
-        # What ray.init started (GCS, raylet, dashboard...): stopped with all their children
-        # if this driver dies (execute/watchdog.py).
-        _watchdog = start_watchdog(sorted(_children() - before))
     url = context.dashboard_url
     return ClusterInfo(
         # ray.init returns a RayContext; its annotation names only the BaseContext base class.
