@@ -72,6 +72,30 @@ def refused_submit(tmp_path: Path, names: tuple[str, ...], **changes: object) ->
     return line
 
 
+# ----------------------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["submit", "recipe.yaml", "--bogus"], "'--bogus'"),
+        (["submit"], "'RECIPE'"),
+        (["frobnicate"], "'frobnicate'"),
+        (["--bogus"], "'--bogus'"),
+        (["predict", FIT_JSON, "--params", "abc", "--tokens", "1e5", "--seq-len", "32"], "'--params'"),
+        (["import", "table"], "'FILE'"),
+        (["import", "table", "t.csv", "--out", "o", "--nope"], "'--nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_what_is_wrong(args: list[object], named: str) -> None:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert "--help" in lines[0]  # where to read more, on the same line
+
+
 # ----------------------------------------------------------------------------- submit
 
 
@@ -135,6 +159,27 @@ def test_lr_grid_that_collapses_when_rounded_is_refused(tmp_path: Path) -> None:
         ("learning_rates.grid", "40 points"),
         learning_rates={"grid": {"min": 1e-3, "max": 1.00001e-3, "count": 40}},
     )
+
+
+SHAPE = MINIMAL_RECIPE["models"][0]
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"models": [SHAPE, SHAPE]}, ("models", "listed twice")),
+        ({"models": [SHAPE, {**SHAPE, "mlp_ratio": 3}]}, ("models", "mlp_ratio")),
+        ({"tokens": {"absolute": [4096, 4096]}}, ("tokens", "distinct")),
+        ({"learning_rates": {"values": [0.01, 0.01]}}, ("learning_rates", "distinct")),
+        ({"batch_sizes": [4, 4]}, ("batch_sizes", "distinct")),
+        ({"seeds": [0, 0]}, ("seeds", "distinct")),
+    ],
+)
+def test_a_plan_that_lists_one_run_twice_is_refused(
+    tmp_path: Path, change: dict, names: tuple[str, ...]
+) -> None:
+    # Merging the repeats would run fewer trials than the recipe lists, silently.
+    refused_submit(tmp_path, names, **change)
 
 
 def test_budget_smaller_than_one_batch_is_refused(tmp_path: Path) -> None:

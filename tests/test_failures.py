@@ -4,6 +4,7 @@ local Ray and reads the real run folder afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -83,6 +85,16 @@ def trial_worker_pids() -> list[int]:
     return [int(pid) for pid in listing.stdout.split()]
 
 
+def alive(processes: list[psutil.Process]) -> list[str]:
+    """Those of ``processes`` still running (a zombie has ended), as 'pid name'."""
+    running = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(f"{process.pid} {process.name()}")
+    return running
+
+
 def kill_session(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -128,14 +140,28 @@ def test_driver_killed_then_resume_finishes_without_rerunning(tmp_path: Path) ->
     recipe_path = write_recipe(tmp_path, recipe)
     run_dir = tmp_path / "run"
     driver = start_driver("submit", str(recipe_path), "--out", str(run_dir))
+    cluster: list[psutil.Process] = []
     try:
         wait_for(lambda: len(recorded(run_dir)) >= 2, 120, "two recorded trials")
         # A second driver on the same folder refuses at once, naming the holder.
         second = sweeper("submit", str(recipe_path), "--out", str(run_dir), timeout=60)
         assert second.returncode == 3
         assert "in use by another sweeper driver" in second.stderr and "Traceback" not in second.stderr
+        # SIGKILL to the driver alone: the local cluster it started (every process below it,
+        # found by PID, never by name: other clusters may run on this machine) goes with it.
+        cluster = psutil.Process(driver.pid).children(recursive=True)
+        assert any("raylet" in " ".join(p.cmdline()) for p in cluster)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.time() + 15  # Ray's agents alone took 40-80 s before the watchdog
+        while alive(cluster) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not alive(cluster), f"outlived the driver by 15 s: {alive(cluster)}"
     finally:
-        kill_session(driver)  # SIGKILL to the driver and the local cluster it started
+        kill_session(driver)
+        for process in cluster:  # on failure only; psutil refuses a PID that was reused
+            with contextlib.suppress(psutil.Error):
+                process.kill()
     before = recorded(run_dir)
     assert 2 <= len(before) < 6
     status = sweeper("status", str(run_dir), "--json")
@@ -220,3 +246,92 @@ def test_trials_that_cannot_fit_memory_are_refused_before_anything_runs(tmp_path
     assert "GiB" in result.stderr and "memory_gb" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+# Put on the PYTHONPATH of a sweep (its driver, and through it the Ray workers), this makes
+# the training of one trial (lr 0.02, batch 8) raise while the file FAULT_FLAG names exists:
+# a fault inside training, injected without changing the package.
+FAULT_HOOK = """
+import importlib.abc, importlib.util, os, sys
+
+class InjectFault(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "sweeper.train.loop":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            train = module._train
+
+            def faulty(spec, *args, **kwargs):
+                if spec.lr == 0.02 and spec.batch_size == 8 and os.path.exists(os.environ["FAULT_FLAG"]):
+                    raise OSError("injected fault: the data disk went away")
+                return train(spec, *args, **kwargs)
+
+            module._train = faulty
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, InjectFault())
+"""
+
+
+def test_a_trial_that_raises_is_recorded_failed_and_resume_runs_it_again(tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAULT_HOOK)
+    flag = tmp_path / "fault-on"
+    flag.touch()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+        "FAULT_FLAG": str(flag),
+    }
+    recipe = {**SLOW_RECIPE, "name": "raises", "tokens": {"absolute": [20000]}, "fuse": "off"}
+    recipe_path = write_recipe(tmp_path, recipe)
+    run_dir = tmp_path / "run"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sweeper", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=environment,
+        )
+
+    first = run("submit", str(recipe_path), "--out", str(run_dir))
+    # The other trials finish; the exit code and the last line say a trial failed.
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
+    assert "error: 1 trial(s) failed" in first.stderr.strip().splitlines()[-1]
+    trials = pd.read_parquet(run_dir / "trials").set_index(["lr", "batch_size"])
+    assert len(trials) == 4
+    failed = trials.loc[(0.02, 8)]
+    assert failed["status"] == "failed" and "OSError: injected fault" in failed["error"]
+    assert set(trials.drop(index=(0.02, 8))["status"]) == {"complete"}
+    before = recorded(run_dir)
+
+    status = run("status", str(run_dir), "--json")
+    report = json.loads(status.stdout)
+    assert report["counts"]["failed"] == 1 and report["counts"]["complete"] == 3
+    assert report["pending"] == 0, "a failed trial is failed, not pending"
+    text = run("status", str(run_dir)).stdout
+    assert "3 complete, 1 failed" in text and "pending" not in text and "runs them again" in text
+
+    flag.unlink()  # the fault is gone: resume runs the failed trial again, and only it
+    resumed = run("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "1 to run" in resumed.stdout
+    trials = pd.read_parquet(run_dir / "trials")
+    latest = trials.sort_values("attempt").groupby("trial_id").last()
+    assert set(latest["status"]) == {"complete"} and len(latest) == 4
+    assert latest["attempt"].max() == 2 and (latest["attempt"] == 2).sum() == 1
+    after = recorded(run_dir)
+    rerun = [trial_id for trial_id in after if after[trial_id] != before[trial_id]]
+    assert len(rerun) == 1 and latest.loc[rerun[0], "lr"] == 0.02, "a complete trial ran again"
+    assert json.loads(run("status", str(run_dir), "--json").stdout)["counts"]["failed"] == 0

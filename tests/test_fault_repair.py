@@ -3,6 +3,7 @@ driver's progress file) are repaired or reported, and leave a state `resume` com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -131,3 +132,20 @@ def test_status_lists_no_running_trials_for_a_dead_driver(tmp_path: Path) -> Non
     report = json.loads(status.stdout)
     assert "stopped before finishing" in report["driver"]
     assert report["running"] == [] and report["pending"] == 3
+
+
+def test_status_counts_failed_trials_as_failed_not_pending(tmp_path: Path) -> None:
+    specs = _specs()
+    sink = ResultSink(tmp_path)
+    sink.record(specs[0], _outcome(specs[0].trial_id))
+    failed = dataclasses.replace(_outcome(specs[1].trial_id), status="failed", error="OSError: gone")
+    sink.record(specs[1], failed)
+    sink.flush()
+    progress = {"pid": 1, "host": "elsewhere", "updated_at": 0, "finished": True, "planned": 3, "running": []}
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps(progress))
+
+    report = json.loads(CliRunner().invoke(main, ["status", str(tmp_path), "--json"]).stdout)
+    assert report["counts"]["complete"] == 1 and report["counts"]["failed"] == 1
+    assert report["pending"] == 1  # the third, never run; not the failed one
+    text = CliRunner().invoke(main, ["status", str(tmp_path)]).stdout
+    assert "1 complete, 1 failed, 1 pending" in text and "runs them again" in text

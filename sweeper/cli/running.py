@@ -16,7 +16,7 @@ import click
 
 from sweeper.cli.common import fail
 from sweeper.cli.progress import SweepProgress, clock
-from sweeper.outcome import FINISHED_STATUSES, STATUSES, TrialOutcome, TrialStatus
+from sweeper.outcome import STATUSES, TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Recipe, load_recipe
 from sweeper.results import damaged_curves, read_trials
@@ -113,7 +113,8 @@ def execute_sweep(
     if not summary.ok:
         click.echo(
             f"error: {summary.sweep_counts['failed']} trial(s) failed ({summary.failed_fraction:.0%}, "
-            f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials",
+            f"tolerated {summary.max_failed_fraction:.0%}); see the error column of {run_dir}/trials; "
+            f"`sweeper resume {run_dir}` runs them again",
             err=True,
         )
     return summary
@@ -244,7 +245,11 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
     # A dead driver's last progress.json still lists its in-flight trials; they are not running.
     running = progress.get("running", []) if driver.startswith("running") else []
     planned = progress.get("planned")
-    pending = max(0, planned - sum(counts[s] for s in FINISHED_STATUSES) - len(running)) if planned else None
+    # Pending: planned, and neither recorded (whatever its status: a failed trial is counted
+    # as failed, though `resume` runs it again) nor running now.
+    known = set(frame["trial_id"]) if len(frame) else set()
+    known |= {item.get("trial_id") for item in running}
+    pending = max(0, planned - len(known)) if planned else None
     best = []
     if len(frame):
         complete = frame[frame["status"] == TrialStatus.COMPLETE]
@@ -286,6 +291,11 @@ def status(run_dir: str | None, as_json: bool, job_id: str | None, address: str)
         + (f", {len(running)} running" if running else "")
         + (f", {pending} pending" if pending else "")
     )
+    if counts.get(TrialStatus.FAILED) and not driver.startswith("running"):
+        click.echo(
+            f"failed trials: their errors are in the error column of {folder}/trials; "
+            f"`sweeper resume {folder}` runs them again"
+        )
     if report["training"]:
         click.echo(f"plan: {report['training']['note']}")
     for item in running:

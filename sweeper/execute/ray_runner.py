@@ -11,17 +11,20 @@ import contextlib
 import logging
 import math
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import ray
 from ray.exceptions import RayError, TaskCancelledError
 
 from sweeper.errors import SweeperError
 from sweeper.execute.live import LiveProgress, reporter
+from sweeper.execute.watchdog import declare_roots, start_watchdog, stop_watchdog
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec, task_name
 from sweeper.recipe import Resources
@@ -39,8 +42,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
 
     The local cluster listens on the loopback only: its dashboard (and with it the Jobs
     API) and, through ``_loopback_node``, every other server of the node (GCS, raylet,
-    object manager, the dashboard and runtime-env agents, workers).
+    object manager, the dashboard and runtime-env agents, workers). A watchdog stops every
+    process of that cluster if this process dies without ``disconnect``.
     """
+    global _watchdog
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
@@ -49,14 +54,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
         context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         started_here = False
     else:
-        with _loopback_node():
-            context = ray.init(
-                num_cpus=num_cpus,
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
+        # What ray.init starts (GCS, raylet, dashboard...) is stopped with all its children
+        # if this driver dies, during the start-up too (execute/watchdog.py).
+        before = _children()
+        _watchdog = start_watchdog(before)
+        try:
+            with _loopback_node():
+                context = ray.init(
+                    num_cpus=num_cpus,
+                    include_dashboard=True,
+                    dashboard_host="127.0.0.1",
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+        except BaseException:
+            disconnect()
+            raise
+        declare_roots(_watchdog, sorted(_children() - before - {_watchdog.pid}))
         started_here = True
     url = context.dashboard_url
     return ClusterInfo(
@@ -106,9 +120,21 @@ def _dashboard_url() -> str | None:
     return url
 
 
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children()}
+
+
+# The watchdog of the local cluster this process started, while it runs.
+_watchdog: subprocess.Popen[bytes] | None = None
+
+
 def disconnect() -> None:
+    global _watchdog
     if ray.is_initialized():
         ray.shutdown()
+    if _watchdog is not None:
+        stop_watchdog(_watchdog)  # it stops whatever of the cluster outlived the shutdown
+        _watchdog = None
 
 
 @ray.remote
