@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
+from threadpoolctl import threadpool_limits
 
 from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import EstimatorFit, cell_features
@@ -369,7 +370,10 @@ class Surface(Smooth):
 
     def _laws_from(self, sweep: Sweep) -> tuple[np.ndarray, dict[str, float], _Stage1, np.ndarray]:
         """Stage 1 and 2 on ``sweep``: centred law coefficients, the centre, stage 1, metric."""
-        stage = self._stage1(sweep)
+        # One BLAS thread: these matrices are a few hundred rows by tens of columns, where
+        # threads cost more than they save (on a loaded 2-core machine, ~100x in scipy's SVD).
+        with threadpool_limits(limits=1, user_api="blas"):
+            stage = self._stage1(sweep)
         metric, _ = self._metric(sweep, stage)
         design, centre = self._design(sweep)
         coef, ok = batched_gls(design, metric, stage.optima, np.ones((1, len(sweep.cells))))
