@@ -54,7 +54,9 @@ def main() -> None:
         cells = ", ".join(f"{est} {f['mean']:.3%} / {f['worst']:.3%}" for est, f in figures.items())
         print(f"{name}: {cells}; auto -> {report.estimator}")
         for est, c in coverage.items():
-            print(f"    {est}: {c['inside']}/3 true exponents inside the 95% intervals, widest {c['widest']:.3f}")
+            print(
+                f"    {est}: {c['inside']}/3 true exponents inside the 95% intervals, widest {c['widest']:.3f}"
+            )
     print(json.dumps(results))
 
 

@@ -86,6 +86,14 @@ def batched_huber_lm(
         # parameter has no data in a row (its column of the Jacobian vanishes).
         ridge = 1e-10 * np.maximum(1.0, np.max(np.abs(diagonal), axis=1))
         system = jtj + da[:, None, None] * diagonal[:, :, None] * eye + ridge[:, None, None] * eye
+        # A parameter on its bound whose descent direction points outside stays there: its
+        # row and column leave the system (an active-set step), so the others still converge
+        # instead of a clipped step being proposed again and again.
+        held = ((t <= lower) & (grad > 0)) | ((t >= upper) & (grad < 0))
+        if held.any():
+            free = ~held
+            system = system * free[:, :, None] * free[:, None, :] + held[:, :, None] * eye
+            grad = np.where(held, 0.0, grad)
         step = solve_rows(system, -grad)
         trial = np.clip(t + step, lower, upper)
         trial_r = residual(trial, act)
