@@ -273,6 +273,20 @@ class Surface(Smooth):
                 "method": "trf",
             }
 
+        try:
+            return self._solve(runs, start, lower, upper, problem)
+        except (ValueError, np.linalg.LinAlgError) as error:  # non-finite losses, a singular system
+            raise FitError(f"the loss surface fit failed: {error}") from None
+
+    def _solve(
+        self,
+        runs: _Runs,
+        start: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        problem: Callable[[np.ndarray], dict[str, Any]],
+    ) -> _Stage1:
+        """The least-squares pass, sigma, the robust pass, the optima's covariance."""
         first = least_squares(x0=start, **problem(np.sqrt(runs.weight)))
         residual = _model(first.x[None], runs, np.ones(runs.x.size), jacobian=False)[0][0]
         no_noise = np.isnan(runs.noise)
