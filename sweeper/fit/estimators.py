@@ -24,6 +24,10 @@ conformance tests every estimator must pass.
   near-optimal set (they keep runs within 0.25% of the best too), fitted as lr = a C^b and
   B = c C^d with C = M D, M the non-embedding FLOPs per token including attention
   (72 n_layer d_model^2 + 12 n_layer d_model seq_len, forward + backward).
+* ``surface`` (surface.py) -- one robust fit of log loss over the runs near every cell's
+  optimum, the curvature shared by all cells (log-linear in N and D, with the lr-B cross term
+  and a steeper side per axis), each cell's optimum free; the laws by a random-effects GLS of
+  those optima (Raudenbush 2009), so no precisely located cell sets a law no cell follows.
 """
 
 from __future__ import annotations

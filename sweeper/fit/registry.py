@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from sweeper.fit.estimators import Compute, Estimator, Plateau
 from sweeper.fit.smooth import Smooth
+from sweeper.fit.surface import Surface
 
-ESTIMATORS: dict[str, type[Estimator]] = {"plateau": Plateau, "smooth": Smooth, "compute": Compute}
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "plateau": Plateau,
+    "smooth": Smooth,
+    "compute": Compute,
+    "surface": Surface,
+}
 DEFAULT_ESTIMATOR = "auto"  # sweeper.fit.auto: the table's own held-out evaluation chooses
 
 

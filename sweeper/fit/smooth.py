@@ -27,6 +27,16 @@ from sweeper.fit.select import near_optimal_mask
 EIGEN_FLOOR = 1e-3
 
 
+def locality_weight(loss: np.ndarray, width: float, min_points: int) -> np.ndarray:
+    """exp(-1/2 (excess / w)^2) per run, excess = L / L_best - 1: a quadratic in logs holds
+    near the minimum only. w is ``width``, widened until ``min_points`` runs carry weight
+    >= e^-1/2 (the quadratic's coefficients need that many)."""
+    excess = loss / loss.min() - 1.0
+    k = min(min_points, loss.size) - 1
+    scale_w = max(width, float(np.partition(excess, k)[k]))
+    return np.exp(-0.5 * (excess / scale_w) ** 2)
+
+
 def quadratic_optima(
     log_lr: np.ndarray, log_b: np.ndarray, loss: np.ndarray, counts: np.ndarray, width: float, min_points: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,11 +46,7 @@ def quadratic_optima(
     Returns z (R, 2) in (log lr, log B), H (R, 2, 2) in log-loss per (log unit)^2,
     convex (R,), clipped (R,)."""
     best = int(np.argmin(loss))
-    excess = loss / loss[best] - 1.0
-    k = min(min_points, loss.size) - 1
-    # Widen the window until at least min_points runs carry real weight.
-    scale_w = max(width, float(np.partition(excess, k)[k]))
-    weight = np.exp(-0.5 * (excess / scale_w) ** 2)
+    weight = locality_weight(loss, width, min_points)
     origin = np.array([log_lr[best], log_b[best]])
     span = np.array([np.ptp(log_lr) or 1.0, np.ptp(log_b) or 1.0])
     u = (log_lr - origin[0]) / span[0]

@@ -29,7 +29,7 @@ def test_auto_picks_compute_where_the_optima_follow_compute(tmp_path, cli) -> No
     choice = document["estimator_choice"]
     assert document["estimator"] == "compute" == choice["chosen"] and choice["requested"] == "auto"
     figures = choice["figures"]
-    assert {"plateau", "smooth", "compute"} <= set(figures)
+    assert {"plateau", "smooth", "compute", "surface"} <= set(figures)
     for other in set(figures) - {"compute"}:
         assert figures["compute"]["mean_regret"] + TIE < figures[other]["mean_regret"]
     assert "chosen by --estimator auto" in result.output and "<- used (chosen by auto)" in result.output
@@ -57,7 +57,7 @@ def test_too_few_cells_fall_back_to_plateau_and_say_so(tmp_path) -> None:
     assert json.loads((run / "fit.json").read_text())["estimator_choice"]["chosen"] == FALLBACK
 
 
-@pytest.mark.parametrize("name", ["plateau", "smooth"])
+@pytest.mark.parametrize("name", ["plateau", "smooth", "surface"])
 def test_an_explicit_estimator_is_used_and_labelled(synthetic_run, tmp_path, name) -> None:
     import shutil
 
