@@ -11,7 +11,11 @@ left), it measures for each plan size:
   in-memory storage, and on a PostgreSQL server it starts (when one can be started; up to
   ``--postgres-max`` trials, as each trial is a few SQL statements);
 - ``driver``: the whole driver loop (sweep._drive) with the real study on the journal and
-  the real ResultSink (buffered parts), then the compaction a finished sweep does.
+  the real ResultSink (buffered parts), then the compaction a finished sweep does;
+- ``ray`` (``--ray-trials``): that many one-step trials through run_sweep on a real local
+  Ray, ``--ray-repeats`` times on one cluster, in wall seconds from ``on_start`` to the end;
+  the first sweep meets fresh workers (cold), the later ones reuse them (warm). Its baseline
+  is as many empty ray.remote tasks on the same cluster.
 
 The baseline, measured in the same run: the previous scheduler (Optuna's BruteForceSampler,
 one ask and one tell per trial, in memory) at ``--baseline-size`` trials. Figures are CPU
@@ -265,7 +269,12 @@ def measure_ray(trials: int, repeats: int = 3) -> dict:
         "complete": completes,
         "sweeper_trials_per_s": [round(trials / s, 2) for s in sweeps],
         "plain_ray_tasks_per_s": [round(trials / s, 2) for s in plains],
-        "sweeper_trials_per_s_median": round(trials / sorted(sweeps)[len(sweeps) // 2], 2),
+        # The first sweep's workers are fresh: each imports torch, and torch.optim's first
+        # use imports torch._dynamo (seconds, once per worker process); later sweeps reuse them.
+        "cold_trials_per_s": round(trials / sweeps[0], 2),
+        "warm_trials_per_s_median": round(trials / sorted(sweeps[1:])[len(sweeps[1:]) // 2], 2)
+        if len(sweeps) > 1
+        else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -332,7 +341,9 @@ def main() -> None:
     if args.ray_trials:
         figures["ray"] = measure_ray(args.ray_trials, args.ray_repeats)
         print(f"ray: {figures['ray']}", flush=True)
-        figures["meets_30_trials_per_s"] = figures["ray"]["sweeper_trials_per_s_median"] >= 30
+        figures["meets_30_trials_per_s_cold"] = figures["ray"]["cold_trials_per_s"] >= 30
+        warm = figures["ray"]["warm_trials_per_s_median"]
+        figures["meets_30_trials_per_s_warm"] = warm is not None and warm >= 30
     print(json.dumps(figures))
 
 
