@@ -107,6 +107,9 @@ class InstantExecutor:
     def where(self) -> dict[str, dict]:
         return {}
 
+    def live(self) -> dict[str, dict]:
+        return {}
+
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
         done = [(spec, outcome(spec)) for group in self.in_flight.values() for spec in group]
         self.in_flight.clear()
