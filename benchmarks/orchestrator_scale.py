@@ -1,6 +1,7 @@
 """Orchestrator scale: CPU seconds per scheduled trial at 1,000 / 5,000 / 20,000 trials.
 
     .venv/bin/python benchmarks/orchestrator_scale.py [--sizes 1000,5000,20000] [--postgres-max 5000]
+    .venv/bin/python benchmarks/orchestrator_scale.py --sizes '' --ray-trials 100   # the Ray figure alone
 
 With a fake executor that finishes every trial at once (so only sweeper's own cost is
 left), it measures for each plan size:
@@ -10,7 +11,11 @@ left), it measures for each plan size:
   in-memory storage, and on a PostgreSQL server it starts (when one can be started; up to
   ``--postgres-max`` trials, as each trial is a few SQL statements);
 - ``driver``: the whole driver loop (sweep._drive) with the real study on the journal and
-  the real ResultSink (buffered parts), then the compaction a finished sweep does.
+  the real ResultSink (buffered parts), then the compaction a finished sweep does;
+- ``ray`` (``--ray-trials``): that many one-step trials through run_sweep on a real local
+  Ray, ``--ray-repeats`` times on one cluster, in wall seconds from ``on_start`` to the end;
+  the first sweep meets fresh workers (cold), the later ones reuse them (warm). Its baseline
+  is as many empty ray.remote tasks on the same cluster.
 
 The baseline, measured in the same run: the previous scheduler (Optuna's BruteForceSampler,
 one ask and one tell per trial, in memory) at ``--baseline-size`` trials. Figures are CPU
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -99,6 +105,9 @@ class InstantExecutor:
         return [spec for group in self.in_flight.values() for spec in group]
 
     def where(self) -> dict[str, dict]:
+        return {}
+
+    def live(self) -> dict[str, dict]:
         return {}
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
@@ -208,12 +217,16 @@ def measure_baseline(size: int) -> dict:
     return {"size": size, "cpu_s": round(total, 3), "ms_per_trial": round(1e3 * total / size, 4)}
 
 
-def measure_ray(trials: int) -> dict:
-    """``trials`` one-step trials through the real driver on a local Ray, timed from the
-    moment Ray is up (``on_start``) to the end; the baseline is as many empty ray.remote
-    tasks on the same cluster. Wall seconds: this is about latency, not CPU."""
+def measure_ray(trials: int, repeats: int = 3) -> dict:
+    """``trials`` one-step trials through the real driver (run_sweep) on a local Ray, timed
+    from the moment Ray is up (``on_start``) to the last result, ``repeats`` times (a new run
+    folder each time); the baseline is as many empty ray.remote tasks on the same cluster,
+    measured before each sweep. Ray is started as a sweep starts it (sweeper's ``connect``:
+    dashboard, state API and the live-progress board all on), on 2 CPUs. Wall seconds: this
+    is about latency, not CPU; the load average is printed alongside."""
     import ray
 
+    from sweeper.execute import connect, disconnect
     from sweeper.recipe import parse_recipe as parse
     from sweeper.sweep import run_sweep
 
@@ -230,9 +243,9 @@ def measure_ray(trials: int) -> dict:
             "fuse": "off",
         }
     )
-    marks: dict[str, float] = {}
+    sweeps, plains, completes = [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        connect(num_cpus=2)
         try:
 
             @ray.remote(num_cpus=1)
@@ -240,43 +253,43 @@ def measure_ray(trials: int) -> dict:
                 return 0
 
             ray.get([empty.remote() for _ in range(4)])  # workers up
-            started = time.time()
-            ray.get([empty.remote() for _ in range(trials)])
-            plain = time.time() - started
-            summary = run_sweep(
-                recipe,
-                Path(folder) / "run",
-                on_start=lambda planned, pending, url: marks.setdefault("up", time.time()),
-            )
-            swept = time.time() - marks["up"]
+            for repeat in range(repeats):
+                started = time.time()
+                ray.get([empty.remote() for _ in range(trials)])
+                plains.append(time.time() - started)
+                marks: dict[str, float] = {}
+                summary = run_sweep(
+                    recipe,
+                    Path(folder) / f"run{repeat}",
+                    on_start=lambda planned, pending, url: marks.setdefault("up", time.time()),
+                )
+                sweeps.append(time.time() - marks["up"])
+                completes.append(summary.counts.get("complete", 0))
         finally:
-            ray.shutdown()
+            disconnect()
     return {
         "trials": trials,
-        "complete": summary.counts.get("complete", 0),
-        "sweeper_trials_per_s": round(trials / swept, 2),
-        "plain_ray_tasks_per_s": round(trials / plain, 2),
+        "complete": completes,
+        "sweeper_trials_per_s": [round(trials / s, 2) for s in sweeps],
+        "plain_ray_tasks_per_s": [round(trials / s, 2) for s in plains],
+        # The first sweep's workers are fresh: each imports torch, and torch.optim's first
+        # use imports torch._dynamo (seconds, once per worker process); later sweeps reuse them.
+        "cold_trials_per_s": round(trials / sweeps[0], 2),
+        "warm_trials_per_s_median": round(trials / sorted(sweeps[1:])[len(sweeps[1:]) // 2], 2)
+        if len(sweeps) > 1
+        else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000,5000,20000")
-    parser.add_argument("--postgres-max", type=int, default=5000, help="largest plan run on PostgreSQL")
-    parser.add_argument("--baseline-size", type=int, default=1000)
-    parser.add_argument(
-        "--ray-trials", type=int, default=100, help="one-step trials on a real local Ray (0: skip)"
-    )
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-
+def scheduling_figures(sizes: list[int], postgres_max: int, baseline_size: int) -> dict:
+    """The scheduling and driver-loop figures at each plan size, with their baseline."""
     from tests.postgres import postgres_server, unavailable
 
     postgres_reason = unavailable()
-    figures: dict = {"baseline_bruteforce": measure_baseline(args.baseline_size)}
+    figures: dict = {"baseline_bruteforce": measure_baseline(baseline_size)}
     print(
-        f"baseline (BruteForceSampler ask+tell, memory) at {args.baseline_size}: "
+        f"baseline (BruteForceSampler ask+tell, memory) at {baseline_size}: "
         f"{figures['baseline_bruteforce']['ms_per_trial']:.3f} ms/trial",
         flush=True,
     )
@@ -289,7 +302,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 row["schedule_journal"] = measure_schedule(specs, "journal", Path(folder), None)
                 row["schedule_memory"] = measure_schedule(specs, "memory", Path(folder), None)
-                if url is not None and size <= args.postgres_max:
+                if url is not None and size <= postgres_max:
                     row["schedule_postgres"] = measure_schedule(specs, "postgres", Path(folder), url)
             with tempfile.TemporaryDirectory() as folder:
                 row["driver"] = measure_driver(specs, Path(folder))
@@ -299,9 +312,6 @@ def main() -> None:
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    if args.ray_trials:
-        figures["ray"] = measure_ray(args.ray_trials)
-        print(f"ray: {figures['ray']}", flush=True)
     first, last = str(sizes[0]), str(sizes[-1])
     base = figures["baseline_bruteforce"]["ms_per_trial"]
     figures["postgres"] = "measured" if url is not None else f"not measured: {postgres_reason}"
@@ -315,8 +325,28 @@ def main() -> None:
     )
     figures["meets_60s_at_largest"] = figures[last]["schedule_journal"]["cpu_s"] <= 60
     figures["meets_2x_growth"] = figures["journal_growth_last_vs_first"] <= 2
-    if "ray" in figures:
-        figures["meets_30_trials_per_s"] = figures["ray"]["sweeper_trials_per_s"] >= 30
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,5000,20000", help="plan sizes ('': only the Ray figure)")
+    parser.add_argument("--postgres-max", type=int, default=5000, help="largest plan run on PostgreSQL")
+    parser.add_argument("--baseline-size", type=int, default=1000)
+    parser.add_argument(
+        "--ray-trials", type=int, default=100, help="one-step trials on a real local Ray (0: skip)"
+    )
+    parser.add_argument("--ray-repeats", type=int, default=3, help="sweeps of --ray-trials, each timed")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    figures: dict = scheduling_figures(sizes, args.postgres_max, args.baseline_size) if sizes else {}
+    if args.ray_trials:
+        figures["ray"] = measure_ray(args.ray_trials, args.ray_repeats)
+        print(f"ray: {figures['ray']}", flush=True)
+        figures["meets_30_trials_per_s_cold"] = figures["ray"]["cold_trials_per_s"] >= 30
+        warm = figures["ray"]["warm_trials_per_s_median"]
+        figures["meets_30_trials_per_s_warm"] = warm is not None and warm >= 30
     print(json.dumps(figures))
 
 

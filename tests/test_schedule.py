@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from sweeper.outcome import TrialOutcome
@@ -73,6 +74,32 @@ def test_tells_wait_for_flush(tmp_path: Path) -> None:
     assert study.study.get_trials() == [] and study.unsent == 3
     assert study.flush() == 3 and study.unsent == 0
     assert len(study.study.get_trials()) == 3
+
+
+def test_a_flush_is_one_append_to_the_journal_and_reads_back_whole(tmp_path: Path, monkeypatch) -> None:
+    appends: list[int] = []
+    original = JournalFileBackend.append_logs
+
+    def counting(self, logs):  # noqa: ANN001, ANN202
+        appends.append(len(logs))
+        return original(self, logs)
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", counting)
+    study = SweepStudy.open("s", SPECS, tmp_path)
+    runnable = {s.trial_id for s in SPECS}
+    losses = {}
+    while (asked := study.next_trial(runnable)) is not None:
+        runnable.discard(asked.spec.trial_id)
+        losses[asked.spec.trial_id] = 3.0 + len(losses) / 10
+        study.tell(asked, _outcome(asked.spec.trial_id, losses[asked.spec.trial_id]))
+    appends.clear()
+    assert study.flush() == len(SPECS)
+    assert appends == [len(SPECS)]  # one append (one lock, one fsync) for the whole batch
+    # A new driver reads every trial back from the file, numbered in the order told.
+    again = SweepStudy.open("s", SPECS, tmp_path).study.get_trials()
+    assert [t.number for t in again] == list(range(len(SPECS)))
+    assert {t.user_attrs["trial_id"]: t.value for t in again} == losses
+    assert study.study.get_trials()[-1].value == again[-1].value  # the writer's own view too
 
 
 def test_groups_hold_fusable_trials_and_optuna_sees_each(tmp_path: Path) -> None:

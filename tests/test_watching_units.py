@@ -1,6 +1,7 @@
 """The pieces of watching a sweep, one at a time: the ETA, plain progress lines, the
-trainer's progress reports, one journal write per told trial, the status words, reading
-old float timestamps, and the refusals of `dashboard` and `--log-to`."""
+trainer's progress reports, the driver's read of them (never waiting), one journal write per
+told trial, the status words, reading old float timestamps, and the refusals of `dashboard`
+and `--log-to`."""
 
 from __future__ import annotations
 
@@ -69,6 +70,41 @@ def test_a_trial_reports_its_progress_while_it_trains(monkeypatch) -> None:
         steps == sorted(steps) and steps[-1] == spec.steps and all(p["steps"] == spec.steps for _, p in heard)
     )
     assert heard[-1][1]["val_loss"] == pytest.approx(outcome.curve[7].val_loss)  # measured at step 8
+
+
+def test_the_driver_reads_live_progress_without_waiting(monkeypatch) -> None:
+    """The board's answer is taken when it has arrived, a round later; until then (or when
+    the board is lost) the read returns the last answer at once, and ray.get is never asked
+    for an answer not yet there."""
+    from sweeper.execute import live
+
+    class Board:  # stands in for the actor: its read answers with the board's points now
+        def __init__(self) -> None:
+            self.points = {"a": {"step": 1}}
+            self.sent: list[list[str]] = []
+            self.answers: list[dict] = []
+            self.read = self
+
+        def remote(self, trial_ids: list[str]) -> int:  # the "object ref": an answer's index
+            self.sent.append(trial_ids)
+            self.answers.append({t: self.points[t] for t in trial_ids if t in self.points})
+            return len(self.answers) - 1
+
+    arrived: set[int] = set()
+    monkeypatch.setattr(live.ray, "wait", lambda refs, timeout: ([r for r in refs if r in arrived], []))
+
+    def get(ref: int) -> dict:
+        assert ref in arrived, "the driver waited on an answer not yet there"
+        return board.answers[ref]
+
+    monkeypatch.setattr(live.ray, "get", get)
+    progress = live.LiveProgress()
+    board = progress._board = Board()
+    assert progress.read(["a"]) == {}  # sent; nothing has arrived yet
+    assert progress.read(["a"]) == {} and len(board.sent) == 1  # still out: not sent again
+    arrived.add(0)
+    assert progress.read(["a", "b"]) == {"a": {"step": 1}} and board.sent[-1] == ["a", "b"]
+    assert progress.read(["b"]) == {}  # a finished trial's point is not shown
 
 
 def test_a_told_trial_is_one_journal_write(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.outcome import TrialOutcome, TrialStatus
 from sweeper.plan import TrialSpec
 from sweeper.recipe import Search
-from sweeper.schedule.study import frozen_trial, open_study, trial_attrs, trial_params
+from sweeper.schedule.study import add_trials, frozen_trial, open_study, trial_attrs, trial_params
 
 Point = tuple[int, int]  # (lr index, batch index) into a cell's sorted grid
 ABANDONED = "abandoned"  # user attribute of a trial whose result will never come
@@ -565,8 +565,9 @@ class AdaptiveStudy:
             trial_id for trial_id in recorded if trial_id not in known and trial_id in self.specs_by_id
         ]
         if missing:
-            self.study.add_trials(
-                [frozen_trial(self.specs_by_id[t], self.distributions, *recorded[t]) for t in missing]
+            add_trials(
+                self.study,
+                [frozen_trial(self.specs_by_id[t], self.distributions, *recorded[t]) for t in missing],
             )
         return told + len(missing)
 
