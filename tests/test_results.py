@@ -281,3 +281,26 @@ def test_state_between_compacted_rename_and_part_removal_reads_whole(tmp_path: P
     compact_run(run)
     assert _parts(run / "trials") == ["000000002-compact.parquet"]
     assert len(pd.read_parquet(run / "trials")) == 5
+
+
+def test_parts_written_before_later_columns_read_them_as_null(tmp_path: Path) -> None:
+    # An older part lacks columns the schema gained since (warmup_steps, parametrization...)
+    # and holds float timestamps: both a fresh part beside it and the old one read whole.
+    old_fields = [f for f in TRIALS_SCHEMA if f.name not in ("warmup_steps", "parametrization")]
+    legacy = pa.schema(
+        [pa.field(f.name, pa.float64()) if f.name in ("started_at", "ended_at") else f for f in old_fields]
+    )
+    row = {f.name: None for f in legacy}
+    row.update(trial_id="old", status="complete", loss=2.0, started_at=1_700_000_000.0)
+    (tmp_path / "trials").mkdir()
+    pq.write_table(pa.Table.from_pylist([row], schema=legacy), tmp_path / "trials" / "000000000-part.parquet")
+    new = {f.name: None for f in TRIALS_SCHEMA}
+    new.update(trial_id="new", status="complete", loss=1.5, warmup_steps=100)
+    pq.write_table(
+        pa.Table.from_pylist([new], schema=TRIALS_SCHEMA), tmp_path / "trials" / "000000001-part.parquet"
+    )
+    read = read_trials(tmp_path)
+    assert not read.problems
+    by_id = {r["trial_id"]: r for r in read.table.to_pylist()}
+    assert by_id["old"]["warmup_steps"] is None and by_id["new"]["warmup_steps"] == 100
+    assert by_id["old"]["loss"] == 2.0 and by_id["old"]["started_at"] is not None

@@ -53,6 +53,11 @@ def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
         if name in table.column_names and pa.types.is_floating(table.schema.field(name).type):
             micros = pc.cast(pc.round(pc.multiply(table.column(name), 1e6)), pa.int64())
             table = table.set_column(table.column_names.index(name), name, micros.cast(TIMESTAMP))
+    # Columns added to the schema after the part was written read as null, as the fast
+    # path's dataset scan reads them.
+    for column in schema:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
     return table.select(schema.names).cast(schema)
 
 
