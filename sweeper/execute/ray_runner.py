@@ -220,6 +220,14 @@ def _run_group_task(specs: list[TrialSpec], threads: int, board=None) -> list[Tr
     return outcomes
 
 
+# How often `status`'s placements are refreshed: each second at most, and never more than
+# one twentieth of the time. An answer walks every task event of the job in the dashboard's
+# state head, so its cost grows through a sweep: asked each second, that process took a
+# third of a core through the demo sweep, which the trials then lacked.
+WHERE_EVERY_S = 1.0
+WHERE_DUTY = 20.0
+
+
 class TrialExecutor:
     """Keeps trials in flight on the cluster and collects their outcomes.
 
@@ -291,20 +299,22 @@ class TrialExecutor:
 
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
-        state API (one call for all tasks, at most one a second). Never waits: the call runs
-        on a background thread and this returns the latest answer (empty until the first).
+        state API (one call for all tasks, spaced as WHERE_EVERY_S and WHERE_DUTY say). Never
+        waits: the call runs on a background thread and this returns the latest answer (empty
+        until the first).
         It only feeds ``sweeper status``, so it must never hold the sweep up."""
         if not self.in_flight or self.dashboard_url is None:
             return {}
-        asked_at, cached = self._where
-        if time.time() - asked_at >= 1.0 and not self._where_busy.is_set():
-            self._where = (time.time(), cached)
+        next_at, cached = self._where
+        if time.monotonic() >= next_at and not self._where_busy.is_set():
             self._where_busy.set()
             groups = {ref.task_id().hex(): list(specs) for ref, specs in self.in_flight.items()}
             threading.Thread(target=self._ask_where, args=(groups,), daemon=True).start()
         return cached
 
     def _ask_where(self, groups: dict[str, list[TrialSpec]]) -> None:
+        started = time.monotonic()
+        result: dict[str, dict] = self._where[1]
         try:
             from ray.util.state import list_tasks
 
@@ -312,14 +322,18 @@ class TrialExecutor:
             # (or a remote one) make "auto" ambiguous or wrong.
             tasks = list_tasks(
                 address=self.dashboard_url,
-                filters=[("job_id", "=", ray.get_runtime_context().get_job_id())],
+                # Trials only: the live-progress actor's calls are tasks too, thousands of them.
+                filters=[
+                    ("job_id", "=", ray.get_runtime_context().get_job_id()),
+                    ("type", "=", "NORMAL_TASK"),
+                ],
                 limit=10_000,
                 timeout=2,
                 raise_on_missing_output=False,
             )
             ips = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
             by_task = {task.task_id: task for task in tasks}
-            result: dict[str, dict] = {}
+            result = {}
             for task_id, specs in groups.items():
                 task = by_task.get(task_id)
                 if task is None:
@@ -330,10 +344,11 @@ class TrialExecutor:
                 info = {"state": state, "node_id": task.node_id, "node_ip": ips.get(task.node_id)}
                 for spec in specs:
                     result[spec.trial_id] = info
-            self._where = (time.time(), result)
         except Exception:  # noqa: BLE001 (an observability call; the sweep goes on without it)
             pass
         finally:
+            now = time.monotonic()
+            self._where = (now + max(WHERE_EVERY_S, WHERE_DUTY * (now - started)), result)
             self._where_busy.clear()
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:

@@ -1,8 +1,9 @@
 """Schedule: one Optuna study per sweep holds what was tried; the grid decides what runs next.
 
 A grid's plan is fixed, so choosing the next trial needs no search: the planned trials are
-walked in one seeded permutation (a fixed, reproducible random order, so early results
-already span the grid), and fused groups are drawn from per-group queues in the same order.
+walked longest first, trials of one length in one seeded permutation (a fixed, reproducible
+random order, so early results already span the grid), and fused groups are drawn from
+per-group queues in the same order.
 Each choice costs O(1) however large the plan. (Optuna's BruteForceSampler, used before,
 rebuilt its tree from every earlier trial on each ask: O(n) per trial, ~200 ms per ask late
 in a 20,000-trial sweep.)
@@ -225,6 +226,13 @@ class Asked:
     spec: TrialSpec
 
 
+def _expected_length(spec: TrialSpec) -> tuple[int, int]:
+    """Sort key of a trial's expected duration: its optimizer steps, then its model's size
+    (per-step time grows with both; exact costs depend on the hardware and are not needed
+    to put long trials first)."""
+    return spec.tokens_budget // spec.batch_size_tokens, spec.n_params
+
+
 class SweepStudy:
     """The grid side of a sweep over a fixed plan of trial specs.
 
@@ -259,6 +267,11 @@ class SweepStudy:
         }
         order = [spec.trial_id for spec in specs]
         random.Random(sampler_seed).shuffle(order)
+        # Longest first (the classic LPT rule for filling workers): a sweep's trials differ
+        # in length by 100x (steps = D / B, times the model's size), and the longest started
+        # last left one worker training alone for minutes at the end of the demo. The seeded
+        # permutation still orders trials of one length (stable sort).
+        order.sort(key=lambda trial_id: _expected_length(self.specs_by_id[trial_id]), reverse=True)
         self._order = order
         self._cursor = 0
         self._taken: set[str] = set()

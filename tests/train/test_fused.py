@@ -127,4 +127,6 @@ def test_a_member_trains_the_same_whatever_group_it_is_in():
         assert outcome.status == alone.status == "complete"
         assert outcome.final_val_loss == pytest.approx(alone.final_val_loss, rel=1e-6)
     reordered = run_fused(specs[::-1])[::-1]
-    assert [o.final_val_loss for o in reordered] == pytest.approx([o.final_val_loss for o in together], rel=1e-6)
+    assert [o.final_val_loss for o in reordered] == pytest.approx(
+        [o.final_val_loss for o in together], rel=1e-6
+    )
