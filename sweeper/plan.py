@@ -234,6 +234,7 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
 # trunk step of a WSD group (seq 16, 2 layers) went from 1.65 ms with 6 members to 2.45 ms
 # with 18 at d_model 16 (half the cost per member), 3.5 -> 8.9 ms at d_model 72 (0.87x); on a
 # GPU a group of 8 already trains 6-7x faster than its members one by one (docs/figures.md).
+# Measured by benchmarks/fused_family.py.
 MAX_AUTO_MEMBERS = 24
 AUTO_GROUP_MEMORY_BYTES = 2 * 2**30  # a fused task's share when the recipe names no memory
 # On a CPU, fusing pays only where per-operation overhead dominates a step, i.e. for small
