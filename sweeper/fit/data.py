@@ -79,6 +79,16 @@ class Cell:
                 sides.append(f"{name} high")
         return sides
 
+    def edge_lead(self, side: str) -> float:
+        """How far (nats) the best loss one grid value in from ``side`` ('B low', ...) is
+        behind the best run: a large lead says the optimum lies beyond the edge; a lead
+        inside the noise floor says the flat part of the landscape reaches the edge."""
+        name, end = side.split()
+        values = self.lr if name == "lr" else self.batch_tokens
+        distinct = np.unique(values)
+        inner = distinct[1] if end == "low" else distinct[-2]
+        return float(self.loss[values == inner].min() - self.best_loss)
+
 
 @dataclass
 class Sweep:

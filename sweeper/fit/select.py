@@ -172,6 +172,7 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
             cell.flags.append(
                 "EDGE OF GRID: best run at the " + " and ".join(sides) + " end of the grid; the"
                 " grid did not bracket the optimum, so this cell's optimum is only a bound"
+                + _edge_leads(cell, sides)
             )
         if band_inside_noise(NEAR_OPTIMAL_BAND, cell.noise):
             assert cell.noise is not None
@@ -272,3 +273,25 @@ def _exclusion_reason(cell: Cell, options: CleaningOptions) -> str | None:
     if np.unique(cell.batch_tokens).size < 2:
         return "only one batch size: its optimum is not located"
     return None
+
+
+def _edge_leads(cell: Cell, sides: list[str]) -> str:
+    """What the runs one grid value in say about each edge, against the noise floor when
+    replicate seeds measured one: the user's next grid extends past a clear edge; a tie
+    inside the noise is a flat valley reaching the edge, where a wider grid may still tie."""
+    notes = []
+    for side in sides:
+        lead = cell.edge_lead(side)
+        name = side.split()[0]
+        if cell.noise is None:
+            notes.append(f"the next {name} in is {lead:.4f} nats behind")
+        elif lead <= cell.noise.sd:
+            notes.append(
+                f"the next {name} in is {lead:.4f} nats behind, inside the seed noise of"
+                f" {cell.noise.sd:.4f}: a tie, the flat valley reaches the edge"
+            )
+        else:
+            notes.append(
+                f"the next {name} in is {lead:.4f} nats behind, beyond the seed noise of {cell.noise.sd:.4f}"
+            )
+    return " (" + "; ".join(notes) + ")"

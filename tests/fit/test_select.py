@@ -99,3 +99,34 @@ def test_cells_are_keyed_by_n_d_and_seq_len():
     sweep = clean_trials(_table(rows))
     assert [(c.n_params, c.tokens) for c in sweep.cells] == [(1e6, 1e8), (1e6, 1e9), (1e7, 1e8), (1e7, 1e9)]
     assert all(math.isclose(c.flops_per_token, 6 * c.n_params + 12 * 4 * 128 * 256) for c in sweep.cells)
+
+
+def _edge_cell_flag(inner_loss: float) -> str:
+    """One cell whose best run sits at the smallest batch, replicated over two seeds whose
+    losses differ by 0.02 nats everywhere (noise sd 0.0141), with the next batch in at
+    ``inner_loss`` (the best is 2.0)."""
+    from tests.fit.synthetic import _row
+
+    landscape = {
+        (1e-3, 1): 2.05, (2e-3, 1): 2.0, (4e-3, 1): 2.06,
+        (1e-3, 2): 2.07, (2e-3, 2): inner_loss, (4e-3, 2): 2.08,
+        (1e-3, 4): 2.12, (2e-3, 4): 2.10, (4e-3, 4): 2.11,
+    }  # fmt: skip
+    rows = []
+    for seed, shift in ((0, -0.01), (1, 0.01)):
+        for (lr, batch), loss in landscape.items():
+            row = _row(1e6, 1e8, 32, lr, batch, loss + shift, len(rows))
+            row["seed"] = seed
+            rows.append(row)
+    (cell,) = clean_trials(_table(rows)).cells
+    (flag,) = [f for f in cell.flags if f.startswith("EDGE OF GRID")]
+    return flag
+
+
+def test_an_edge_says_whether_the_next_value_in_is_a_tie_inside_the_noise():
+    tie = _edge_cell_flag(2.004)
+    assert "B low" in tie and "0.0040 nats behind" in tie and "a tie" in tie
+    clear = _edge_cell_flag(2.09)
+    assert (
+        "0.0700 nats behind, beyond the seed noise" in clear
+    )  # (1e-3, 2 sequences) and "a tie" not in clear
