@@ -37,6 +37,11 @@ class ClusterInfo:
     started_here: bool  # True when this process started an embedded local cluster
 
 
+# Workers import torch and build a first optimizer as they start (seconds, once per worker
+# process), not inside the first trial each one runs.
+WORKER_ENV = {"worker_process_setup_hook": "sweeper.train.loop.warm_up"}
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterInfo:
     """Attach to ``address`` (or RAY_ADDRESS), else start an embedded local Ray.
 
@@ -51,7 +56,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
     if ray.is_initialized():
         return ClusterInfo(ray.get_runtime_context().gcs_address, _dashboard_url(), started_here=False)
     if address:
-        context = ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        context = ray.init(
+            address=address, runtime_env=WORKER_ENV, log_to_driver=False, logging_level=logging.ERROR
+        )
         started_here = False
     else:
         # What ray.init starts (GCS, raylet, dashboard...) is stopped with all its children
@@ -63,6 +70,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> ClusterI
                 context = ray.init(
                     num_cpus=num_cpus,
                     include_dashboard=True,
+                    runtime_env=WORKER_ENV,
                     dashboard_host="127.0.0.1",
                     log_to_driver=False,
                     logging_level=logging.ERROR,

@@ -98,6 +98,14 @@ def evaluate(
     return total / len(batches)
 
 
+def warm_up() -> None:
+    """Pay a process's one-time costs of training before its first trial: building the first
+    torch optimizer imports torch._dynamo (about a second). Ray runs it as each worker
+    process starts (execute/ray_runner.py), off the trials' critical path."""
+    layer = torch.nn.Linear(1, 1)
+    torch.optim.AdamW(layer.parameters())
+
+
 def run_trial(
     spec: TrainSpec | Any,
     *,
@@ -164,6 +172,7 @@ def _train(spec: TrainSpec, monitor: TrialMonitor, threads: int, device: torch.d
 
 
 __all__ = [
+    "warm_up",
     "autocast_for",
     "build_model",
     "evaluate",
