@@ -57,7 +57,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 from threadpoolctl import threadpool_limits
 
 from sweeper.fit.data import FitError, Sweep
@@ -287,6 +286,10 @@ class Surface(Smooth):
         problem: Callable[[np.ndarray], dict[str, Any]],
     ) -> _Stage1:
         """The least-squares pass, sigma, the robust pass, the optima's covariance."""
+        # Imported here: scipy.optimize costs a third of a second at start-up, and every CLI
+        # command imports the estimators (most never fit a surface).
+        from scipy.optimize import least_squares
+
         first = least_squares(x0=start, **problem(np.sqrt(runs.weight)))
         residual = _model(first.x[None], runs, np.ones(runs.x.size), jacobian=False)[0][0]
         no_noise = np.isnan(runs.noise)
