@@ -228,12 +228,14 @@ def _run_group_task(specs: list[TrialSpec], threads: int, board=None) -> list[Tr
     return outcomes
 
 
-# How often `status`'s placements are refreshed: each second at most, and never more than
-# one twentieth of the time. An answer walks every task event of the job in the dashboard's
-# state head, so its cost grows through a sweep: asked each second, that process took a
-# third of a core through the demo sweep, which the trials then lacked.
+# How often `status`'s placements are refreshed: each second at most, at least every
+# WHERE_LONGEST_S, and otherwise no more than a fifth of the time. An answer walks the job's
+# task events in the dashboard's state head, so its cost grows through a sweep: asked each
+# second (actor calls included), that process took a third of a core through the demo
+# sweep, which the trials then lacked.
 WHERE_EVERY_S = 1.0
-WHERE_DUTY = 20.0
+WHERE_LONGEST_S = 5.0
+WHERE_DUTY = 5.0
 
 
 class TrialExecutor:
@@ -307,7 +309,7 @@ class TrialExecutor:
 
     def where(self) -> dict[str, dict]:
         """Trial id -> {"state", "node_id", "node_ip"} of the trials in flight, from Ray's
-        state API (one call for all tasks, spaced as WHERE_EVERY_S and WHERE_DUTY say). Never
+        state API (one call for all tasks, spaced as the WHERE_ constants say). Never
         waits: the call runs on a background thread and this returns the latest answer (empty
         until the first).
         It only feeds ``sweeper status``, so it must never hold the sweep up."""
@@ -356,7 +358,10 @@ class TrialExecutor:
             pass
         finally:
             now = time.monotonic()
-            self._where = (now + max(WHERE_EVERY_S, WHERE_DUTY * (now - started)), result)
+            self._where = (
+                now + min(WHERE_LONGEST_S, max(WHERE_EVERY_S, WHERE_DUTY * (now - started))),
+                result,
+            )
             self._where_busy.clear()
 
     def wait(self, timeout: float | None = None) -> list[tuple[TrialSpec, TrialOutcome]]:
