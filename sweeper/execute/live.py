@@ -35,10 +35,6 @@ class _Board:
             self.points.pop(trial_id, None)
 
 
-def plain_worker() -> None:
-    """The board's worker set-up: nothing (trial workers import torch as they start)."""
-
-
 class LiveProgress:
     """The driver's side of the board: created lazily, read without waiting, never raising.
 
@@ -53,10 +49,7 @@ class LiveProgress:
     def handle(self):  # noqa: ANN201 (a Ray actor handle, passed to trial tasks)
         if self._board is None:
             try:
-                # Without the trainer's warm-up (execute/ray_runner.py): the board never trains.
-                self._board = _Board.options(  # type: ignore[attr-defined]
-                    runtime_env={"worker_process_setup_hook": "sweeper.execute.live.plain_worker"}
-                ).remote()
+                self._board = _Board.remote()  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 (no board: trials run without reporting)
                 return None
         return self._board
