@@ -226,9 +226,16 @@ def test_killing_the_worker_node_mid_sweep_still_completes(cluster: LocalCluster
     worker = cluster.nodes[1]
     head_id, worker_id = None, None
     # One trial per task, so that work is still waiting when the node dies (fused, the smoke
-    # sweep is 4 tasks, which can all be in flight by then).
+    # sweep is 4 tasks, which can all be in flight by then), and twice the tokens: results
+    # reach the folder in batches (up to 2 s late), and the longest trials run first, so
+    # one-second trials could all have started before the folder showed the first four.
+    smoke = yaml.safe_load(SMOKE.read_text())
     recipe_file = tmp_path / "smoke-unfused.yaml"
-    recipe_file.write_text(yaml.safe_dump(yaml.safe_load(SMOKE.read_text()) | {"fuse": "off"}))
+    recipe_file.write_text(
+        yaml.safe_dump(
+            smoke | {"fuse": "off", "tokens": {"absolute": [2 * d for d in smoke["tokens"]["absolute"]]}}
+        )
+    )
     process = subprocess.Popen(
         [
             sys.executable,
