@@ -114,7 +114,7 @@ def main() -> None:
 
     lrs = sorted({spec.lr for spec in specs})
     longest = max(spec.steps for spec in specs)
-    # The count per run: D_k + decay x (D_1 + ... + D_{k-1}).
+    # Tokens trained per run: D_k + decay x (D_1 + ... + D_{k-1}).
     expected_tokens = sum(s.steps if s.steps == longest else DECAY * s.steps for s in specs) * batch_tokens
     print(
         f"WSD ladder: d_model 32, batch {batch}x{seq_len}, budgets {[s.steps for s in specs[:: len(lrs)]]} steps, "

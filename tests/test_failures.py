@@ -40,7 +40,7 @@ def write_recipe(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Pat
 
 
 def start_driver(*args: str) -> subprocess.Popen:
-    # Its own session, so the test can kill the driver with everything it started, as a
+    # Its own process session (setsid), so the test can kill the driver with everything it started, as a
     # crash of the driver's machine would.
     return subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args],

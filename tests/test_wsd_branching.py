@@ -59,7 +59,7 @@ def test_the_memory_check_counts_the_branch_copies() -> None:
 
 def task_workers(driver: subprocess.Popen) -> list[int]:
     """Ray workers running a trial task for ``driver``'s own cluster: its session only (the
-    driver starts a session of its own), never another Ray on the same machine."""
+    driver starts a process session of its own), never another Ray on the same machine."""
     listing = subprocess.run(
         ["pgrep", "-s", str(driver.pid), "-f", "^ray::(trial|fused) "], capture_output=True, text=True
     )

@@ -46,7 +46,7 @@ def start_watchdog(excluded: set[int]) -> subprocess.Popen[bytes]:
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # Its own session: Ctrl-C at the terminal, or a kill of the driver's process group,
+        # Its own process session (setsid): Ctrl-C at the terminal, or a kill of the driver's process group,
         # leaves it running to clean up after them.
         start_new_session=True,
     )
