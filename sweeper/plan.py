@@ -107,7 +107,7 @@ def plan_cells(recipe: Recipe) -> list[Cell]:
     a merged cell runs fewer trials than the recipe lists."""
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
-    for shape in recipe.models:
+    for shape in recipe.shapes:
         for budget in recipe.tokens.for_shape(shape):
             if budget > MAX_TOKENS:
                 raise PlanError(
@@ -210,7 +210,7 @@ def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
         make_trial(recipe, cell, lr, batch_size, seed, data_identity)
         for cell in plan_cells(recipe)
         for batch_size in recipe.batch_sizes
-        for lr in recipe.learning_rates.all()
+        for lr in recipe.learning_rates_for(cell.shape)
         for seed in recipe.seeds
     ]
     # Ids hash what determines a run, so equal ids mean the recipe lists one run twice.

@@ -189,6 +189,22 @@ class LearningRates(_Strict):
         return self.grid.values() if self.grid is not None else sorted(self.values or [])
 
 
+class Rung(ModelShape):
+    """One rung of the ladder as the recipe lists it: its shape and, optionally, its own
+    learning rates. The optimal lr moves with model size (about 8x over the demo's 20x in
+    N), so one grid wide enough for every rung spends most of each rung's runs far from its
+    optimum; a grid per rung can sit around each rung's own."""
+
+    learning_rates: LearningRates | None = Field(
+        None, description="This rung's peak learning rates (default: the recipe's learning_rates)."
+    )
+
+    @property
+    def shape(self) -> ModelShape:
+        """The shape alone: what cells, trial ids and the trainer see."""
+        return ModelShape(**self.model_dump(exclude={"learning_rates"}))
+
+
 DEFAULT_WARMUP_STEPS = 100  # see Schedule.warmup_steps for the measurements behind it
 
 
@@ -416,9 +432,13 @@ class Recipe(_Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Name of the sweep; the default run folder is runs/<name>.",
     )
-    models: list[ModelShape] = Field(min_length=1, description="The proxy ladder.")
+    models: list[Rung] = Field(min_length=1, description="The proxy ladder.")
     tokens: TokenBudgets = Field(description="Token budgets D per shape.")
-    learning_rates: LearningRates = Field(description="Peak learning rates to sweep.")
+    learning_rates: LearningRates | None = Field(
+        None,
+        description="Peak learning rates to sweep, for every model that lists none of its own "
+        "(required unless each model has learning_rates).",
+    )
     batch_sizes: list[int] = Field(
         min_length=1, description="Batch sizes to sweep, in sequences of the shape's seq_len."
     )
@@ -486,14 +506,21 @@ class Recipe(_Strict):
         return values
 
     @model_validator(mode="after")
+    def _every_model_has_learning_rates(self) -> Recipe:
+        if self.learning_rates is None:
+            bare = [rung.name for rung in self.models if rung.learning_rates is None]
+            if bare:
+                raise ValueError(
+                    "learning_rates: give them for the whole recipe or on every model "
+                    f"(none for {', '.join(bare)})"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _plan_size(self) -> Recipe:
         budgets = self.tokens.absolute or self.tokens.per_param or []
-        lrs = (
-            self.learning_rates.grid.count
-            if self.learning_rates.grid
-            else len(self.learning_rates.values or [])
-        )
-        trials = len(self.models) * len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
+        lrs = sum(_grid_size(rung.learning_rates or self.learning_rates) for rung in self.models)
+        trials = len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
         if trials > MAX_TRIALS:
             raise ValueError(
                 f"the plan has {trials} trials (models x token budgets x learning rates x "
@@ -510,6 +537,20 @@ class Recipe(_Strict):
         return self
 
     @property
+    def shapes(self) -> list[ModelShape]:
+        """The ladder's shapes, smallest-first as listed."""
+        return [rung.shape for rung in self.models]
+
+    def learning_rates_for(self, shape: ModelShape) -> list[float]:
+        """The peak learning rates swept at ``shape``: its rung's own, else the recipe's."""
+        for rung in self.models:
+            if rung.shape == shape:
+                grid = rung.learning_rates or self.learning_rates
+                assert grid is not None  # _every_model_has_learning_rates
+                return grid.all()
+        raise KeyError(f"no model {shape.name} in recipe {self.name}")
+
+    @property
     def mup_base_width(self) -> int | None:
         """The μP base width every trial uses (None in the standard parametrization)."""
         if self.parametrization.kind != "mup":
@@ -518,6 +559,12 @@ class Recipe(_Strict):
 
     def run_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.output or Path("runs") / self.name)
+
+
+def _grid_size(rates: LearningRates | None) -> int:
+    if rates is None:
+        return 0
+    return rates.grid.count if rates.grid is not None else len(rates.values or [])
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:

@@ -47,7 +47,8 @@ EXAMPLE = """\
 name: demo                          # run folder runs/<name>
 models:                             # the proxy ladder
   - {d_model: 32, n_layers: 2, n_heads: 4, seq_len: 64}   # vocab_size 256, mlp_ratio 4 by default
-  - {d_model: 96, n_layers: 2, n_heads: 4, seq_len: 64}
+  - {d_model: 96, n_layers: 2, n_heads: 4, seq_len: 64,
+     learning_rates: {grid: {min: 0.00025, max: 0.008, count: 6}}}   # optional: this rung's own lrs
 tokens:
   absolute: [100000, 300000]        # D in tokens; or per_param: [20, 60] (D = ratio x N)
 learning_rates:

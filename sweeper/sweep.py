@@ -202,7 +202,7 @@ def prepare_sweep(recipe: Recipe, run_dir: Path) -> list[TrialSpec]:
 
     RunFolderLock(Path(run_dir)).check_free()  # a busy folder is refused at once (exit 3)
     check_writable_folder(Path(run_dir), "run folder")
-    corpus = check_data(recipe.data, list(recipe.models))
+    corpus = check_data(recipe.data, recipe.shapes)
     specs = plan_trials(recipe, corpus.identity)
     from sweeper.train.branching import branch_groups
 

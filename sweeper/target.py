@@ -45,7 +45,7 @@ def family_shape(recipe: Recipe, n_params: float) -> ModelShape:
     """The proxy family's shape with N nearest to ``n_params`` (rule in the module doc)."""
     if not n_params > 0:
         raise SweeperError("--params must be positive")
-    template = max(recipe.models, key=lambda shape: shape.n_params_nonembedding)
+    template = max(recipe.shapes, key=lambda shape: shape.n_params_nonembedding)
 
     def with_width(d_model: int) -> ModelShape:
         return template.model_copy(update={"d_model": d_model})

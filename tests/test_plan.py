@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweeper.plan import plan_cells, plan_trials
-from sweeper.recipe import parse_recipe
+from sweeper.recipe import RecipeError, parse_recipe
 from tests.conftest import MINIMAL_RECIPE
 
 
@@ -42,3 +44,26 @@ def test_steps_cover_the_token_budget() -> None:
     for trial in plan_trials(_recipe(batch_sizes=[4, 8]), "d"):
         assert trial.steps == round(trial.tokens_budget / trial.batch_size_tokens)
         assert abs(trial.tokens - trial.tokens_budget) <= trial.batch_size_tokens
+
+
+def test_a_rung_with_its_own_learning_rates_sweeps_those_with_the_ids_a_whole_recipe_grid_gives() -> None:
+    small = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    large = {"d_model": 32, "n_layers": 1, "n_heads": 2}
+    own = {"values": [1e-4, 2e-4]}
+    mixed = _recipe(models=[small, {**large, "learning_rates": own}])
+    trials = plan_trials(mixed, "data0")
+    lrs_by_width = {d: sorted({t.lr for t in trials if t.shape.d_model == d}) for d in (16, 32)}
+    assert lrs_by_width == {16: mixed.learning_rates.all(), 32: [1e-4, 2e-4]}
+    # The override is not part of the shape: the same run has the same id either way.
+    whole = plan_trials(_recipe(models=[large], learning_rates=own), "data0")
+    assert {t.trial_id for t in whole} <= {t.trial_id for t in trials}
+    assert all(type(t.shape).__name__ == "ModelShape" for t in trials)
+
+
+def test_learning_rates_may_live_on_every_rung_but_not_on_none() -> None:
+    rung = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    recipe = {k: v for k, v in MINIMAL_RECIPE.items() if k != "learning_rates"}
+    ok = parse_recipe({**recipe, "models": [{**rung, "learning_rates": {"values": [1e-3]}}]})
+    assert ok.learning_rates_for(ok.shapes[0]) == [1e-3]
+    with pytest.raises(RecipeError, match="learning_rates: .* on every model"):
+        parse_recipe({**recipe, "models": [rung]})

@@ -17,14 +17,15 @@ from tests.conftest import MINIMAL_RECIPE, RECIPES
 @pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml"])
 def test_shipped_recipes_load(name: str) -> None:
     recipe = load_recipe(RECIPES / name)
-    assert recipe.models and recipe.batch_sizes and recipe.learning_rates.all()
+    assert recipe.models and recipe.batch_sizes
+    assert all(recipe.learning_rates_for(shape) for shape in recipe.shapes)
 
 
 def test_demo_recipe_is_big_enough_to_fit() -> None:
     recipe = load_recipe(RECIPES / "demo.yaml")
     assert len(recipe.models) >= 3
     assert len(recipe.tokens.for_shape(recipe.models[0])) >= 2
-    assert len(recipe.learning_rates.all()) >= 5
+    assert all(len(recipe.learning_rates_for(shape)) >= 5 for shape in recipe.shapes)
     assert len(recipe.batch_sizes) >= 3
 
 

@@ -40,6 +40,9 @@ class Cell:
     excluded_diverged: int = 0
     flags: list[str] = field(default_factory=list)
     noise: NoiseFloor | None = None  # seed-to-seed spread near the optimum (fit/noise.py)
+    # (log lr, log B) of the optimum as cleaning located it (fit/quadratic.py); None where no
+    # convex quadratic fits and the best run stands for it
+    located: tuple[float, float] | None = None
 
     @property
     def log_lr(self) -> np.ndarray:
@@ -67,27 +70,33 @@ class Cell:
         return f"N={self.n_params:.3g} D={self.tokens:.3g}"
 
     def edge(self) -> list[str]:
-        """Which grid edges the best run sits on ('lr low', 'lr high', 'B low', 'B high')."""
+        """Which grid ends the optimum sits at ('lr low', 'lr high', 'B low', 'B high'):
+        those it lies within half a grid step of (or beyond), so that the grid value nearest
+        to it is the last one. The optimum is ``located`` where cleaning found one, else the
+        best run (which is then the grid value itself)."""
         best = self.best_index
+        where = self.located or (float(self.log_lr[best]), float(self.log_batch[best]))
         sides = []
-        for name, values in (("lr", self.lr), ("B", self.batch_tokens)):
-            if np.unique(values).size < 2:
+        for name, values, at in (("lr", self.log_lr, where[0]), ("B", self.log_batch, where[1])):
+            distinct = np.unique(values)
+            if distinct.size < 2:
                 continue
-            if values[best] <= values.min():
+            if at - distinct[0] < 0.5 * (distinct[1] - distinct[0]):
                 sides.append(f"{name} low")
-            if values[best] >= values.max():
+            if distinct[-1] - at < 0.5 * (distinct[-1] - distinct[-2]):
                 sides.append(f"{name} high")
         return sides
 
     def edge_lead(self, side: str) -> float:
-        """How far (nats) the best loss one grid value in from ``side`` ('B low', ...) is
-        behind the best run: a large lead says the optimum lies beyond the edge; a lead
-        inside the noise floor says the flat part of the landscape reaches the edge."""
+        """How far (nats) the best run one grid value in from ``side`` ('B low', ...) is
+        behind the best run at that end (negative: ahead of it): a large lead says the
+        optimum lies beyond the edge; a lead inside the noise floor says the flat part of
+        the landscape reaches the edge."""
         name, end = side.split()
         values = self.lr if name == "lr" else self.batch_tokens
         distinct = np.unique(values)
-        inner = distinct[1] if end == "low" else distinct[-2]
-        return float(self.loss[values == inner].min() - self.best_loss)
+        outer, inner = (distinct[0], distinct[1]) if end == "low" else (distinct[-1], distinct[-2])
+        return float(self.loss[values == inner].min() - self.loss[values == outer].min())
 
 
 @dataclass

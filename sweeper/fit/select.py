@@ -13,8 +13,12 @@ Contract of `clean_trials(table)`:
   of the landscape near the optimum).
 * A cell with fewer than ``min_runs`` points, or fewer than two learning rates or batch
   sizes, is excluded from the fit and listed in ``Sweep.excluded_cells`` with the reason.
-* A cell whose best run sits on the edge of its grid keeps its place in the fit but gets a
-  loud flag: the grid did not bracket the optimum, so the optimum used is a bound.
+* A cell whose optimum sits on the edge of its grid keeps its place in the fit but gets a
+  loud flag: the grid did not bracket the optimum, so the optimum used is a bound. The
+  optimum is located by a quadratic through the runs near the best, weighted by the noise
+  floor (fit/quadratic.py), not by the best run: near the optimum, which run is best is a
+  draw of the seed noise, and a flat valley reaching the grid's end would flag or clear a
+  cell by that draw. "On the edge" is within half a grid step of the end, or beyond it.
 * A cell with replicate seeds carries its noise floor (``Cell.noise``, fit/noise.py); when
   one run's noise is wider than the near-optimal band (``NEAR_OPTIMAL_BAND``) it is flagged:
   the runs inside the band cannot be ranked by single seeds.
@@ -29,7 +33,8 @@ import numpy as np
 import pyarrow as pa
 
 from sweeper.fit.data import Cell, FitError, Sweep
-from sweeper.fit.noise import band_inside_noise, replicate_noise
+from sweeper.fit.noise import band_inside_noise, noise_width, replicate_noise
+from sweeper.fit.quadratic import QUADRATIC_BAND, QUADRATIC_MIN_POINTS, quadratic_optima
 from sweeper.outcome import TrialStatus
 
 NEAR_OPTIMAL_BAND = 0.0025  # Step Law's near-optimal set: within 0.25% of the best loss
@@ -167,10 +172,17 @@ def clean_trials(table: pa.Table, options: CleaningOptions = CleaningOptions()) 
                 }
             )
             continue
+        cell.located = _locate_optimum(cell)
         sides = cell.edge()
         if sides:
+            where = (
+                "the optimum (a quadratic through the runs near the best) lies within half a grid"
+                " step of the "
+                if cell.located is not None
+                else "best run at the "
+            )
             cell.flags.append(
-                "EDGE OF GRID: best run at the " + " and ".join(sides) + " end of the grid; the"
+                "EDGE OF GRID: " + where + " and ".join(sides) + " end of the grid; the"
                 " grid did not bracket the optimum, so this cell's optimum is only a bound"
                 + _edge_leads(cell, sides)
             )
@@ -275,6 +287,20 @@ def _exclusion_reason(cell: Cell, options: CleaningOptions) -> str | None:
     return None
 
 
+def _locate_optimum(cell: Cell) -> tuple[float, float] | None:
+    """(log lr, log B) of the cell's optimum by the noise-weighted quadratic, clipped to the
+    grid; None where no convex quadratic fits (the best run then stands for it)."""
+    z, _, convex, _ = quadratic_optima(
+        cell.log_lr,
+        cell.log_batch,
+        cell.loss,
+        np.ones((1, cell.loss.size)),
+        noise_width(QUADRATIC_BAND, cell.noise),
+        QUADRATIC_MIN_POINTS,
+    )
+    return (float(z[0, 0]), float(z[0, 1])) if convex[0] else None
+
+
 def _edge_leads(cell: Cell, sides: list[str]) -> str:
     """What the runs one grid value in say about each edge, against the noise floor when
     replicate seeds measured one: the user's next grid extends past a clear edge; a tie
@@ -283,7 +309,12 @@ def _edge_leads(cell: Cell, sides: list[str]) -> str:
     for side in sides:
         lead = cell.edge_lead(side)
         name = side.split()[0]
-        if cell.noise is None:
+        if lead < 0:
+            notes.append(
+                f"the next {name} in is {-lead:.4f} nats ahead of the end's best run, but the"
+                " runs around the best lean toward the end"
+            )
+        elif cell.noise is None:
             notes.append(f"the next {name} in is {lead:.4f} nats behind")
         elif lead <= cell.noise.sd:
             notes.append(

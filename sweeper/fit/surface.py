@@ -63,9 +63,10 @@ from sweeper.fit.data import FitError, Sweep
 from sweeper.fit.estimators import EstimatorFit, cell_features
 from sweeper.fit.laws import PowerLawFit, batched_gls, between_cell_variance, resample_counts
 from sweeper.fit.noise import noise_width
+from sweeper.fit.quadratic import locality_weight, quadratic_optima
 from sweeper.fit.robust import batched_huber_lm
 from sweeper.fit.select import near_optimal_mask
-from sweeper.fit.smooth import Smooth, locality_weight, quadratic_optima
+from sweeper.fit.smooth import Smooth
 
 HUBER = 1.345  # Huber's tuning constant, in units of sigma
 SIGMA_FLOOR = 1e-5  # relative loss: below the precision regrets are reported to
