@@ -130,3 +130,41 @@ def test_an_edge_says_whether_the_next_value_in_is_a_tie_inside_the_noise():
     assert (
         "0.0700 nats behind, beyond the seed noise" in clear
     )  # (1e-3, 2 sequences) and "a tie" not in clear
+
+
+def _bowl_cell(b_opt_steps: float, tie: float):
+    """One cell on a 5 lr x 6 batch grid (factors of 2), 2 seeds 0.02 nats apart: a bowl in
+    (log2 lr, log2 B) with its lowest point ``b_opt_steps`` grid steps above the smallest
+    batch, flat along lr ~ B near the low end (the demo's valley). The two runs at the
+    smallest and next batch, best lr, are set to 2.0 and 2.0 + ``tie``."""
+    from tests.fit.synthetic import _row
+
+    rows = []
+    for seed, shift in ((0, -0.01), (1, 0.01)):
+        for i, lr in enumerate([5e-4, 1e-3, 2e-3, 4e-3, 8e-3]):
+            for j, batch in enumerate([1, 2, 4, 8, 16, 32]):
+                along, across = (j - b_opt_steps), (i - 2) - 0.5 * (j - b_opt_steps)
+                loss = 2.0 + 0.006 * along**2 + 0.03 * across**2
+                if (i, j) == (2, 0):
+                    loss = 2.0 + 0.006 * b_opt_steps**2
+                if (i, j) == (2, 1):
+                    loss = 2.0 + 0.006 * b_opt_steps**2 + tie
+                row = _row(1e6, 1e8, 16, lr, batch, loss + shift, len(rows))
+                row["seed"] = seed
+                rows.append(row)
+    (cell,) = clean_trials(_table(rows)).cells
+    return cell
+
+
+@pytest.mark.parametrize("tie", [-1e-6, 1e-6])
+def test_the_grid_edge_verdict_does_not_hinge_on_a_tie_s_last_digits(tie: float) -> None:
+    # Inside: the optimum 0.8 grid steps above the smallest batch, the best run at the edge
+    # or one step in depending on the sign of a one-in-a-million difference: never flagged.
+    inside = _bowl_cell(0.8, tie)
+    assert inside.edge() == [] and not any("EDGE" in f for f in inside.flags)
+    assert inside.located is not None and np.exp(inside.located[1]) > 16 * 2**0.5
+    # Beyond: the optimum a step below the smallest batch: flagged whichever run wins the tie.
+    beyond = _bowl_cell(-1.0, tie)
+    assert "B low" in beyond.edge()
+    (flag,) = [f for f in beyond.flags if f.startswith("EDGE OF GRID")]
+    assert "within half a grid step of the B low end" in flag
