@@ -46,7 +46,7 @@ def start_watchdog(excluded: set[int]) -> subprocess.Popen[bytes]:
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # Its own process session (setsid): Ctrl-C at the terminal, or a kill of the driver's process group,
+        # Detached by setsid, outside the driver's process group: Ctrl-C at the terminal, or a kill of that group,
         # leaves it running to clean up after them.
         start_new_session=True,
     )
