@@ -206,11 +206,13 @@ def estimate_trial_memory_bytes(spec: TrialSpec) -> int:
 
 def plan_trials(recipe: Recipe, data_identity: str) -> list[TrialSpec]:
     """Every trial of the sweep: cells x learning rates x batch sizes x seeds."""
+    cells = plan_cells(recipe)
+    learning_rates = {cell.cell_id: recipe.learning_rates_for(cell.shape) for cell in cells}
     trials = [
         make_trial(recipe, cell, lr, batch_size, seed, data_identity)
-        for cell in plan_cells(recipe)
+        for cell in cells
         for batch_size in recipe.batch_sizes
-        for lr in recipe.learning_rates_for(cell.shape)
+        for lr in learning_rates[cell.cell_id]
         for seed in recipe.seeds
     ]
     # Ids hash what determines a run, so equal ids mean the recipe lists one run twice.

@@ -519,7 +519,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _plan_size(self) -> Recipe:
         budgets = self.tokens.absolute or self.tokens.per_param or []
-        lrs = sum(_grid_size(rung.learning_rates or self.learning_rates) for rung in self.models)
+        lrs = sum(len(self.learning_rates_for(rung)) for rung in self.models)
         trials = len(budgets) * lrs * len(self.batch_sizes) * len(self.seeds)
         if trials > MAX_TRIALS:
             raise ValueError(
@@ -542,9 +542,10 @@ class Recipe(_Strict):
         return [rung.shape for rung in self.models]
 
     def learning_rates_for(self, shape: ModelShape) -> list[float]:
-        """The peak learning rates swept at ``shape``: its rung's own, else the recipe's."""
+        """The peak learning rates swept at ``shape``: its rung's own, else the recipe's. A
+        shape is known by its name (the plan refuses two rungs that share one)."""
         for rung in self.models:
-            if rung.shape == shape:
+            if rung.name == shape.name:
                 grid = rung.learning_rates or self.learning_rates
                 assert grid is not None  # _every_model_has_learning_rates
                 return grid.all()
@@ -559,12 +560,6 @@ class Recipe(_Strict):
 
     def run_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.output or Path("runs") / self.name)
-
-
-def _grid_size(rates: LearningRates | None) -> int:
-    if rates is None:
-        return 0
-    return rates.grid.count if rates.grid is not None else len(rates.values or [])
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:

@@ -23,7 +23,7 @@ from sweeper.fit.estimators import Estimator, EstimatorFit, cell_features
 from sweeper.fit.laws import PowerLawFit, batched_gls, resample_counts
 from sweeper.fit.noise import noise_width
 from sweeper.fit.quadratic import QUADRATIC_BAND, QUADRATIC_MIN_POINTS, quadratic_optima
-from sweeper.fit.select import near_optimal_mask
+from sweeper.fit.select import NEAR_OPTIMAL_BAND, near_optimal_mask
 
 
 class Smooth(Estimator):
@@ -88,7 +88,7 @@ class Smooth(Estimator):
                 {
                     "lr": float(np.exp(zc[0, 0])),
                     "batch_size_tokens": float(np.exp(zc[0, 1])),
-                    "near_optimal_runs": int(near_optimal_mask(cell.loss, 0.0025).sum()),
+                    "near_optimal_runs": int(near_optimal_mask(cell.loss, NEAR_OPTIMAL_BAND).sum()),
                     "note": note,
                 }
             )
