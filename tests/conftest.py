@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -61,6 +62,15 @@ def smoke_run(tmp_path_factory, mlflow_server) -> SweepRun:
     from tests.watching_tools import TerminalRun
 
     run_dir = tmp_path_factory.mktemp("e2e") / "smoke"
+    # The smoke ladder with 4x the tokens. Fused, its tasks last under 2 s, about what a
+    # trial's first progress report takes to reach progress.json (the board's worker starts
+    # with the first trials, and the driver reads it a round late): too short to be seen
+    # running. At 4x the longest tasks train for several seconds.
+    smoke = yaml.safe_load((RECIPES / "smoke.yaml").read_text())
+    recipe_file = run_dir.parent / "smoke.yaml"
+    recipe_file.write_text(
+        yaml.safe_dump(smoke | {"tokens": {"absolute": [4 * d for d in smoke["tokens"]["absolute"]]}})
+    )
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -75,7 +85,7 @@ def smoke_run(tmp_path_factory, mlflow_server) -> SweepRun:
             "-m",
             "sweeper",
             "submit",
-            str(RECIPES / "smoke.yaml"),
+            str(recipe_file),
             "--out",
             str(run_dir),
             "--log-to",

@@ -83,7 +83,7 @@ def test_status_reports_counts_and_best_per_cell(smoke_run: SweepRun) -> None:
 
 def test_resubmit_runs_nothing_twice(smoke_run: SweepRun) -> None:
     before = pd.read_parquet(smoke_run.run_dir / "trials")
-    result = sweeper("submit", str(RECIPES / "smoke.yaml"), "--out", str(smoke_run.run_dir))
+    result = sweeper("submit", str(smoke_run.run_dir / "recipe.yaml"), "--out", str(smoke_run.run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "0 to run" in result.stdout
     after = pd.read_parquet(smoke_run.run_dir / "trials")
